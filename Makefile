@@ -1,0 +1,34 @@
+# The menu of common commands; README explains each one.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+ARGS   ?=
+
+.PHONY: help install run migrate seed test bench clean
+
+help:  ## list the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(BIN)/ticketboss: pyproject.toml setup.cfg
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(BIN)/ticketboss  ## create .venv and install the project with its test tools
+
+migrate: install  ## apply the alembic migrations to DATABASE_URL
+	$(BIN)/ticketboss migrate
+
+seed: migrate  ## create the default event if absent (ARGS="--seats 1000 --reset" to change it)
+	$(BIN)/ticketboss seed $(ARGS)
+
+run: migrate  ## migrate, seed if absent, then serve with gunicorn on 127.0.0.1:$PORT (8000)
+	$(BIN)/ticketboss seed
+	exec $(BIN)/gunicorn -c python:ticketboss.gunicorn_conf ticketboss.wsgi:app
+
+test: install  ## the whole suite against a fresh PostgreSQL database (TEST_DATABASE_URL)
+	$(BIN)/pytest $(ARGS)
+
+clean:  ## remove the virtualenv, the SQLite file and caches
+	rm -rf $(VENV) var .pytest_cache .hypothesis src/*.egg-info

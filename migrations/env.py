@@ -1,0 +1,37 @@
+"""Alembic environment: the URL comes from the caller (`ticketboss migrate`), else DATABASE_URL."""
+
+from alembic import context
+from ticketboss.config import Settings
+from ticketboss.store.db import make_engine
+from ticketboss.store.tables import metadata
+
+config = context.config
+url = config.attributes.get("database_url") or Settings.from_env().database_url
+
+
+def run_migrations_offline() -> None:
+    context.configure(url=url, target_metadata=metadata, literal_binds=True)
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    engine = make_engine(Settings(database_url=url))
+    try:
+        with engine.connect() as connection:
+            context.configure(
+                connection=connection,
+                target_metadata=metadata,
+                # SQLite alters tables by copying them; batch mode does that for us.
+                render_as_batch=connection.dialect.name == "sqlite",
+            )
+            with context.begin_transaction():
+                context.run_migrations()
+    finally:
+        engine.dispose()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()

@@ -1,0 +1,49 @@
+"""TicketBoss: seat reservations guarded by a versioned compare-and-swap."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from ticketboss.config import Settings
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    """Build the app; the engine is created here so every gunicorn worker has its own pool."""
+    settings = settings or Settings.from_env()
+    app = Flask(__name__)
+    register_config(app, settings)
+    register_extensions(app, settings)
+    register_blueprints(app)
+    register_errorhandlers(app)
+    return app
+
+
+def register_config(app: Flask, settings: Settings) -> None:
+    app.config.update(
+        DEFAULT_EVENT_ID=settings.default_event_id,
+        RETRY_AFTER_SECONDS=settings.retry_after_seconds,
+        API_TITLE="TicketBoss",
+        API_VERSION="1.0.0",
+        OPENAPI_VERSION="3.1.0",
+        OPENAPI_URL_PREFIX="/api",
+        OPENAPI_JSON_PATH="openapi.json",
+    )
+
+
+def register_extensions(app: Flask, settings: Settings) -> None:
+    from ticketboss.services import ReservationService
+    from ticketboss.store.db import make_engine
+
+    app.extensions["ticketboss"] = ReservationService(make_engine(settings), settings)
+
+
+def register_blueprints(app: Flask) -> None:
+    from ticketboss import api
+
+    api.register_blueprints(app)
+
+
+def register_errorhandlers(app: Flask) -> None:
+    from ticketboss import api
+
+    api.register_errorhandlers(app)

@@ -1,0 +1,102 @@
+"""One place that turns every failure into an RFC 9457 problem+json response."""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+
+from flask import Flask, current_app, json
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from werkzeug.exceptions import HTTPException
+
+from ticketboss.domain import EventNotFound, NotEnoughSeats, ReservationNotFound, VersionConflict
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+
+# Domain errors → (status, problem type slug). VersionConflict only reaches the API once the
+# tenacity retries are spent: the event is too contended right now, so the client should retry.
+_DOMAIN_STATUS = {
+    NotEnoughSeats: (409, "not-enough-seats"),
+    ReservationNotFound: (404, "reservation-not-found"),
+    EventNotFound: (404, "event-not-found"),
+    VersionConflict: (503, "too-busy"),
+}
+
+
+def problem(status: int, detail: str, slug: str | None = None, headers=None, **extra):
+    """A problem+json response; `error` repeats `detail` for clients of the old API."""
+    body = {
+        "type": f"/problems/{slug}" if slug else "about:blank",
+        "title": HTTPStatus(status).phrase,
+        "status": status,
+        "detail": detail,
+        "error": detail,
+        **extra,
+    }
+    headers = dict(headers or {})
+    if status == 503:
+        headers["Retry-After"] = str(current_app.config["RETRY_AFTER_SECONDS"])
+    return current_app.response_class(
+        json.dumps(body), status=status, mimetype=PROBLEM_JSON, headers=headers
+    )
+
+
+def http_problem(exc: HTTPException):
+    """Routing errors (404, 405), aborts and webargs validation failures (400)."""
+    headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
+    messages = (getattr(exc, "data", None) or {}).get("messages")
+    if messages:
+        # webargs nests messages under the location: {"json": {"seats": [...]}}.
+        errors = {
+            ("body" if k == "_schema" else k): v
+            for location in messages.values()
+            for k, v in _as_dict(location).items()
+        }
+        detail = "; ".join(f"{name}: {' '.join(_flat(msgs))}" for name, msgs in errors.items())
+        return problem(
+            exc.code, f"Invalid request: {detail}", "invalid-request", headers, errors=errors
+        )
+    return problem(exc.code, exc.description or HTTPStatus(exc.code).description, None, headers)
+
+
+def _as_dict(messages) -> dict:
+    return messages if isinstance(messages, dict) else {"_schema": messages}
+
+
+def _flat(messages):
+    if isinstance(messages, dict):
+        for value in messages.values():
+            yield from _flat(value)
+    elif isinstance(messages, (list, tuple)):
+        for value in messages:
+            yield from _flat(value)
+    else:
+        yield str(messages)
+
+
+def register_errorhandlers(app: Flask) -> None:
+    for error_type, (status, slug) in _DOMAIN_STATUS.items():
+        app.register_error_handler(
+            error_type, lambda exc, status=status, slug=slug: problem(status, str(exc), slug)
+        )
+    # Pool exhausted, database down or restarting, statement timeout, SQLite busy: all transient.
+    for error_type in (PoolTimeout, OperationalError, InterfaceError):
+        app.register_error_handler(error_type, _unavailable)
+    app.register_error_handler(Exception, _unexpected)
+
+
+def _unavailable(exc: Exception):
+    log.warning("database unavailable: %s", exc.__class__.__name__, exc_info=exc)
+    return problem(
+        503, "The service is overloaded or its database is unreachable; retry later.", "unavailable"
+    )
+
+
+def _unexpected(exc: Exception):
+    if isinstance(exc, HTTPException):
+        return http_problem(exc)
+    log.exception("unhandled error")
+    return problem(500, "An unexpected error occurred.")

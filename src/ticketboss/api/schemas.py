@@ -1,0 +1,63 @@
+"""Marshmallow schemas: the validation of every request and the shape of every response."""
+
+from marshmallow import EXCLUDE, Schema, fields, validate
+
+from ticketboss.domain import MAX_SEATS, MIN_SEATS
+
+
+class ReserveRequest(Schema):
+    class Meta:
+        unknown = EXCLUDE  # extra fields are ignored, as the Node.js API did
+
+    partner_id = fields.String(
+        data_key="partnerId",
+        required=True,
+        validate=[
+            validate.Length(min=1, max=128),
+            validate.Regexp(r"(?s).*\S", error="Must not be blank."),
+        ],
+    )
+    seats = fields.Integer(
+        required=True, strict=True, validate=validate.Range(min=MIN_SEATS, max=MAX_SEATS)
+    )
+
+
+class ReservationIdPath(Schema):
+    reservation_id = fields.UUID(required=True)
+
+
+class EventSummary(Schema):
+    event_id = fields.String(data_key="eventId", attribute="event.event_id")
+    name = fields.String(attribute="event.name")
+    total_seats = fields.Integer(data_key="totalSeats", attribute="event.total_seats")
+    available_seats = fields.Integer(data_key="availableSeats", attribute="event.available_seats")
+    reservation_count = fields.Integer(data_key="reservationCount")
+    version = fields.Integer(attribute="event.version")
+
+
+class ReservationCreated(Schema):
+    reservation_id = fields.UUID(data_key="reservationId")
+    seats = fields.Integer()
+    status = fields.String()
+
+
+class ReservationDetail(ReservationCreated):
+    event_id = fields.String(data_key="eventId")
+    partner_id = fields.String(data_key="partnerId")
+    created_at = fields.AwareDateTime(data_key="createdAt")
+    cancelled_at = fields.AwareDateTime(data_key="cancelledAt", allow_none=True)
+
+
+class Health(Schema):
+    status = fields.String()
+
+
+class Problem(Schema):
+    """RFC 9457 problem details, plus `error` (= detail) for clients of the Node.js API."""
+
+    type = fields.String()
+    title = fields.String()
+    status = fields.Integer()
+    detail = fields.String()
+    error = fields.String()
+    errors = fields.Dict(metadata={"description": "Per-field messages of a 400."})

@@ -1,0 +1,39 @@
+"""Settings read from the environment, in one place (README lists every variable)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_SQLITE_URL = f"sqlite:///{PROJECT_ROOT / 'var' / 'ticketboss.sqlite3'}"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Every tunable of the service. Each field is read from the upper-cased environment variable."""
+
+    database_url: str = DEFAULT_SQLITE_URL
+    default_event_id: str = "node-meetup-2025"
+    # Compare-and-swap retries (tenacity): attempts and total time are both capped.
+    cas_max_attempts: int = 50
+    cas_max_seconds: float = 5.0
+    cas_backoff_max_seconds: float = 0.05
+    # Connection pool, per worker process.
+    db_pool_size: int = 5
+    db_max_overflow: int = 10
+    db_pool_timeout: float = 5.0
+    db_statement_timeout_ms: int = 5000
+    # Sent in Retry-After with every 503.
+    retry_after_seconds: int = 1
+
+    @classmethod
+    def from_env(cls, environ=os.environ) -> Settings:
+        """Settings from environment variables; unset or empty ones keep their default."""
+        values = {}
+        for f in fields(cls):
+            raw = environ.get(f.name.upper())
+            if raw:
+                values[f.name] = type(f.default)(raw)
+        return cls(**values)

@@ -1,0 +1,36 @@
+"""What can go wrong, as nouns the API maps to HTTP statuses."""
+
+
+class DomainError(Exception):
+    """Base of the errors a use case raises on purpose."""
+
+
+class EventNotFound(DomainError):
+    def __init__(self, event_id: str):
+        super().__init__(f"Event '{event_id}' does not exist.")
+        self.event_id = event_id
+
+
+class ReservationNotFound(DomainError):
+    def __init__(self, reservation_id, *, confirmed_only: bool = False):
+        what = "confirmed reservation" if confirmed_only else "reservation"
+        super().__init__(f"No {what} with id '{reservation_id}'.")
+        self.reservation_id = reservation_id
+
+
+class NotEnoughSeats(DomainError):
+    def __init__(self, event_id: str, requested: int, available: int):
+        super().__init__(
+            f"Not enough seats left: {requested} requested, {available} available."
+        )
+        self.event_id = event_id
+        self.requested = requested
+        self.available = available
+
+
+class VersionConflict(DomainError):
+    """The event changed between our read and our compare-and-swap: retry from a fresh read."""
+
+    def __init__(self, event_id: str):
+        super().__init__(f"Event '{event_id}' changed concurrently; please retry.")
+        self.event_id = event_id

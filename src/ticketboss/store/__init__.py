@@ -1,0 +1,1 @@
+"""SQLAlchemy Core tables, the engine, and the queries (including the compare-and-swap)."""

@@ -1,0 +1,51 @@
+"""Engine construction for PostgreSQL (production) and the embedded SQLite default."""
+
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+from ticketboss.config import Settings
+
+
+def make_engine(settings: Settings) -> Engine:
+    """An engine with a bounded pool; call it after fork so each worker has its own."""
+    url = make_url(settings.database_url)
+    if url.get_backend_name() == "sqlite":
+        return _sqlite_engine(url, settings)
+    return create_engine(
+        url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout,
+        connect_args={
+            "connect_timeout": 3,
+            # A stuck statement becomes a 503 instead of a hung worker.
+            "options": f"-c statement_timeout={settings.db_statement_timeout_ms}",
+            "application_name": "ticketboss",
+        },
+    )
+
+
+def _sqlite_engine(url, settings: Settings) -> Engine:
+    if url.database and url.database != ":memory:":
+        Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(
+        url,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        pool_timeout=settings.db_pool_timeout,
+        connect_args={"timeout": settings.db_statement_timeout_ms / 1000},
+    )
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_connection, _record):
+        # WAL lets readers run beside the single writer; busy_timeout makes the several
+        # gunicorn workers queue for the write lock instead of failing at once.
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={settings.db_statement_timeout_ms}")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    return engine

@@ -1,0 +1,64 @@
+"""The schema as SQLAlchemy Core tables. Only alembic migrations create it in a database."""
+
+from sqlalchemy import (
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    Uuid,
+    func,
+)
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+events = Table(
+    "events",
+    metadata,
+    Column("event_id", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("total_seats", Integer, nullable=False),
+    Column("available_seats", Integer, nullable=False),
+    # Rises by one with every committed change of seats: the compare-and-swap guard.
+    Column("version", Integer, nullable=False, server_default="0"),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    CheckConstraint("total_seats >= 0", name="total_seats_not_negative"),
+    CheckConstraint(
+        "available_seats >= 0 AND available_seats <= total_seats", name="available_seats_in_range"
+    ),
+)
+
+reservations = Table(
+    "reservations",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column(
+        "event_id",
+        Text,
+        ForeignKey("events.event_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("partner_id", String(128), nullable=False),
+    Column("seats", Integer, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("cancelled_at", DateTime(timezone=True), nullable=True),
+    CheckConstraint("seats BETWEEN 1 AND 10", name="seats_in_range"),
+    CheckConstraint("status IN ('confirmed', 'cancelled')", name="status_known"),
+    # The summary counts an event's confirmed reservations; --reset deletes an event's rows.
+    Index("ix_reservations_event_id_status", "event_id", "status"),
+)
