@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID, uuid4
@@ -28,6 +30,23 @@ from ticketboss.domain import (
 from ticketboss.store import queries
 
 
+class CasStats:
+    """This process's compare-and-swap outcomes: commits, retries after a lost CAS, and
+    requests whose retries ran out (thread-safe)."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._counts = Counter()
+
+    def add(self, **counts: int) -> None:
+        with self._lock:
+            self._counts.update(counts)
+
+    def snapshot(self) -> dict[str, int]:
+        with self._lock:
+            return {k: self._counts[k] for k in ("commits", "retries", "exhausted")}
+
+
 @dataclass(frozen=True)
 class Summary:
     event: Event
@@ -47,6 +66,7 @@ class ReservationService:
     def __init__(self, engine: Engine, settings: Settings):
         self.engine = engine
         self.settings = settings
+        self.stats = CasStats()
 
     def _retrying(self) -> Retrying:
         s = self.settings
@@ -56,7 +76,18 @@ class ReservationService:
             wait=wait_random_exponential(multiplier=0.001, max=s.cas_backoff_max_seconds),
             stop=stop_after_attempt(s.cas_max_attempts) | stop_after_delay(s.cas_max_seconds),
             reraise=True,
+            before_sleep=lambda _state: self.stats.add(retries=1),
         )
+
+    def _with_retries(self, unit_of_work, *args):
+        """Run one transaction, retried whole (from a fresh read) while it loses the CAS."""
+        try:
+            result = self._retrying()(unit_of_work, *args)
+        except VersionConflict:
+            self.stats.add(exhausted=1)
+            raise
+        self.stats.add(commits=1)
+        return result
 
     def summary(self, event_id: str) -> Summary:
         with self.engine.connect() as conn:
@@ -75,7 +106,7 @@ class ReservationService:
     def reserve(self, event_id: str, partner_id: str, seats: int) -> Reservation:
         """Take `seats` for a partner: NotEnoughSeats if they are not there, VersionConflict
         if the retries ran out."""
-        return self._retrying()(self._reserve_once, event_id, partner_id, seats)
+        return self._with_retries(self._reserve_once, event_id, partner_id, seats)
 
     def _reserve_once(self, event_id: str, partner_id: str, seats: int) -> Reservation:
         with self.engine.begin() as conn:
@@ -97,7 +128,7 @@ class ReservationService:
 
     def cancel(self, reservation_id: UUID) -> None:
         """Cancel a confirmed reservation and return its seats to the pool."""
-        self._retrying()(self._cancel_once, reservation_id)
+        self._with_retries(self._cancel_once, reservation_id)
 
     def _cancel_once(self, reservation_id: UUID) -> None:
         with self.engine.begin() as conn:
