@@ -17,3 +17,5 @@ preload_app = False
 accesslog = os.environ.get("ACCESS_LOG") or None
 errorlog = "-"
 loglevel = os.environ.get("LOG_LEVEL", "info")
+# gunicorn ≥ 25 opens a control socket in ~/.gunicorn; two servers on one machine would clash.
+control_socket_disable = True
