@@ -20,9 +20,11 @@ class Settings:
     cas_max_attempts: int = 50
     cas_max_seconds: float = 5.0
     cas_backoff_max_seconds: float = 0.05
+    # Reservations of one event arriving together in a worker share one transaction.
+    group_commit_max_batch: int = 200
     # Connection pool, per worker process.
-    db_pool_size: int = 5
-    db_max_overflow: int = 10
+    db_pool_size: int = 10
+    db_max_overflow: int = 20
     db_pool_timeout: float = 5.0
     db_statement_timeout_ms: int = 5000
     # Sent in Retry-After with every 503.

@@ -1,4 +1,8 @@
-"""Two transactions lined up on a Barrier so both provably read the same version."""
+"""Two transactions lined up on a Barrier so both provably read the same version.
+
+Within one process concurrent reservations share a group commit and never race; two
+services on one engine stand for two gunicorn worker processes, whose transactions do.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,8 @@ from sqlalchemy import event
 
 from ticketboss.cli import seed_event
 from ticketboss.domain import NotEnoughSeats, VersionConflict
-from ticketboss.services import ReservationService
+from ticketboss.domain import Reservation
+from ticketboss.services import ReservationService, SeatRequest
 
 EVENT_ID = "node-meetup-2025"
 
@@ -18,19 +23,21 @@ EVENT_ID = "node-meetup-2025"
 class LineUpCompareAndSwaps:
     """Holds each thread's first CAS UPDATE until every thread has read the event."""
 
-    def __init__(self, engine, parties: int):
-        self.engine = engine
+    def __init__(self, *engines, parties: int):
+        self.engines = engines
         self.barrier = threading.Barrier(parties, timeout=10)
         self.first_done = threading.local()
         self.cas_statements = 0
         self.lock = threading.Lock()
 
     def __enter__(self):
-        event.listen(self.engine, "before_cursor_execute", self.before_execute)
+        for engine in self.engines:
+            event.listen(engine, "before_cursor_execute", self.before_execute)
         return self
 
     def __exit__(self, *exc):
-        event.remove(self.engine, "before_cursor_execute", self.before_execute)
+        for engine in self.engines:
+            event.remove(engine, "before_cursor_execute", self.before_execute)
 
     def before_execute(self, conn, cursor, statement, parameters, context, executemany):
         if not statement.lstrip().upper().startswith("UPDATE EVENTS"):
@@ -42,16 +49,25 @@ class LineUpCompareAndSwaps:
             self.barrier.wait()
 
 
+@pytest.fixture
+def other_worker(service):
+    """A second service on the same database: another worker process's group commit."""
+    return ReservationService(service.engine, service.settings)
+
+
 def run_together(*calls):
     with ThreadPoolExecutor(len(calls)) as pool:
         futures = [pool.submit(call) for call in calls]
         return [f.exception() or f.result() for f in futures]
 
 
-def test_two_reservations_reading_the_same_version_both_succeed_after_a_retry(service):
+def test_two_reservations_reading_the_same_version_both_succeed_after_a_retry(
+    service, other_worker
+):
     with LineUpCompareAndSwaps(service.engine, parties=2) as lineup:
         results = run_together(
-            lambda: service.reserve(EVENT_ID, "a", 3), lambda: service.reserve(EVENT_ID, "b", 4)
+            lambda: service.reserve(EVENT_ID, "a", 3),
+            lambda: other_worker.reserve(EVENT_ID, "b", 4),
         )
     assert [r.seats for r in results] == [3, 4]
     # Both read version 0: one CAS won, the other matched no row and retried once.
@@ -65,12 +81,13 @@ def test_two_reservations_reading_the_same_version_both_succeed_after_a_retry(se
 
 
 def test_the_loser_of_the_last_seats_retries_and_then_gets_a_genuine_not_enough_seats(
-    service, pg_engine
+    service, other_worker, pg_engine
 ):
     seed_event(pg_engine, EVENT_ID, "Node.js Meet-up", 5, reset=True)
     with LineUpCompareAndSwaps(service.engine, parties=2):
         results = run_together(
-            lambda: service.reserve(EVENT_ID, "a", 4), lambda: service.reserve(EVENT_ID, "b", 4)
+            lambda: service.reserve(EVENT_ID, "a", 4),
+            lambda: other_worker.reserve(EVENT_ID, "b", 4),
         )
     losers = [r for r in results if isinstance(r, NotEnoughSeats)]
     assert len(losers) == 1
@@ -113,11 +130,13 @@ def test_when_the_retries_run_out_the_conflict_surfaces_and_nothing_is_written(
 ):
     from dataclasses import replace
 
-    impatient = ReservationService(service.engine, replace(pg_settings, cas_max_attempts=1))
+    impatient = replace(pg_settings, cas_max_attempts=1)
+    worker_a = ReservationService(service.engine, impatient)
+    worker_b = ReservationService(service.engine, impatient)
     with LineUpCompareAndSwaps(service.engine, parties=2):
         results = run_together(
-            lambda: impatient.reserve(EVENT_ID, "a", 1),
-            lambda: impatient.reserve(EVENT_ID, "b", 1),
+            lambda: worker_a.reserve(EVENT_ID, "a", 1),
+            lambda: worker_b.reserve(EVENT_ID, "b", 1),
         )
     assert sum(isinstance(r, VersionConflict) for r in results) == 1
     summary = service.summary(EVENT_ID)
@@ -132,18 +151,21 @@ def test_retries_exhausted_over_http_is_a_503_with_retry_after(pg_url):
     from ticketboss import create_app
     from ticketboss.config import Settings
 
-    app = create_app(Settings(database_url=pg_url, cas_max_attempts=1, retry_after_seconds=2))
-    engine = app.extensions["ticketboss"].engine
-    seed_event(engine, EVENT_ID, "Node.js Meet-up", 500, reset=True)
+    # Two apps stand for two gunicorn workers.
+    settings = Settings(database_url=pg_url, cas_max_attempts=1, retry_after_seconds=2)
+    apps = [create_app(settings), create_app(settings)]
+    engines = [app.extensions["ticketboss"].engine for app in apps]
+    seed_event(engines[0], EVENT_ID, "Node.js Meet-up", 500, reset=True)
 
-    def post():
+    def post(app):
         return app.test_client().post("/api/reservations", json={"partnerId": "p", "seats": 1})
 
     try:
-        with LineUpCompareAndSwaps(engine, parties=2):
-            responses = run_together(post, post)
+        with LineUpCompareAndSwaps(*engines, parties=2):
+            responses = run_together(lambda: post(apps[0]), lambda: post(apps[1]))
     finally:
-        engine.dispose()
+        for engine in engines:
+            engine.dispose()
     assert sorted(r.status_code for r in responses) == [201, 503]
     busy = next(r for r in responses if r.status_code == 503)
     assert busy.headers["Retry-After"] == "2"
@@ -161,3 +183,27 @@ def test_seed_never_touches_an_existing_event_without_reset(service, pg_engine, 
         498,
         1,
     )
+
+
+def test_a_batch_that_loses_the_cas_retries_whole_and_what_fits_is_served_in_order(
+    service, other_worker, pg_engine
+):
+    seed_event(pg_engine, EVENT_ID, "Node.js Meet-up", 10, reset=True)
+    batch_a = [SeatRequest("a", 4), SeatRequest("a", 4), SeatRequest("a", 3)]
+    batch_b = [SeatRequest("b", 5)]
+    with LineUpCompareAndSwaps(service.engine, parties=2) as lineup:
+        got_a, got_b = run_together(
+            lambda: service.reserve_batch(EVENT_ID, batch_a),
+            lambda: other_worker.reserve_batch(EVENT_ID, batch_b),
+        )
+    served = lambda outcomes: [isinstance(o, Reservation) for o in outcomes]  # noqa: E731
+    # Both read 10 seats; the loser re-ran its whole batch on a fresh read, so the result is
+    # one of the two serial orders, never a mix of stale decisions.
+    a_first = (served(got_a), served(got_b)) == ([True, True, False], [False])
+    b_first = (served(got_a), served(got_b)) == ([True, False, False], [True])
+    assert a_first or b_first
+    assert lineup.cas_statements >= 2
+    granted = [o for o in got_a + got_b if isinstance(o, Reservation)]
+    summary = service.summary(EVENT_ID)
+    assert summary.event.available_seats == 10 - sum(r.seats for r in granted)
+    assert summary.event.version == len(granted) == summary.reservation_count

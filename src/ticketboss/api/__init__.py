@@ -20,11 +20,12 @@ def service() -> ReservationService:
 
 
 def register_blueprints(app: Flask) -> None:
-    from ticketboss.api import health, reservations
+    from ticketboss.api import health, metrics, reservations
 
     api = ProblemApi(app)
     api.register_blueprint(health.blp)
     api.register_blueprint(reservations.blp)
+    app.register_blueprint(metrics.blp)
 
 
 __all__ = ["register_blueprints", "register_errorhandlers", "service"]

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID, uuid4
@@ -18,39 +16,31 @@ from tenacity import (
     wait_random_exponential,
 )
 
+from ticketboss import metrics
 from ticketboss.config import Settings
 from ticketboss.domain import (
     Event,
     EventNotFound,
+    NotEnoughSeats,
     Reservation,
     ReservationNotFound,
     Status,
     VersionConflict,
 )
+from ticketboss.services.group_commit import GroupCommit
 from ticketboss.store import queries
-
-
-class CasStats:
-    """This process's compare-and-swap outcomes: commits, retries after a lost CAS, and
-    requests whose retries ran out (thread-safe)."""
-
-    def __init__(self):
-        self._lock = threading.Lock()
-        self._counts = Counter()
-
-    def add(self, **counts: int) -> None:
-        with self._lock:
-            self._counts.update(counts)
-
-    def snapshot(self) -> dict[str, int]:
-        with self._lock:
-            return {k: self._counts[k] for k in ("commits", "retries", "exhausted")}
 
 
 @dataclass(frozen=True)
 class Summary:
     event: Event
     reservation_count: int
+
+
+@dataclass(frozen=True)
+class SeatRequest:
+    partner_id: str
+    seats: int
 
 
 def _worth_retrying(exc: BaseException) -> bool:
@@ -61,12 +51,16 @@ def _worth_retrying(exc: BaseException) -> bool:
 
 
 class ReservationService:
-    """The use cases over one engine. Each write is one transaction, retried whole on conflict."""
+    """The use cases over one engine. Each write is one transaction, retried whole on conflict.
+
+    Reservations of one event that arrive together in this process are group-committed:
+    one read, one compare-and-swap and one multi-row INSERT for the whole batch.
+    """
 
     def __init__(self, engine: Engine, settings: Settings):
         self.engine = engine
         self.settings = settings
-        self.stats = CasStats()
+        self._reservations = GroupCommit(self.reserve_batch, settings.group_commit_max_batch)
 
     def _retrying(self) -> Retrying:
         s = self.settings
@@ -76,18 +70,16 @@ class ReservationService:
             wait=wait_random_exponential(multiplier=0.001, max=s.cas_backoff_max_seconds),
             stop=stop_after_attempt(s.cas_max_attempts) | stop_after_delay(s.cas_max_seconds),
             reraise=True,
-            before_sleep=lambda _state: self.stats.add(retries=1),
+            before_sleep=lambda _state: metrics.CAS_RETRIES.inc(),
         )
 
     def _with_retries(self, unit_of_work, *args):
         """Run one transaction, retried whole (from a fresh read) while it loses the CAS."""
         try:
-            result = self._retrying()(unit_of_work, *args)
+            return self._retrying()(unit_of_work, *args)
         except VersionConflict:
-            self.stats.add(exhausted=1)
+            metrics.CAS_EXHAUSTED.inc()
             raise
-        self.stats.add(commits=1)
-        return result
 
     def summary(self, event_id: str) -> Summary:
         with self.engine.connect() as conn:
@@ -106,29 +98,43 @@ class ReservationService:
     def reserve(self, event_id: str, partner_id: str, seats: int) -> Reservation:
         """Take `seats` for a partner: NotEnoughSeats if they are not there, VersionConflict
         if the retries ran out."""
-        return self._with_retries(self._reserve_once, event_id, partner_id, seats)
+        return self._reservations.submit(event_id, SeatRequest(partner_id, seats))
 
-    def _reserve_once(self, event_id: str, partner_id: str, seats: int) -> Reservation:
+    def reserve_batch(
+        self, event_id: str, requests: list[SeatRequest]
+    ) -> list[Reservation | NotEnoughSeats]:
+        """Commit requests as one batch (retried whole on conflict): an outcome per request,
+        in order. The group commit calls it; anyone may."""
+        return self._with_retries(self._reserve_batch_once, event_id, requests)
+
+    def _reserve_batch_once(
+        self, event_id: str, requests: list[SeatRequest]
+    ) -> list[Reservation | NotEnoughSeats] | list[EventNotFound]:
         with self.engine.begin() as conn:
             event = queries.load_event(conn, event_id)
             if event is None:
-                raise EventNotFound(event_id)
-            after = event.reserve(seats)
-            queries.compare_and_swap(conn, event, after.available_seats)
-            reservation = Reservation(
-                reservation_id=uuid4(),
-                event_id=event_id,
-                partner_id=partner_id,
-                seats=seats,
-                status=Status.CONFIRMED,
-                created_at=datetime.now(UTC),
-            )
-            queries.insert_reservations(conn, [reservation])
-        return reservation
+                return [EventNotFound(event_id) for _ in requests]
+            after, refusals = event.reserve_each([r.seats for r in requests])
+            now = datetime.now(UTC)
+            outcomes = [
+                refusal
+                or Reservation(uuid4(), event_id, r.partner_id, r.seats, Status.CONFIRMED, now)
+                for r, refusal in zip(requests, refusals, strict=True)
+            ]
+            granted = [o for o in outcomes if isinstance(o, Reservation)]
+            if granted:
+                queries.compare_and_swap(conn, event, after.available_seats, len(granted))
+                queries.insert_reservations(conn, granted)
+        if granted:
+            metrics.CAS_COMMITS.inc()
+            metrics.RESERVATIONS.inc(len(granted))
+        return outcomes
 
     def cancel(self, reservation_id: UUID) -> None:
         """Cancel a confirmed reservation and return its seats to the pool."""
         self._with_retries(self._cancel_once, reservation_id)
+        metrics.CAS_COMMITS.inc()
+        metrics.CANCELLATIONS.inc()
 
     def _cancel_once(self, reservation_id: UUID) -> None:
         with self.engine.begin() as conn:

@@ -1,0 +1,37 @@
+"""Prometheus counters of the compare-and-swap, shared by all gunicorn workers.
+
+With PROMETHEUS_MULTIPROC_DIR set (gunicorn_conf sets it), every worker writes its values
+there and /metrics adds them up; without it (tests, scripts) they live in this process.
+"""
+
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    generate_latest,
+    multiprocess,
+)
+
+CAS_COMMITS = Counter(
+    "ticketboss_cas_commits", "Transactions whose compare-and-swap on an event committed."
+)
+CAS_RETRIES = Counter(
+    "ticketboss_cas_retries", "Transactions retried after losing the compare-and-swap."
+)
+CAS_EXHAUSTED = Counter(
+    "ticketboss_cas_exhausted", "Transactions given up (503) after the retries ran out."
+)
+RESERVATIONS = Counter("ticketboss_reservations_confirmed", "Reservations committed (201).")
+CANCELLATIONS = Counter("ticketboss_reservations_cancelled", "Reservations cancelled (204).")
+
+
+def exposition() -> tuple[bytes, str]:
+    """The text format of every counter, summed over worker processes when there are several."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

@@ -1,0 +1,86 @@
+"""Group commit: concurrent requests for one event in this process share one transaction.
+
+The first request to arrive for an event becomes its leader. While the leader's transaction
+runs, later requests queue behind it. When it commits, the leader answers its whole batch and
+hands leadership to the oldest queued request, whose thread then runs the next batch with
+everything that queued meanwhile. Requests are taken in arrival order (first come, first
+served within the process); worker processes still race each other through the
+compare-and-swap.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Sequence
+from typing import Generic, TypeVar
+
+Request = TypeVar("Request")
+
+
+class _Ticket(Generic[Request]):
+    __slots__ = ("request", "ready", "leads", "outcome")
+
+    def __init__(self, request: Request):
+        self.request = request
+        self.ready = threading.Event()
+        self.leads = False
+        self.outcome: object = None
+
+
+class GroupCommit(Generic[Request]):
+    """Runs `commit(key, requests) -> outcomes` for batches of requests that share a key.
+
+    An outcome that is an exception is raised in the thread of the request it belongs to.
+    """
+
+    def __init__(self, commit: Callable[[str, list[Request]], Sequence[object]], max_batch: int):
+        self._commit = commit
+        self._max_batch = max(1, max_batch)
+        self._lock = threading.Lock()
+        self._queues: dict[str, deque[_Ticket]] = {}
+
+    def submit(self, key: str, request: Request) -> object:
+        """Queue the request, wait for the batch that commits it, return its outcome."""
+        ticket = _Ticket(request)
+        with self._lock:
+            queue = self._queues.get(key)
+            if queue is None:  # nobody leads this key: we do
+                queue = self._queues[key] = deque()
+                ticket.leads = True
+            queue.append(ticket)
+        if not ticket.leads:
+            ticket.ready.wait()
+        if ticket.leads:  # from the start, or handed over by the previous leader
+            self._lead(key)
+        if isinstance(ticket.outcome, BaseException):
+            raise ticket.outcome
+        return ticket.outcome
+
+    def _lead(self, key: str) -> None:
+        with self._lock:
+            queue = self._queues[key]
+            batch = [queue.popleft() for _ in range(min(len(queue), self._max_batch))]
+        # Every ticket of the batch is answered and the lead handed on, whatever happens here.
+        outcomes: Sequence[object] = [RuntimeError("the batch was interrupted")] * len(batch)
+        try:
+            outcomes = self._commit(key, [t.request for t in batch])
+        except Exception as exc:  # the whole batch failed: every request gets the error
+            outcomes = [exc] * len(batch)
+        finally:
+            successor = self._hand_over(key)
+            for ticket, outcome in zip(batch, outcomes, strict=True):
+                ticket.outcome = outcome
+                ticket.ready.set()
+            if successor is not None:
+                successor.ready.set()
+
+    def _hand_over(self, key: str) -> _Ticket | None:
+        """The oldest queued request leads next; with none queued, the key is free again."""
+        with self._lock:
+            queue = self._queues[key]
+            if not queue:
+                del self._queues[key]
+                return None
+            queue[0].leads = True
+            return queue[0]

@@ -1,0 +1,131 @@
+"""The batching mechanism on its own: real threads, a recording commit function."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from ticketboss.services.group_commit import GroupCommit
+
+
+class Recorder:
+    """A commit function that records its batches and can be held open."""
+
+    def __init__(self, fail_on=None):
+        self.batches: list[list[int]] = []
+        self.release = threading.Event()
+        self.entered = threading.Event()
+        self.fail_on = fail_on
+
+    def __call__(self, key, requests):
+        self.entered.set()
+        self.release.wait(timeout=10)
+        self.batches.append(list(requests))
+        if self.fail_on is not None and self.fail_on in requests:
+            raise RuntimeError("boom")
+        return [f"{key}:{r}" for r in requests]
+
+
+def submit_all(group, key, requests, results):
+    threads = []
+    for r in requests:
+        t = threading.Thread(target=lambda r=r: results.__setitem__(r, _outcome(group, key, r)))
+        t.start()
+        threads.append(t)
+    return threads
+
+
+def _outcome(group, key, request):
+    try:
+        return group.submit(key, request)
+    except Exception as exc:  # noqa: BLE001 - the test inspects it
+        return exc
+
+
+def wait_until(predicate, seconds=5.0):
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.001)
+
+
+def test_requests_that_queue_behind_a_leader_commit_together_in_arrival_order():
+    commit = Recorder()
+    group = GroupCommit(commit, max_batch=100)
+    results = {}
+    leader = submit_all(group, "e", [0], results)
+    commit.entered.wait(5)  # the leader's transaction is open: the rest must queue
+    followers = []
+    for r in range(1, 21):
+        followers += submit_all(group, "e", [r], results)
+        wait_until(lambda r=r: len(group._queues["e"]) == r)
+    commit.release.set()
+    for t in leader + followers:
+        t.join(10)
+    assert commit.batches == [[0], list(range(1, 21))]
+    assert results == {r: f"e:{r}" for r in range(21)}
+    assert group._queues == {}  # nobody leads: the next request starts afresh
+
+
+def test_a_batch_never_exceeds_the_maximum_and_every_request_is_answered():
+    commit = Recorder()
+    commit.release.set()
+    group = GroupCommit(commit, max_batch=3)
+    results = {}
+    threads = submit_all(group, "e", list(range(50)), results)
+    for t in threads:
+        t.join(10)
+    assert results == {r: f"e:{r}" for r in range(50)}
+    assert all(len(batch) <= 3 for batch in commit.batches)
+    assert sorted(r for batch in commit.batches for r in batch) == list(range(50))
+
+
+def test_a_failing_batch_raises_in_every_request_of_it_and_the_next_batch_still_runs():
+    commit = Recorder(fail_on=1)
+    group = GroupCommit(commit, max_batch=100)
+    results = {}
+    leader = submit_all(group, "e", [0], results)
+    commit.entered.wait(5)
+    followers = submit_all(group, "e", [1], results)
+    wait_until(lambda: len(group._queues["e"]) == 1)
+    followers += submit_all(group, "e", [2], results)
+    wait_until(lambda: len(group._queues["e"]) == 2)
+    commit.release.set()
+    for t in leader + followers:
+        t.join(10)
+    assert results[0] == "e:0"
+    assert isinstance(results[1], RuntimeError) and isinstance(results[2], RuntimeError)
+    assert commit.batches == [[0], [1, 2]]
+    assert submit_all(group, "e", [3], results)[0].join(10) is None and results[3] == "e:3"
+
+
+def test_different_events_do_not_wait_for_each_other():
+    gate = threading.Event()
+
+    def commit(key, requests):
+        if key == "a":
+            gate.wait(10)
+        return [f"{key}:{r}" for r in requests]
+
+    group = GroupCommit(commit, max_batch=100)
+    results = {}
+    held = submit_all(group, "a", [0], results)
+    wait_until(lambda: "a" in group._queues)
+    assert group.submit("b", 9) == "b:9"  # while event "a"'s batch is still open
+    assert 0 not in results
+    gate.set()
+    held[0].join(10)
+    assert results[0] == "a:0"
+
+
+@pytest.mark.parametrize("max_batch", [0, 1])
+def test_a_maximum_of_one_commits_each_request_alone(max_batch):
+    commit = Recorder()
+    commit.release.set()
+    group = GroupCommit(commit, max_batch=max_batch)
+    results = {}
+    for t in submit_all(group, "e", list(range(10)), results):
+        t.join(10)
+    assert all(len(batch) == 1 for batch in commit.batches) and len(commit.batches) == 10
