@@ -19,6 +19,11 @@ def run_migrations_online() -> None:
     engine = make_engine(Settings(database_url=url))
     try:
         with engine.connect() as connection:
+            if connection.dialect.name == "sqlite":
+                # Batch mode drops and recreates tables; with foreign keys enforced, dropping
+                # `events` would cascade to the reservations.
+                connection.exec_driver_sql("PRAGMA foreign_keys=OFF")
+                connection.commit()  # end the autobegun transaction; alembic runs its own
             context.configure(
                 connection=connection,
                 target_metadata=metadata,

@@ -73,7 +73,7 @@ def test_two_reservations_reading_the_same_version_both_succeed_after_a_retry(
     # Both read version 0: one CAS won, the other matched no row and retried once.
     assert lineup.cas_statements == 3
     summary = service.summary(EVENT_ID)
-    assert (summary.event.available_seats, summary.event.version, summary.reservation_count) == (
+    assert (summary.available_seats, summary.version, summary.reservation_count) == (
         493,
         2,
         2,
@@ -93,7 +93,7 @@ def test_the_loser_of_the_last_seats_retries_and_then_gets_a_genuine_not_enough_
     assert len(losers) == 1
     # Decided on a fresh read after the retry: 1 seat left, not the 5 both first saw.
     assert losers[0].available == 1
-    assert service.summary(EVENT_ID).event.available_seats == 1
+    assert service.summary(EVENT_ID).available_seats == 1
 
 
 def test_a_cancel_and_a_reservation_on_the_same_version_both_land(service):
@@ -106,7 +106,7 @@ def test_a_cancel_and_a_reservation_on_the_same_version_both_land(service):
     assert results[0] is None and results[1].seats == 2
     assert lineup.cas_statements == 3
     summary = service.summary(EVENT_ID)
-    assert (summary.event.available_seats, summary.event.version, summary.reservation_count) == (
+    assert (summary.available_seats, summary.version, summary.reservation_count) == (
         498,
         3,
         1,
@@ -122,7 +122,7 @@ def test_two_cancels_of_one_reservation_return_its_seats_once(service):
         )
     assert sorted(type(r).__name__ for r in results) == ["NoneType", "ReservationNotFound"]
     summary = service.summary(EVENT_ID)
-    assert (summary.event.available_seats, summary.event.version) == (500, 2)
+    assert (summary.available_seats, summary.version) == (500, 2)
 
 
 def test_when_the_retries_run_out_the_conflict_surfaces_and_nothing_is_written(
@@ -140,7 +140,7 @@ def test_when_the_retries_run_out_the_conflict_surfaces_and_nothing_is_written(
         )
     assert sum(isinstance(r, VersionConflict) for r in results) == 1
     summary = service.summary(EVENT_ID)
-    assert (summary.event.available_seats, summary.event.version, summary.reservation_count) == (
+    assert (summary.available_seats, summary.version, summary.reservation_count) == (
         499,
         1,
         1,
@@ -178,7 +178,7 @@ def test_seed_never_touches_an_existing_event_without_reset(service, pg_engine, 
     message = seed_event(pg_engine, EVENT_ID, "Other", seats, reset=False)
     assert "unchanged" in message
     summary = service.summary(EVENT_ID)
-    assert (summary.event.name, summary.event.available_seats, summary.event.version) == (
+    assert (summary.name, summary.available_seats, summary.version) == (
         "Node.js Meet-up",
         498,
         1,
@@ -205,5 +205,5 @@ def test_a_batch_that_loses_the_cas_retries_whole_and_what_fits_is_served_in_ord
     assert lineup.cas_statements >= 2
     granted = [o for o in got_a + got_b if isinstance(o, Reservation)]
     summary = service.summary(EVENT_ID)
-    assert summary.event.available_seats == 10 - sum(r.seats for r in granted)
-    assert summary.event.version == len(granted) == summary.reservation_count
+    assert summary.available_seats == 10 - sum(r.seats for r in granted)
+    assert summary.version == len(granted) == summary.reservation_count

@@ -88,7 +88,7 @@ class ReservationMachine(RuleBasedStateMachine):
     @invariant()
     def seats_add_up_and_match_the_model(self):
         summary = self.service.summary(EVENT_ID)
-        event = summary.event
+        event = summary
         assert event.available_seats >= 0
         assert event.available_seats + sum(self.confirmed.values()) == event.total_seats
         assert event.available_seats == self.available

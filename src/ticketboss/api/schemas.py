@@ -27,12 +27,12 @@ class ReservationIdPath(Schema):
 
 
 class EventSummary(Schema):
-    event_id = fields.String(data_key="eventId", attribute="event.event_id")
-    name = fields.String(attribute="event.name")
-    total_seats = fields.Integer(data_key="totalSeats", attribute="event.total_seats")
-    available_seats = fields.Integer(data_key="availableSeats", attribute="event.available_seats")
+    event_id = fields.String(data_key="eventId")
+    name = fields.String()
+    total_seats = fields.Integer(data_key="totalSeats")
+    available_seats = fields.Integer(data_key="availableSeats")
     reservation_count = fields.Integer(data_key="reservationCount")
-    version = fields.Integer(attribute="event.version")
+    version = fields.Integer()
 
 
 class ReservationCreated(Schema):

@@ -25,12 +25,17 @@ class Event:
     total_seats: int
     available_seats: int
     version: int
+    reservation_count: int = 0  # confirmed reservations
 
     def reserve(self, seats: int) -> Event:
         """The event after taking `seats`; NotEnoughSeats if they are not there."""
         if seats > self.available_seats:
             raise NotEnoughSeats(self.event_id, seats, self.available_seats)
-        return replace(self, available_seats=self.available_seats - seats)
+        return replace(
+            self,
+            available_seats=self.available_seats - seats,
+            reservation_count=self.reservation_count + 1,
+        )
 
     def reserve_each(self, asks: list[int]) -> tuple[Event, list[NotEnoughSeats | None]]:
         """Serve asks in order, each from what the earlier ones left; a refusal for each that
@@ -49,7 +54,7 @@ class Event:
         available = self.available_seats + seats
         if available > self.total_seats:
             raise ValueError(f"releasing {seats} seats would exceed the event's total")
-        return replace(self, available_seats=available)
+        return replace(self, available_seats=available, reservation_count=self.reservation_count - 1)
 
 
 @dataclass(frozen=True)

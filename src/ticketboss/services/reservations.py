@@ -32,12 +32,6 @@ from ticketboss.store import queries
 
 
 @dataclass(frozen=True)
-class Summary:
-    event: Event
-    reservation_count: int
-
-
-@dataclass(frozen=True)
 class SeatRequest:
     partner_id: str
     seats: int
@@ -81,12 +75,13 @@ class ReservationService:
             metrics.CAS_EXHAUSTED.inc()
             raise
 
-    def summary(self, event_id: str) -> Summary:
+    def summary(self, event_id: str) -> Event:
+        """The event's seats, confirmed reservations and version, as one row read."""
         with self.engine.connect() as conn:
-            found = queries.load_summary(conn, event_id)
-        if found is None:
+            event = queries.load_event(conn, event_id)
+        if event is None:
             raise EventNotFound(event_id)
-        return Summary(*found)
+        return event
 
     def get(self, reservation_id: UUID) -> Reservation:
         with self.engine.connect() as conn:
@@ -123,7 +118,7 @@ class ReservationService:
             ]
             granted = [o for o in outcomes if isinstance(o, Reservation)]
             if granted:
-                queries.compare_and_swap(conn, event, after.available_seats, len(granted))
+                queries.compare_and_swap(conn, event, after, len(granted))
                 queries.insert_reservations(conn, granted)
         if granted:
             metrics.CAS_COMMITS.inc()
@@ -142,7 +137,7 @@ class ReservationService:
             if reservation is None or reservation.status is not Status.CONFIRMED:
                 raise ReservationNotFound(reservation_id, confirmed_only=True)
             event = queries.load_event(conn, reservation.event_id)
-            queries.compare_and_swap(conn, event, event.release(reservation.seats).available_seats)
+            queries.compare_and_swap(conn, event, event.release(reservation.seats))
             if not queries.mark_cancelled(conn, reservation_id, datetime.now(UTC)):
                 # Cancelled by someone else after our read: our event write rolls back too.
                 raise VersionConflict(reservation.event_id)

@@ -16,6 +16,7 @@ _EVENT_COLUMNS = (
     events.c.total_seats,
     events.c.available_seats,
     events.c.version,
+    events.c.reservation_count,
 )
 
 
@@ -28,8 +29,9 @@ def load_event(conn: Connection, event_id: str) -> Event | None:
     return Event(*row) if row else None
 
 
-def compare_and_swap(conn: Connection, seen: Event, new_available: int, changes: int = 1) -> None:
-    """Write the event's seats only if its version is still the one we read; else VersionConflict.
+def compare_and_swap(conn: Connection, seen: Event, after: Event, changes: int = 1) -> None:
+    """Write `after`'s seats only if the event's version is still the one we read (`seen`);
+    else VersionConflict.
 
     `changes` is how many reservations or cancellations this write applies: the version rises
     by exactly that many.
@@ -38,7 +40,8 @@ def compare_and_swap(conn: Connection, seen: Event, new_available: int, changes:
         update(events)
         .where(events.c.event_id == seen.event_id, events.c.version == seen.version)
         .values(
-            available_seats=new_available,
+            available_seats=after.available_seats,
+            reservation_count=after.reservation_count,
             version=events.c.version + changes,
             updated_at=func.now(),
         )
@@ -106,20 +109,6 @@ def mark_cancelled(conn: Connection, reservation_id: UUID, at: datetime) -> bool
     return result.rowcount == 1
 
 
-def load_summary(conn: Connection, event_id: str) -> tuple[Event, int] | None:
-    """The event and its count of confirmed reservations, read by one statement (one snapshot)."""
-    confirmed = (
-        select(func.count())
-        .select_from(reservations)
-        .where(reservations.c.event_id == events.c.event_id, _is_confirmed())
-        .scalar_subquery()
-    )
-    row = conn.execute(
-        select(*_EVENT_COLUMNS, confirmed).where(events.c.event_id == event_id)
-    ).first()
-    return (Event(*row[:-1]), row[-1]) if row else None
-
-
 def create_event(conn: Connection, event_id: str, name: str, total_seats: int) -> None:
     conn.execute(
         insert(events).values(
@@ -143,6 +132,7 @@ def reset_event(conn: Connection, event_id: str, name: str, total_seats: int) ->
             total_seats=total_seats,
             available_seats=total_seats,
             version=0,
+            reservation_count=0,
             updated_at=func.now(),
         )
     )

@@ -34,12 +34,16 @@ events = Table(
     Column("available_seats", Integer, nullable=False),
     # Rises by one with every committed change of seats: the compare-and-swap guard.
     Column("version", Integer, nullable=False, server_default="0"),
+    # Confirmed reservations, written by the same compare-and-swap as the seats so the
+    # summary is one row read instead of a count over a hot event's reservations.
+    Column("reservation_count", Integer, nullable=False, server_default="0"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     CheckConstraint("total_seats >= 0", name="total_seats_not_negative"),
     CheckConstraint(
         "available_seats >= 0 AND available_seats <= total_seats", name="available_seats_in_range"
     ),
+    CheckConstraint("reservation_count >= 0", name="reservation_count_not_negative"),
 )
 
 reservations = Table(
