@@ -6,10 +6,13 @@ import shutil
 from ticketboss.config import PROJECT_ROOT
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
-# Two processes keep both cores busy; each runs many threads so that concurrent
-# reservations of a hot event can join one group-committed transaction (see README).
+# Two processes keep both cores busy. gevent (the default) serves each request in a greenlet:
+# hundreds of concurrent requests cost no OS threads and no GIL contention, and reservations of
+# a hot event that arrive together join one group-committed transaction (see README).
+# WORKER_CLASS=gthread with GUNICORN_THREADS threads is the thread-based alternative.
 workers = int(os.environ.get("WEB_CONCURRENCY") or 2)
-worker_class = "gthread"
+worker_class = os.environ.get("WORKER_CLASS") or "gevent"
+worker_connections = 1000
 threads = int(os.environ.get("GUNICORN_THREADS") or 64)
 keepalive = 30
 timeout = 30
@@ -32,6 +35,14 @@ def on_starting(server):
     path = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     shutil.rmtree(path, ignore_errors=True)
     os.makedirs(path, exist_ok=True)
+
+
+def post_fork(server, worker):
+    """Under gevent, make psycopg2 wait for the database cooperatively instead of blocking."""
+    if worker_class == "gevent":
+        from psycogreen.gevent import patch_psycopg
+
+        patch_psycopg()
 
 
 def child_exit(server, worker):

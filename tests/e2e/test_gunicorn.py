@@ -1,0 +1,115 @@
+"""The deployed shape: gunicorn with its config file (gevent workers, group commit, shared
+metrics) serving PostgreSQL over real sockets."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+
+import pytest
+
+from ticketboss.cli import seed_event
+
+EVENT_ID = "node-meetup-2025"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def request(port, method, path, body=None):
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        conn.request(method, path, json.dumps(body) if body is not None else None, headers)
+        response = conn.getresponse()
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+@pytest.fixture(scope="module")
+def server(pg_url, tmp_path_factory):
+    port = free_port()
+    log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
+    env = {
+        **os.environ,
+        "DATABASE_URL": pg_url,
+        "PORT": str(port),
+        "WEB_CONCURRENCY": "2",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path_factory.mktemp("prometheus")),
+    }
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "-c", "python:ticketboss.gunicorn_conf",
+             "ticketboss.wsgi:app"],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if request(port, "GET", "/api/health")[0] == 200:
+                break
+        except OSError:
+            pass
+        assert process.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, "gunicorn did not come up"
+        time.sleep(0.1)
+    yield port
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=20) == 0, log.read_text()
+    assert "Traceback" not in log.read_text()
+
+
+def test_a_burst_through_gunicorn_sells_exactly_the_seats_and_metrics_add_up(
+    server, pg_engine
+):
+    seed_event(pg_engine, EVENT_ID, "Node.js Meet-up", 50, reset=True)
+    statuses = Counter()
+    start = threading.Barrier(80)
+    lock = threading.Lock()
+
+    def client():
+        start.wait()
+        status, _ = request(server, "POST", "/api/reservations", {"partnerId": "p", "seats": 1})
+        with lock:
+            statuses[status] += 1
+
+    threads = [threading.Thread(target=client) for _ in range(80)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert statuses == Counter({201: 50, 409: 30})
+
+    status, body = request(server, "GET", "/api/reservations")
+    summary = json.loads(body)
+    assert (status, summary["availableSeats"], summary["reservationCount"]) == (200, 0, 50)
+    assert summary["version"] == 50
+
+    status, body = request(server, "GET", "/metrics")
+    samples = dict(
+        line.rsplit(" ", 1) for line in body.decode().splitlines() if line.startswith("ticket")
+    )
+    # Counted by both workers, added up by the scrape.
+    assert float(samples["ticketboss_reservations_confirmed_total"]) == 50
+    assert float(samples["ticketboss_cas_commits_total"]) <= 50
+
+
+def test_errors_through_gunicorn_are_problem_json(server):
+    status, body = request(server, "POST", "/api/reservations", {"partnerId": "p", "seats": 0})
+    assert status == 400 and json.loads(body)["status"] == 400
+    status, body = request(server, "GET", "/nope")
+    assert status == 404 and json.loads(body)["title"] == "Not Found"
