@@ -21,7 +21,14 @@ DEFAULT_SERVER = "postgresql+psycopg2://root@127.0.0.1:5432/postgres"
 EVENT_ID = "node-meetup-2025"
 
 # Generous retry limits: the tests prove that contention is retried, never refused.
-PATIENT = dict(cas_max_attempts=10_000, cas_max_seconds=60.0, db_pool_size=40, db_max_overflow=10)
+# Pools stay small (three apps share the server's 100 connections) but wait long for a connection.
+PATIENT = dict(
+    cas_max_attempts=10_000,
+    cas_max_seconds=60.0,
+    db_pool_size=8,
+    db_max_overflow=4,
+    db_pool_timeout=60.0,
+)
 
 
 def _admin_engine():
