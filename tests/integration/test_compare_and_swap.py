@@ -15,7 +15,7 @@ from sqlalchemy import event
 from ticketboss.cli import seed_event
 from ticketboss.domain import NotEnoughSeats, VersionConflict
 from ticketboss.domain import Reservation
-from ticketboss.services import ReservationService, SeatRequest
+from ticketboss.services import CancelRequest, ReservationService, SeatRequest
 
 EVENT_ID = "node-meetup-2025"
 
@@ -96,12 +96,12 @@ def test_the_loser_of_the_last_seats_retries_and_then_gets_a_genuine_not_enough_
     assert service.summary(EVENT_ID).available_seats == 1
 
 
-def test_a_cancel_and_a_reservation_on_the_same_version_both_land(service):
+def test_a_cancel_and_a_reservation_on_the_same_version_both_land(service, other_worker):
     reservation = service.reserve(EVENT_ID, "a", 5)
     with LineUpCompareAndSwaps(service.engine, parties=2) as lineup:
         results = run_together(
             lambda: service.cancel(reservation.reservation_id),
-            lambda: service.reserve(EVENT_ID, "b", 2),
+            lambda: other_worker.reserve(EVENT_ID, "b", 2),
         )
     assert results[0] is None and results[1].seats == 2
     assert lineup.cas_statements == 3
@@ -113,12 +113,12 @@ def test_a_cancel_and_a_reservation_on_the_same_version_both_land(service):
     )
 
 
-def test_two_cancels_of_one_reservation_return_its_seats_once(service):
+def test_two_cancels_of_one_reservation_return_its_seats_once(service, other_worker):
     reservation = service.reserve(EVENT_ID, "a", 5)
     with LineUpCompareAndSwaps(service.engine, parties=2):
         results = run_together(
             lambda: service.cancel(reservation.reservation_id),
-            lambda: service.cancel(reservation.reservation_id),
+            lambda: other_worker.cancel(reservation.reservation_id),
         )
     assert sorted(type(r).__name__ for r in results) == ["NoneType", "ReservationNotFound"]
     summary = service.summary(EVENT_ID)
@@ -193,8 +193,8 @@ def test_a_batch_that_loses_the_cas_retries_whole_and_what_fits_is_served_in_ord
     batch_b = [SeatRequest("b", 5)]
     with LineUpCompareAndSwaps(service.engine, parties=2) as lineup:
         got_a, got_b = run_together(
-            lambda: service.reserve_batch(EVENT_ID, batch_a),
-            lambda: other_worker.reserve_batch(EVENT_ID, batch_b),
+            lambda: service.commit_batch(EVENT_ID, batch_a),
+            lambda: other_worker.commit_batch(EVENT_ID, batch_b),
         )
     served = lambda outcomes: [isinstance(o, Reservation) for o in outcomes]  # noqa: E731
     # Both read 10 seats; the loser re-ran its whole batch on a fresh read, so the result is
@@ -207,3 +207,26 @@ def test_a_batch_that_loses_the_cas_retries_whole_and_what_fits_is_served_in_ord
     summary = service.summary(EVENT_ID)
     assert summary.available_seats == 10 - sum(r.seats for r in granted)
     assert summary.version == len(granted) == summary.reservation_count
+
+
+def test_one_batch_applies_reserves_and_cancels_in_arrival_order(service, pg_engine):
+    seed_event(pg_engine, EVENT_ID, "Node.js Meet-up", 6, reset=True)
+    first = service.reserve(EVENT_ID, "a", 6)
+    outcomes = service.commit_batch(
+        EVENT_ID,
+        [
+            SeatRequest("b", 2),  # nothing left yet: refused
+            CancelRequest(first.reservation_id),  # 6 seats back
+            SeatRequest("c", 4),  # fits now
+            CancelRequest(first.reservation_id),  # already cancelled in this very batch
+            SeatRequest("d", 3),  # 2 left: refused
+        ],
+    )
+    kinds = [type(o).__name__ for o in outcomes]
+    assert kinds == [
+        "NotEnoughSeats", "NoneType", "Reservation", "ReservationNotFound", "NotEnoughSeats"
+    ]
+    summary = service.summary(EVENT_ID)
+    # One batch, two changes: the version rises by exactly two.
+    assert (summary.available_seats, summary.reservation_count, summary.version) == (2, 1, 3)
+    assert service.get(first.reservation_id).status.value == "cancelled"

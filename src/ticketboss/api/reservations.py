@@ -21,6 +21,10 @@ blp = Blueprint(
     description="Reserve and cancel seats of the default event",
 )
 
+# Schema instances, not classes: webargs would build (and deep-copy) a new one per request.
+RESERVE_REQUEST = ReserveRequest()
+RESERVATION_ID = ReservationIdPath()
+
 _RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}}
 
 
@@ -36,7 +40,7 @@ class Reservations(MethodView):
         """Summary of the default event: seats left, confirmed reservations, version."""
         return service().summary(_default_event_id())
 
-    @blp.arguments(ReserveRequest, error_status_code=400)
+    @blp.arguments(RESERVE_REQUEST, error_status_code=400)
     @blp.response(
         201,
         ReservationCreated,
@@ -56,7 +60,7 @@ class Reservations(MethodView):
 
 @blp.route("/<reservation_id>")
 class ReservationItem(MethodView):
-    @blp.arguments(ReservationIdPath, location="path", error_status_code=400)
+    @blp.arguments(RESERVATION_ID, location="path", error_status_code=400)
     @blp.response(200, ReservationDetail)
     @blp.alt_response(400, schema=Problem, description="The id is not a UUID.")
     @blp.alt_response(404, schema=Problem, description="No reservation with that id.")
@@ -64,7 +68,7 @@ class ReservationItem(MethodView):
         """A reservation, confirmed or cancelled."""
         return service().get(path["reservation_id"])
 
-    @blp.arguments(ReservationIdPath, location="path", error_status_code=400)
+    @blp.arguments(RESERVATION_ID, location="path", error_status_code=400)
     @blp.response(204)
     @blp.alt_response(400, schema=Problem, description="The id is not a UUID.")
     @blp.alt_response(404, schema=Problem, description="No confirmed reservation with that id.")

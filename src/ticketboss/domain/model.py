@@ -37,18 +37,6 @@ class Event:
             reservation_count=self.reservation_count + 1,
         )
 
-    def reserve_each(self, asks: list[int]) -> tuple[Event, list[NotEnoughSeats | None]]:
-        """Serve asks in order, each from what the earlier ones left; a refusal for each that
-        does not fit (later, smaller asks may still fit)."""
-        current, refusals = self, []
-        for seats in asks:
-            try:
-                current = current.reserve(seats)
-                refusals.append(None)
-            except NotEnoughSeats as refused:
-                refusals.append(refused)
-        return current, refusals
-
     def release(self, seats: int) -> Event:
         """The event after `seats` of a cancelled reservation return to the pool."""
         available = self.available_seats + seats

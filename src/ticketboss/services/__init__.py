@@ -1,5 +1,5 @@
 """Use cases: reserve, cancel, summary, lookup. The only layer that opens transactions."""
 
-from ticketboss.services.reservations import ReservationService, SeatRequest
+from ticketboss.services.reservations import CancelRequest, ReservationService, SeatRequest
 
-__all__ = ["ReservationService", "SeatRequest"]
+__all__ = ["CancelRequest", "ReservationService", "SeatRequest"]

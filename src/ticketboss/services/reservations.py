@@ -33,8 +33,20 @@ from ticketboss.store import queries
 
 @dataclass(frozen=True)
 class SeatRequest:
+    """Reserve `seats` for a partner."""
+
     partner_id: str
     seats: int
+
+
+@dataclass(frozen=True)
+class CancelRequest:
+    """Cancel a confirmed reservation."""
+
+    reservation_id: UUID
+
+
+Change = SeatRequest | CancelRequest
 
 
 def _worth_retrying(exc: BaseException) -> bool:
@@ -47,14 +59,15 @@ def _worth_retrying(exc: BaseException) -> bool:
 class ReservationService:
     """The use cases over one engine. Each write is one transaction, retried whole on conflict.
 
-    Reservations of one event that arrive together in this process are group-committed:
-    one read, one compare-and-swap and one multi-row INSERT for the whole batch.
+    Reservations and cancellations of one event that arrive together in this process are
+    group-committed: one read, one compare-and-swap, one multi-row INSERT and one UPDATE of
+    the cancelled rows for the whole batch.
     """
 
     def __init__(self, engine: Engine, settings: Settings):
         self.engine = engine
         self.settings = settings
-        self._reservations = GroupCommit(self.reserve_batch, settings.group_commit_max_batch)
+        self._changes = GroupCommit(self.commit_batch, settings.group_commit_max_batch)
 
     def _retrying(self) -> Retrying:
         s = self.settings
@@ -93,51 +106,62 @@ class ReservationService:
     def reserve(self, event_id: str, partner_id: str, seats: int) -> Reservation:
         """Take `seats` for a partner: NotEnoughSeats if they are not there, VersionConflict
         if the retries ran out."""
-        return self._reservations.submit(event_id, SeatRequest(partner_id, seats))
+        return self._changes.submit(event_id, SeatRequest(partner_id, seats))
 
-    def reserve_batch(
-        self, event_id: str, requests: list[SeatRequest]
-    ) -> list[Reservation | NotEnoughSeats]:
-        """Commit requests as one batch (retried whole on conflict): an outcome per request,
-        in order. The group commit calls it; anyone may."""
-        return self._with_retries(self._reserve_batch_once, event_id, requests)
+    def cancel(self, reservation_id: UUID) -> None:
+        """Cancel a confirmed reservation and return its seats to the pool."""
+        with self.engine.connect() as conn:
+            event_id = queries.event_of(conn, reservation_id)
+        if event_id is None:
+            raise ReservationNotFound(reservation_id, confirmed_only=True)
+        self._changes.submit(event_id, CancelRequest(reservation_id))
 
-    def _reserve_batch_once(
-        self, event_id: str, requests: list[SeatRequest]
-    ) -> list[Reservation | NotEnoughSeats] | list[EventNotFound]:
+    def commit_batch(self, event_id: str, requests: list[Change]) -> list[object]:
+        """Apply reservations and cancellations of one event in order, as one transaction
+        retried whole on conflict: an outcome per request (a Reservation, None for a done
+        cancel, or the error to raise). The group commit calls it; anyone may."""
+        return self._with_retries(self._commit_batch_once, event_id, requests)
+
+    def _commit_batch_once(self, event_id: str, requests: list[Change]) -> list[object]:
+        now = datetime.now(UTC)
         with self.engine.begin() as conn:
             event = queries.load_event(conn, event_id)
             if event is None:
                 return [EventNotFound(event_id) for _ in requests]
-            after, refusals = event.reserve_each([r.seats for r in requests])
-            now = datetime.now(UTC)
-            outcomes = [
-                refusal
-                or Reservation(uuid4(), event_id, r.partner_id, r.seats, Status.CONFIRMED, now)
-                for r, refusal in zip(requests, refusals, strict=True)
-            ]
-            granted = [o for o in outcomes if isinstance(o, Reservation)]
-            if granted:
-                queries.compare_and_swap(conn, event, after, len(granted))
-                queries.insert_reservations(conn, granted)
-        if granted:
+            cancellable = queries.load_confirmed_seats(
+                conn, event_id, [r.reservation_id for r in requests if isinstance(r, CancelRequest)]
+            )
+            current, outcomes, granted, cancelled = event, [], [], []
+            for request in requests:
+                if isinstance(request, CancelRequest):
+                    # pop: a second cancel of the same reservation in this batch finds nothing.
+                    seats = cancellable.pop(request.reservation_id, None)
+                    if seats is None:
+                        outcomes.append(ReservationNotFound(request.reservation_id, confirmed_only=True))
+                        continue
+                    current = current.release(seats)
+                    cancelled.append(request.reservation_id)
+                    outcomes.append(None)
+                    continue
+                try:
+                    current = current.reserve(request.seats)
+                except NotEnoughSeats as refused:
+                    outcomes.append(refused)
+                    continue
+                reservation = Reservation(
+                    uuid4(), event_id, request.partner_id, request.seats, Status.CONFIRMED, now
+                )
+                granted.append(reservation)
+                outcomes.append(reservation)
+            if granted or cancelled:
+                queries.compare_and_swap(conn, event, current, len(granted) + len(cancelled))
+                if granted:
+                    queries.insert_reservations(conn, granted)
+                if cancelled and queries.mark_cancelled(conn, cancelled, now) != len(cancelled):
+                    # Cancelled elsewhere after our read: our whole write rolls back.
+                    raise VersionConflict(event_id)
+        if granted or cancelled:
             metrics.CAS_COMMITS.inc()
             metrics.RESERVATIONS.inc(len(granted))
+            metrics.CANCELLATIONS.inc(len(cancelled))
         return outcomes
-
-    def cancel(self, reservation_id: UUID) -> None:
-        """Cancel a confirmed reservation and return its seats to the pool."""
-        self._with_retries(self._cancel_once, reservation_id)
-        metrics.CAS_COMMITS.inc()
-        metrics.CANCELLATIONS.inc()
-
-    def _cancel_once(self, reservation_id: UUID) -> None:
-        with self.engine.begin() as conn:
-            reservation = queries.load_reservation(conn, reservation_id)
-            if reservation is None or reservation.status is not Status.CONFIRMED:
-                raise ReservationNotFound(reservation_id, confirmed_only=True)
-            event = queries.load_event(conn, reservation.event_id)
-            queries.compare_and_swap(conn, event, event.release(reservation.seats))
-            if not queries.mark_cancelled(conn, reservation_id, datetime.now(UTC)):
-                # Cancelled by someone else after our read: our event write rolls back too.
-                raise VersionConflict(reservation.event_id)

@@ -1,31 +1,72 @@
-"""Every SQL statement the service runs, including the versioned compare-and-swap."""
+"""Every SQL statement the service runs, including the versioned compare-and-swap.
+
+The statements are built once, with bind parameters: on the hot path SQLAlchemy then only
+looks up their compiled form instead of building and hashing a new statement per call.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from uuid import UUID
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
 
 from ticketboss.domain import Event, Reservation, Status, VersionConflict
 from ticketboss.store.tables import events, reservations
 
-_EVENT_COLUMNS = (
+_CONFIRMED = Status.CONFIRMED.value
+
+_LOAD_EVENT = select(
     events.c.event_id,
     events.c.name,
     events.c.total_seats,
     events.c.available_seats,
     events.c.version,
     events.c.reservation_count,
+).where(events.c.event_id == bindparam("event_id"))
+
+_COMPARE_AND_SWAP = (
+    update(events)
+    .where(events.c.event_id == bindparam("seen_id"), events.c.version == bindparam("seen"))
+    .values(
+        available_seats=bindparam("new_available"),
+        reservation_count=bindparam("new_count"),
+        version=events.c.version + bindparam("changes"),
+        updated_at=func.now(),
+    )
+)
+
+_INSERT_RESERVATIONS = insert(reservations)
+
+_LOAD_RESERVATION = select(
+    reservations.c.id,
+    reservations.c.event_id,
+    reservations.c.partner_id,
+    reservations.c.seats,
+    reservations.c.status,
+    reservations.c.created_at,
+    reservations.c.cancelled_at,
+).where(reservations.c.id == bindparam("id"))
+
+_EVENT_OF = select(reservations.c.event_id).where(reservations.c.id == bindparam("id"))
+
+_CONFIRMED_SEATS = select(reservations.c.id, reservations.c.seats).where(
+    reservations.c.id.in_(bindparam("ids", expanding=True)),
+    reservations.c.event_id == bindparam("event_id"),
+    reservations.c.status == _CONFIRMED,
+)
+
+_MARK_CANCELLED = (
+    update(reservations)
+    .where(reservations.c.id.in_(bindparam("ids", expanding=True)))
+    .where(reservations.c.status == _CONFIRMED)
+    .values(status=Status.CANCELLED.value, cancelled_at=bindparam("cancelled_at_"))
 )
 
 
-def _is_confirmed():
-    return reservations.c.status == Status.CONFIRMED.value
-
-
 def load_event(conn: Connection, event_id: str) -> Event | None:
-    row = conn.execute(select(*_EVENT_COLUMNS).where(events.c.event_id == event_id)).first()
+    row = conn.execute(_LOAD_EVENT, {"event_id": event_id}).first()
     return Event(*row) if row else None
 
 
@@ -37,22 +78,23 @@ def compare_and_swap(conn: Connection, seen: Event, after: Event, changes: int =
     by exactly that many.
     """
     result = conn.execute(
-        update(events)
-        .where(events.c.event_id == seen.event_id, events.c.version == seen.version)
-        .values(
-            available_seats=after.available_seats,
-            reservation_count=after.reservation_count,
-            version=events.c.version + changes,
-            updated_at=func.now(),
-        )
+        _COMPARE_AND_SWAP,
+        {
+            "seen_id": seen.event_id,
+            "seen": seen.version,
+            "new_available": after.available_seats,
+            "new_count": after.reservation_count,
+            "changes": changes,
+        },
     )
     if result.rowcount != 1:
         raise VersionConflict(seen.event_id)
 
 
-def insert_reservations(conn: Connection, rows: list[Reservation]) -> None:
+def insert_reservations(conn: Connection, rows: Sequence[Reservation]) -> None:
+    """One multi-row INSERT (SQLAlchemy's insertmanyvalues) for the whole batch."""
     conn.execute(
-        insert(reservations),
+        _INSERT_RESERVATIONS,
         [
             {
                 "id": r.reservation_id,
@@ -68,17 +110,7 @@ def insert_reservations(conn: Connection, rows: list[Reservation]) -> None:
 
 
 def load_reservation(conn: Connection, reservation_id: UUID) -> Reservation | None:
-    row = conn.execute(
-        select(
-            reservations.c.id,
-            reservations.c.event_id,
-            reservations.c.partner_id,
-            reservations.c.seats,
-            reservations.c.status,
-            reservations.c.created_at,
-            reservations.c.cancelled_at,
-        ).where(reservations.c.id == reservation_id)
-    ).first()
+    row = conn.execute(_LOAD_RESERVATION, {"id": reservation_id}).first()
     if row is None:
         return None
     return Reservation(
@@ -92,21 +124,31 @@ def load_reservation(conn: Connection, reservation_id: UUID) -> Reservation | No
     )
 
 
+def event_of(conn: Connection, reservation_id: UUID) -> str | None:
+    """The event a reservation belongs to (it never changes)."""
+    return conn.execute(_EVENT_OF, {"id": reservation_id}).scalar()
+
+
+def load_confirmed_seats(
+    conn: Connection, event_id: str, reservation_ids: Sequence[UUID]
+) -> dict[UUID, int]:
+    """Seats of those reservations that are still confirmed, by id."""
+    if not reservation_ids:
+        return {}
+    rows = conn.execute(_CONFIRMED_SEATS, {"ids": list(reservation_ids), "event_id": event_id})
+    return {row.id: row.seats for row in rows}
+
+
+def mark_cancelled(conn: Connection, reservation_ids: Sequence[UUID], at: datetime) -> int:
+    """Flip confirmed reservations to cancelled; returns how many were still confirmed."""
+    return conn.execute(_MARK_CANCELLED, {"ids": list(reservation_ids), "cancelled_at_": at}).rowcount
+
+
 def _as_utc(moment: datetime | None) -> datetime | None:
     """SQLite hands timestamps back without their zone; every one we write is UTC."""
     if moment is None or moment.tzinfo is not None:
         return moment
     return moment.replace(tzinfo=UTC)
-
-
-def mark_cancelled(conn: Connection, reservation_id: UUID, at: datetime) -> bool:
-    """Flip a confirmed reservation to cancelled; False if it was no longer confirmed."""
-    result = conn.execute(
-        update(reservations)
-        .where(reservations.c.id == reservation_id, _is_confirmed())
-        .values(status=Status.CANCELLED.value, cancelled_at=at)
-    )
-    return result.rowcount == 1
 
 
 def create_event(conn: Connection, event_id: str, name: str, total_seats: int) -> None:
