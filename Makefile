@@ -30,5 +30,9 @@ run: migrate  ## migrate, seed if absent, then serve with gunicorn on 127.0.0.1:
 test: install  ## the whole suite against a fresh PostgreSQL database (TEST_DATABASE_URL)
 	$(BIN)/pytest $(ARGS)
 
+bench: install  ## load-test the service on a fresh PostgreSQL database (ARGS="--scenario hot --duration 10")
+	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install -q -e '.[test,bench]'
+	$(BIN)/python scripts/bench.py $(ARGS)
+
 clean:  ## remove the virtualenv, the SQLite file and caches
 	rm -rf $(VENV) var .pytest_cache .hypothesis src/*.egg-info

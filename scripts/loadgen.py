@@ -1,0 +1,218 @@
+#!/usr/bin/env python3
+"""Closed-loop load on TicketBoss over raw keep-alive HTTP/1.1; prints one JSON report.
+
+    python scripts/loadgen.py --port 8765 --scenario hot --clients 100 --duration 10
+
+Each client owns one connection and sends its next request as soon as the previous response
+has arrived. At the deadline no new request starts; the ones in flight get at most --drain
+seconds, so every request sent is either answered or counted as unanswered. Scenarios:
+
+- hot:     every request reserves seats;
+- sellout: like hot, but a client stops once a 409 says 0 seats are available;
+- mixed:   70 % reserve, 20 % summary, 10 % cancel one of the client's own reservations.
+
+Plain asyncio streams and hand-written request bytes keep the generator cheap, so that it
+measures the service rather than itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import random
+import re
+import resource
+import time
+from collections import Counter, defaultdict
+
+PATH = "/api/reservations"
+CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
+CONNECTION_CLOSE = re.compile(rb"\r\nconnection:[ \t]*close", re.IGNORECASE)
+NOT_ENOUGH = re.compile(rb"(\d+) requested, (\d+) available")
+
+
+class Tally:
+    """What every client saw: statuses per operation, latencies, 409s, confirmed ids."""
+
+    def __init__(self):
+        self.sent = 0
+        self.statuses: dict[str, Counter] = defaultdict(Counter)
+        self.latencies: list[float] = []
+        self.asked_409: Counter = Counter()
+        self.ids: list[str] = []
+        self.seats_sold = 0
+        self.clients_sold_out = 0
+        self.last_stop = 0.0
+
+
+def request_bytes(method: str, path: str, host: str, body: bytes = b"") -> bytes:
+    """One HTTP/1.1 request; keep-alive is the HTTP/1.1 default."""
+    head = f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n"
+    if body:
+        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    return (head + "\r\n").encode() + body
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]:
+    """Status, body and whether the server will close the connection."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = CONTENT_LENGTH.search(head)
+    body = await reader.readexactly(int(length.group(1))) if length else b""
+    return int(head[9:12]), body, bool(CONNECTION_CLOSE.search(head))
+
+
+def next_request(scenario, rng, reserves, own_ids, host):
+    """The client's next (operation, request bytes, seats asked)."""
+    roll = rng.random() if scenario == "mixed" else 0.0
+    if 0.7 <= roll < 0.9:
+        return "summary", request_bytes("GET", PATH, host), 0
+    if roll >= 0.9 and own_ids:
+        reservation_id = own_ids.pop(rng.randrange(len(own_ids)))
+        return "cancel", request_bytes("DELETE", f"{PATH}/{reservation_id}", host), 0
+    seats, raw = rng.choice(reserves)
+    return "reserve", raw, seats
+
+
+async def client(i: int, args, tally: Tally, deadline: float) -> None:
+    """One closed-loop client on its own keep-alive connection."""
+    host = f"{args.host}:{args.port}"
+    rng = random.Random(f"{args.seed}-{i}")
+    low, _, high = args.seats.partition("-")
+    reserves = [
+        (s, request_bytes("POST", PATH, host, b'{"partnerId": "client-%d", "seats": %d}' % (i, s)))
+        for s in range(int(low), int(high or low) + 1)
+    ]
+    own_ids: list[str] = []
+    reader = writer = None
+    try:
+        while time.perf_counter() < deadline:
+            operation, raw, seats = next_request(args.scenario, rng, reserves, own_ids, host)
+            if writer is None:
+                try:
+                    reader, writer = await asyncio.open_connection(args.host, args.port)
+                except OSError:
+                    tally.statuses[operation]["connect-error"] += 1
+                    await asyncio.sleep(0.05)  # a refused connect fails at once: don't spin
+                    continue
+            tally.sent += 1
+            began = time.perf_counter()
+            try:
+                writer.write(raw)
+                status, body, close = await read_response(reader)
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                tally.statuses[operation]["connection-lost"] += 1
+                writer.close()
+                reader = writer = None
+                continue
+            tally.latencies.append(time.perf_counter() - began)
+            tally.statuses[operation][str(status)] += 1
+            if status == 201:
+                reservation_id = json.loads(body)["reservationId"]
+                tally.ids.append(reservation_id)
+                tally.seats_sold += seats
+                own_ids.append(reservation_id)
+            elif status == 409:
+                tally.asked_409[seats] += 1
+                left = NOT_ENOUGH.search(body)
+                if args.scenario == "sellout" and left and int(left.group(2)) == 0:
+                    tally.clients_sold_out += 1
+                    break
+            if close:
+                writer.close()
+                reader = writer = None
+    finally:
+        tally.last_stop = max(tally.last_stop, time.perf_counter())
+        if writer is not None:
+            writer.close()
+
+
+def percentile(ordered: list[float], q: float) -> float:
+    """Nearest-rank percentile of sorted samples, in milliseconds."""
+    if not ordered:
+        return 0.0
+    return round(ordered[max(0, math.ceil(q * len(ordered)) - 1)] * 1000, 2)
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def run(args) -> tuple[dict, list[str]]:
+    """Drive the clients until the deadline (or sell-out), drain; the report and the 201 ids."""
+    tally = Tally()
+    cpu_before = cpu_seconds()
+    start = time.perf_counter()
+    deadline = start + args.duration
+    tasks = [asyncio.create_task(client(i, args, tally, deadline)) for i in range(args.clients)]
+    _, pending = await asyncio.wait(tasks, timeout=args.duration + args.drain)
+    for task in pending:
+        task.cancel()
+    await asyncio.gather(*pending, return_exceptions=True)
+    wall = time.perf_counter() - start
+    cpu = cpu_seconds() - cpu_before
+
+    statuses = sum(tally.statuses.values(), Counter())
+    answered = sum(v for k, v in statuses.items() if k.isdigit())
+    ordered = sorted(tally.latencies)
+    report = {
+        "scenario": args.scenario,
+        "clients": args.clients,
+        "seats": args.seats,
+        "duration_s": args.duration,
+        "wall_s": round(wall, 3),
+        "requests": answered,
+        "sent": tally.sent,
+        "unanswered": tally.sent - answered,
+        "statuses": dict(sorted(statuses.items())),
+        "by_operation": {op: dict(sorted(c.items())) for op, c in sorted(tally.statuses.items())},
+        "latency_ms": {
+            "p50": percentile(ordered, 0.50),
+            "p90": percentile(ordered, 0.90),
+            "p99": percentile(ordered, 0.99),
+            "max": percentile(ordered, 1.0),
+        },
+        "requests_per_s": round(answered / wall, 1),
+        "confirmed": statuses["201"],
+        "confirmed_per_s": round(statuses["201"] / wall, 1),
+        "seats_sold": tally.seats_sold,
+        "conflicts_409": statuses["409"],
+        "asked_409": {str(k): v for k, v in sorted(tally.asked_409.items())},
+        "reservation_ids": {"count": len(set(tally.ids)), "file": args.ids_file},
+        "cpu_s": round(cpu, 3),
+        "cpu_percent": round(100 * cpu / wall, 1),
+    }
+    if args.scenario == "sellout":
+        report["sold_out"] = tally.clients_sold_out == args.clients
+        report["sellout_s"] = round(tally.last_stop - start, 3)
+    return report, tally.ids
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8765)
+    parser.add_argument("--scenario", choices=("hot", "sellout", "mixed"), default="hot")
+    parser.add_argument("--clients", type=int, default=100)
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds (sellout: the cap)")
+    parser.add_argument("--drain", type=float, default=10.0, help="max wait for in-flight requests")
+    parser.add_argument("--seats", default="1-10", help="seats per reservation: N or MIN-MAX")
+    parser.add_argument("--seed", type=int, default=2025)
+    parser.add_argument("--ids-file", help="write the reservationId of every 201 here")
+    args = parser.parse_args()
+    try:
+        report, ids = asyncio.run(run(args))
+    except KeyboardInterrupt:
+        return 130
+    if args.ids_file:
+        with open(args.ids_file, "w") as out:
+            out.writelines(f"{reservation_id}\n" for reservation_id in ids)
+    print(json.dumps(report))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
