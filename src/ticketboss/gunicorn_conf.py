@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import signal
 
 from ticketboss.config import PROJECT_ROOT
 
@@ -43,6 +44,13 @@ def post_fork(server, worker):
         from psycogreen.gevent import patch_psycopg
 
         patch_psycopg()
+
+
+def post_worker_init(worker):
+    """Ctrl-C (SIGINT, and the SIGQUIT the master then sends) stops a worker as SIGTERM does:
+    in-flight requests finish, and no greenlet dies mid-request with a traceback."""
+    signal.signal(signal.SIGINT, worker.handle_exit)
+    signal.signal(signal.SIGQUIT, worker.handle_exit)
 
 
 def child_exit(server, worker):
