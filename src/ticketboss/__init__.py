@@ -31,10 +31,19 @@ def register_config(app: Flask, settings: Settings) -> None:
 
 
 def register_extensions(app: Flask, settings: Settings) -> None:
+    from flask_cors import CORS
+
     from ticketboss.services import ReservationService
     from ticketboss.store.db import make_engine
 
     app.extensions["ticketboss"] = ReservationService(make_engine(settings), settings)
+    # Browser-based partner tools called the Node.js API cross-origin (it ran cors()).
+    CORS(
+        app,
+        resources={r"/api/*": {"origins": "*"}},
+        send_wildcard=True,
+        expose_headers=["Location", "Retry-After"],
+    )
 
 
 def register_blueprints(app: Flask) -> None:

@@ -40,7 +40,7 @@ def on_starting(server):
 
 def post_fork(server, worker):
     """Under gevent, make psycopg2 wait for the database cooperatively instead of blocking."""
-    if worker_class == "gevent":
+    if server.cfg.worker_class_str.startswith("gevent"):
         from psycogreen.gevent import patch_psycopg
 
         patch_psycopg()

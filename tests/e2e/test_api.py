@@ -99,6 +99,8 @@ def test_unknown_extra_fields_are_ignored(client):
         {"partnerId": "", "seats": 2},
         {"partnerId": "   ", "seats": 2},
         {"partnerId": "x" * 129, "seats": 2},
+        {"partnerId": "a\u0000b", "seats": 2},
+        {"partnerId": "\ud800", "seats": 2},
         [{"partnerId": "abc", "seats": 2}],
         "abc",
         42,
@@ -216,3 +218,26 @@ def test_a_missing_default_event_is_a_404_problem(app):
         assert_problem(reserve(client), 404)
     finally:
         app.config["DEFAULT_EVENT_ID"] = "node-meetup-2025"
+
+
+def test_browsers_may_call_the_api_from_any_origin_as_they_could_the_node_service(client):
+    response = client.post(
+        "/api/reservations",
+        json={"partnerId": "abc", "seats": 1},
+        headers={"Origin": "https://partner.example"},
+    )
+    assert response.headers["Access-Control-Allow-Origin"] == "*"
+    assert "Location" in response.headers["Access-Control-Expose-Headers"]
+
+
+def test_the_default_event_routes_never_reach_another_events_reservations(app):
+    from ticketboss.cli import seed_event
+
+    service = app.extensions["ticketboss"]
+    seed_event(service.engine, "gala", "Gala", 10, reset=True)
+    other = service.reserve("gala", "abc", 3)
+    client = app.test_client()
+    assert_problem(client.get(f"/api/reservations/{other.reservation_id}"), 404)
+    assert_problem(client.delete(f"/api/reservations/{other.reservation_id}"), 404)
+    gala = service.summary("gala")
+    assert (gala.available_seats, gala.reservation_count, gala.version) == (7, 1, 1)

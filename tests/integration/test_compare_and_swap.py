@@ -10,12 +10,14 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, select
 
 from ticketboss.cli import seed_event
 from ticketboss.domain import NotEnoughSeats, VersionConflict
 from ticketboss.domain import Reservation
 from ticketboss.services import CancelRequest, ReservationService, SeatRequest
+from ticketboss.store import queries
+from ticketboss.store.tables import reservations
 
 EVENT_ID = "node-meetup-2025"
 
@@ -100,7 +102,7 @@ def test_a_cancel_and_a_reservation_on_the_same_version_both_land(service, other
     reservation = service.reserve(EVENT_ID, "a", 5)
     with LineUpCompareAndSwaps(service.engine, parties=2) as lineup:
         results = run_together(
-            lambda: service.cancel(reservation.reservation_id),
+            lambda: service.cancel(EVENT_ID, reservation.reservation_id),
             lambda: other_worker.reserve(EVENT_ID, "b", 2),
         )
     assert results[0] is None and results[1].seats == 2
@@ -117,8 +119,8 @@ def test_two_cancels_of_one_reservation_return_its_seats_once(service, other_wor
     reservation = service.reserve(EVENT_ID, "a", 5)
     with LineUpCompareAndSwaps(service.engine, parties=2):
         results = run_together(
-            lambda: service.cancel(reservation.reservation_id),
-            lambda: other_worker.cancel(reservation.reservation_id),
+            lambda: service.cancel(EVENT_ID, reservation.reservation_id),
+            lambda: other_worker.cancel(EVENT_ID, reservation.reservation_id),
         )
     assert sorted(type(r).__name__ for r in results) == ["NoneType", "ReservationNotFound"]
     summary = service.summary(EVENT_ID)
@@ -139,6 +141,11 @@ def test_when_the_retries_run_out_the_conflict_surfaces_and_nothing_is_written(
             lambda: worker_b.reserve(EVENT_ID, "b", 1),
         )
     assert sum(isinstance(r, VersionConflict) for r in results) == 1
+    with service.engine.connect() as conn:
+        rows = conn.execute(
+            select(reservations.c.partner_id).where(reservations.c.event_id == EVENT_ID)
+        ).scalars().all()
+    assert len(rows) == 1  # the loser wrote nothing
     summary = service.summary(EVENT_ID)
     assert (summary.available_seats, summary.version, summary.reservation_count) == (
         499,
@@ -229,4 +236,35 @@ def test_one_batch_applies_reserves_and_cancels_in_arrival_order(service, pg_eng
     summary = service.summary(EVENT_ID)
     # One batch, two changes: the version rises by exactly two.
     assert (summary.available_seats, summary.reservation_count, summary.version) == (2, 1, 3)
-    assert service.get(first.reservation_id).status.value == "cancelled"
+    assert service.get(EVENT_ID, first.reservation_id).status.value == "cancelled"
+
+
+def test_a_connection_lost_at_commit_is_a_503_and_never_retried(pg_url, pg_engine):
+    """If COMMIT fails, the changes may have landed: retrying could book the seats twice."""
+    from sqlalchemy.exc import OperationalError
+
+    from ticketboss import create_app
+    from ticketboss.config import Settings
+
+    app = create_app(Settings(database_url=pg_url))
+    engine = app.extensions["ticketboss"].engine
+    seed_event(engine, EVENT_ID, "Node.js Meet-up", 500, reset=True)
+    commits = []
+
+    def lose_the_connection(conn):
+        commits.append(conn)
+        raise OperationalError("COMMIT", {}, Exception("server closed the connection"))
+
+    event.listen(engine, "commit", lose_the_connection)
+    try:
+        response = app.test_client().post(
+            "/api/reservations", json={"partnerId": "p", "seats": 2}
+        )
+    finally:
+        event.remove(engine, "commit", lose_the_connection)
+        engine.dispose()
+    assert response.status_code == 503 and "Retry-After" in response.headers
+    assert response.get_json()["type"] == "/problems/outcome-unknown"
+    assert len(commits) == 1  # one attempt, no retry
+    with pg_engine.connect() as conn:
+        assert queries.load_event(conn, EVENT_ID).version == 0

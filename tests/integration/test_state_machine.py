@@ -62,7 +62,7 @@ class ReservationMachine(RuleBasedStateMachine):
 
     @rule(reservation_id=consumes(reservations))
     def cancel(self, reservation_id):
-        self.service.cancel(reservation_id)
+        self.service.cancel(EVENT_ID, reservation_id)
         del self.confirmed[reservation_id]
         self.cancelled.add(reservation_id)
         self.changes += 1
@@ -72,7 +72,7 @@ class ReservationMachine(RuleBasedStateMachine):
         choices = sorted(self.cancelled) + [uuid.uuid4()]
         reservation_id = data.draw(st.sampled_from(choices))
         with pytest.raises(ReservationNotFound):
-            self.service.cancel(reservation_id)
+            self.service.cancel(EVENT_ID, reservation_id)
 
     @rule(data=st.data())
     def read_back(self, data):
@@ -80,7 +80,7 @@ class ReservationMachine(RuleBasedStateMachine):
         if not known:
             return
         reservation_id = data.draw(st.sampled_from(known))
-        reservation = self.service.get(reservation_id)
+        reservation = self.service.get(EVENT_ID, reservation_id)
         expected = Status.CONFIRMED if reservation_id in self.confirmed else Status.CANCELLED
         assert reservation.status is expected
         assert (reservation.cancelled_at is None) == (expected is Status.CONFIRMED)

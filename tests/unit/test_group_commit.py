@@ -10,6 +10,10 @@ import pytest
 from ticketboss.services.group_commit import GroupCommit
 
 
+class Interrupted(Exception):
+    pass
+
+
 class Recorder:
     """A commit function that records its batches and can be held open."""
 
@@ -53,7 +57,7 @@ def wait_until(predicate, seconds=5.0):
 
 def test_requests_that_queue_behind_a_leader_commit_together_in_arrival_order():
     commit = Recorder()
-    group = GroupCommit(commit, max_batch=100)
+    group = GroupCommit(commit, max_batch=100, interrupted=Interrupted)
     results = {}
     leader = submit_all(group, "e", [0], results)
     commit.entered.wait(5)  # the leader's transaction is open: the rest must queue
@@ -72,7 +76,7 @@ def test_requests_that_queue_behind_a_leader_commit_together_in_arrival_order():
 def test_a_batch_never_exceeds_the_maximum_and_every_request_is_answered():
     commit = Recorder()
     commit.release.set()
-    group = GroupCommit(commit, max_batch=3)
+    group = GroupCommit(commit, max_batch=3, interrupted=Interrupted)
     results = {}
     threads = submit_all(group, "e", list(range(50)), results)
     for t in threads:
@@ -84,7 +88,7 @@ def test_a_batch_never_exceeds_the_maximum_and_every_request_is_answered():
 
 def test_a_failing_batch_raises_in_every_request_of_it_and_the_next_batch_still_runs():
     commit = Recorder(fail_on=1)
-    group = GroupCommit(commit, max_batch=100)
+    group = GroupCommit(commit, max_batch=100, interrupted=Interrupted)
     results = {}
     leader = submit_all(group, "e", [0], results)
     commit.entered.wait(5)
@@ -96,9 +100,10 @@ def test_a_failing_batch_raises_in_every_request_of_it_and_the_next_batch_still_
     for t in leader + followers:
         t.join(10)
     assert results[0] == "e:0"
-    assert isinstance(results[1], RuntimeError) and isinstance(results[2], RuntimeError)
+    assert [str(results[1]), str(results[2])] == ["boom", "boom"]  # the batch's own error
     assert commit.batches == [[0], [1, 2]]
-    assert submit_all(group, "e", [3], results)[0].join(10) is None and results[3] == "e:3"
+    submit_all(group, "e", [3], results)[0].join(10)
+    assert results[3] == "e:3"
 
 
 def test_different_events_do_not_wait_for_each_other():
@@ -109,7 +114,7 @@ def test_different_events_do_not_wait_for_each_other():
             gate.wait(10)
         return [f"{key}:{r}" for r in requests]
 
-    group = GroupCommit(commit, max_batch=100)
+    group = GroupCommit(commit, max_batch=100, interrupted=Interrupted)
     results = {}
     held = submit_all(group, "a", [0], results)
     wait_until(lambda: "a" in group._queues)
@@ -124,8 +129,39 @@ def test_different_events_do_not_wait_for_each_other():
 def test_a_maximum_of_one_commits_each_request_alone(max_batch):
     commit = Recorder()
     commit.release.set()
-    group = GroupCommit(commit, max_batch=max_batch)
+    group = GroupCommit(commit, max_batch=max_batch, interrupted=Interrupted)
     results = {}
     for t in submit_all(group, "e", list(range(10)), results):
         t.join(10)
     assert all(len(batch) == 1 for batch in commit.batches) and len(commit.batches) == 10
+
+
+GEVENT_SCRIPT = """
+from gevent import monkey; monkey.patch_all()
+import gevent
+from ticketboss.services.group_commit import GroupCommit
+
+def commit(key, requests):
+    gevent.sleep(0.2)  # the leader's transaction is slow: followers queue
+    return [f"{key}:{r}" for r in requests]
+
+group = GroupCommit(commit, max_batch=1, interrupted=RuntimeError)
+leader = gevent.spawn(group.submit, "e", 0)
+gevent.sleep(0.05)
+doomed = gevent.spawn(group.submit, "e", 1)   # next in line for the lead
+behind = gevent.spawn(group.submit, "e", 2)
+gevent.sleep(0.05)
+doomed.kill()                                 # gives up while queued
+print(leader.get(timeout=5), behind.get(timeout=5), group.submit("e", 3))
+"""
+
+
+def test_a_queued_request_killed_under_gevent_does_not_strand_the_ones_behind_it():
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", GEVENT_SCRIPT], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["e:0", "e:2", "e:3"]

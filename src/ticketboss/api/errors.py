@@ -10,7 +10,13 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
-from ticketboss.domain import EventNotFound, NotEnoughSeats, ReservationNotFound, VersionConflict
+from ticketboss.domain import (
+    EventNotFound,
+    NotEnoughSeats,
+    OutcomeUnknown,
+    ReservationNotFound,
+    VersionConflict,
+)
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +29,7 @@ _DOMAIN_STATUS = {
     ReservationNotFound: (404, "reservation-not-found"),
     EventNotFound: (404, "event-not-found"),
     VersionConflict: (503, "too-busy"),
+    OutcomeUnknown: (503, "outcome-unknown"),
 }
 
 

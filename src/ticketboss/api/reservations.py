@@ -66,7 +66,7 @@ class ReservationItem(MethodView):
     @blp.alt_response(404, schema=Problem, description="No reservation with that id.")
     def get(self, path, **_):
         """A reservation, confirmed or cancelled."""
-        return service().get(path["reservation_id"])
+        return service().get(_default_event_id(), path["reservation_id"])
 
     @blp.arguments(RESERVATION_ID, location="path", error_status_code=400)
     @blp.response(204)
@@ -75,4 +75,4 @@ class ReservationItem(MethodView):
     @blp.alt_response(503, schema=Problem, headers=_RETRY_AFTER, description="Try again later.")
     def delete(self, path, **_):
         """Cancel a confirmed reservation; its seats return to the pool."""
-        service().cancel(path["reservation_id"])
+        service().cancel(_default_event_id(), path["reservation_id"])

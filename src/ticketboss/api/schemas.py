@@ -1,8 +1,19 @@
 """Marshmallow schemas: the validation of every request and the shape of every response."""
 
-from marshmallow import EXCLUDE, Schema, fields, validate
+import re
+
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
 
 from ticketboss.domain import MAX_SEATS, MIN_SEATS
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def _storable_text(value: str) -> None:
+    """PostgreSQL text is valid UTF-8 without NUL: refuse what it could not store."""
+    if _UNSTORABLE.search(value):
+        raise ValidationError("Must not contain NUL or lone surrogates.")
 
 
 class ReserveRequest(Schema):
@@ -15,6 +26,7 @@ class ReserveRequest(Schema):
         validate=[
             validate.Length(min=1, max=128),
             validate.Regexp(r"(?s).*\S", error="Must not be blank."),
+            _storable_text,
         ],
     )
     seats = fields.Integer(

@@ -3,6 +3,7 @@
 from ticketboss.domain.errors import (
     EventNotFound,
     NotEnoughSeats,
+    OutcomeUnknown,
     ReservationNotFound,
     VersionConflict,
 )
@@ -14,6 +15,7 @@ __all__ = [
     "Event",
     "EventNotFound",
     "NotEnoughSeats",
+    "OutcomeUnknown",
     "Reservation",
     "ReservationNotFound",
     "Status",

@@ -28,6 +28,18 @@ class NotEnoughSeats(DomainError):
         self.available = available
 
 
+class OutcomeUnknown(DomainError):
+    """The database may or may not have committed (connection lost at COMMIT, or the batch
+    was interrupted): never retried automatically, since a retry could book twice."""
+
+    def __init__(self, event_id: str):
+        super().__init__(
+            f"The outcome of this change to event '{event_id}' is unknown; "
+            "check the reservation before retrying."
+        )
+        self.event_id = event_id
+
+
 class VersionConflict(DomainError):
     """The event changed between our read and our compare-and-swap: retry from a fresh read."""
 

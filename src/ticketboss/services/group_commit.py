@@ -34,9 +34,15 @@ class GroupCommit(Generic[Request]):
     An outcome that is an exception is raised in the thread of the request it belongs to.
     """
 
-    def __init__(self, commit: Callable[[str, list[Request]], Sequence[object]], max_batch: int):
+    def __init__(
+        self,
+        commit: Callable[[str, list[Request]], Sequence[object]],
+        max_batch: int,
+        interrupted: Callable[[str], Exception],
+    ):
         self._commit = commit
         self._max_batch = max(1, max_batch)
+        self._interrupted = interrupted  # the outcome of a batch whose leader was killed
         self._lock = threading.Lock()
         self._queues: dict[str, deque[_Ticket]] = {}
 
@@ -50,7 +56,11 @@ class GroupCommit(Generic[Request]):
                 ticket.leads = True
             queue.append(ticket)
         if not ticket.leads:
-            ticket.ready.wait()
+            try:
+                ticket.ready.wait()
+            except BaseException:  # killed while queued (a gevent timeout, a shutdown)
+                self._abandon(key, ticket)
+                raise
         if ticket.leads:  # from the start, or handed over by the previous leader
             self._lead(key)
         if isinstance(ticket.outcome, BaseException):
@@ -62,7 +72,7 @@ class GroupCommit(Generic[Request]):
             queue = self._queues[key]
             batch = [queue.popleft() for _ in range(min(len(queue), self._max_batch))]
         # Every ticket of the batch is answered and the lead handed on, whatever happens here.
-        outcomes: Sequence[object] = [RuntimeError("the batch was interrupted")] * len(batch)
+        outcomes: Sequence[object] = [self._interrupted(key) for _ in batch]
         try:
             outcomes = self._commit(key, [t.request for t in batch])
         except Exception as exc:  # the whole batch failed: every request gets the error
@@ -74,6 +84,23 @@ class GroupCommit(Generic[Request]):
                 ticket.ready.set()
             if successor is not None:
                 successor.ready.set()
+
+    def _abandon(self, key: str, ticket: _Ticket) -> None:
+        """A queued request gave up waiting: take it out, and if the lead had just been handed
+        to it, hand the lead on so the requests behind it are not stranded."""
+        with self._lock:
+            queue = self._queues.get(key)
+            if queue is None or ticket not in queue:
+                return  # already taken into a batch: its leader answers it
+            queue.remove(ticket)
+            if not ticket.leads:
+                return
+            if not queue:
+                del self._queues[key]
+                return
+            successor = queue[0]
+            successor.leads = True
+        successor.ready.set()
 
     def _hand_over(self, key: str) -> _Ticket | None:
         """The oldest queued request leads next; with none queued, the key is free again."""

@@ -22,6 +22,7 @@ from ticketboss.domain import (
     Event,
     EventNotFound,
     NotEnoughSeats,
+    OutcomeUnknown,
     Reservation,
     ReservationNotFound,
     Status,
@@ -50,10 +51,19 @@ Change = SeatRequest | CancelRequest
 
 
 def _worth_retrying(exc: BaseException) -> bool:
-    """A lost compare-and-swap, or a pooled connection the database dropped (e.g. a restart)."""
+    """A lost compare-and-swap, or a pooled connection the database dropped (e.g. a restart)
+    before we asked it to commit. Never an error of the COMMIT itself (OutcomeUnknown)."""
     if isinstance(exc, VersionConflict):
         return True
     return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+def _commit(conn, event_id: str) -> None:
+    """COMMIT; if the connection fails now, the changes may or may not have landed."""
+    try:
+        conn.commit()
+    except DBAPIError as exc:
+        raise OutcomeUnknown(event_id) from exc
 
 
 class ReservationService:
@@ -67,7 +77,9 @@ class ReservationService:
     def __init__(self, engine: Engine, settings: Settings):
         self.engine = engine
         self.settings = settings
-        self._changes = GroupCommit(self.commit_batch, settings.group_commit_max_batch)
+        self._changes = GroupCommit(
+            self.commit_batch, settings.group_commit_max_batch, interrupted=OutcomeUnknown
+        )
 
     def _retrying(self) -> Retrying:
         s = self.settings
@@ -96,10 +108,11 @@ class ReservationService:
             raise EventNotFound(event_id)
         return event
 
-    def get(self, reservation_id: UUID) -> Reservation:
+    def get(self, event_id: str, reservation_id: UUID) -> Reservation:
+        """A reservation of that event, confirmed or cancelled."""
         with self.engine.connect() as conn:
             reservation = queries.load_reservation(conn, reservation_id)
-        if reservation is None:
+        if reservation is None or reservation.event_id != event_id:
             raise ReservationNotFound(reservation_id)
         return reservation
 
@@ -108,12 +121,8 @@ class ReservationService:
         if the retries ran out."""
         return self._changes.submit(event_id, SeatRequest(partner_id, seats))
 
-    def cancel(self, reservation_id: UUID) -> None:
-        """Cancel a confirmed reservation and return its seats to the pool."""
-        with self.engine.connect() as conn:
-            event_id = queries.event_of(conn, reservation_id)
-        if event_id is None:
-            raise ReservationNotFound(reservation_id, confirmed_only=True)
+    def cancel(self, event_id: str, reservation_id: UUID) -> None:
+        """Cancel a confirmed reservation of that event; its seats return to the pool."""
         self._changes.submit(event_id, CancelRequest(reservation_id))
 
     def commit_batch(self, event_id: str, requests: list[Change]) -> list[object]:
@@ -124,7 +133,7 @@ class ReservationService:
 
     def _commit_batch_once(self, event_id: str, requests: list[Change]) -> list[object]:
         now = datetime.now(UTC)
-        with self.engine.begin() as conn:
+        with self.engine.connect() as conn:  # rolls back unless _commit() ran
             event = queries.load_event(conn, event_id)
             if event is None:
                 return [EventNotFound(event_id) for _ in requests]
@@ -137,7 +146,8 @@ class ReservationService:
                     # pop: a second cancel of the same reservation in this batch finds nothing.
                     seats = cancellable.pop(request.reservation_id, None)
                     if seats is None:
-                        outcomes.append(ReservationNotFound(request.reservation_id, confirmed_only=True))
+                        refused = ReservationNotFound(request.reservation_id, confirmed_only=True)
+                        outcomes.append(refused)
                         continue
                     current = current.release(seats)
                     cancelled.append(request.reservation_id)
@@ -160,6 +170,7 @@ class ReservationService:
                 if cancelled and queries.mark_cancelled(conn, cancelled, now) != len(cancelled):
                     # Cancelled elsewhere after our read: our whole write rolls back.
                     raise VersionConflict(event_id)
+                _commit(conn, event_id)
         if granted or cancelled:
             metrics.CAS_COMMITS.inc()
             metrics.RESERVATIONS.inc(len(granted))

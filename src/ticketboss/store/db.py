@@ -20,6 +20,13 @@ def make_engine(settings: Settings) -> Engine:
         pool_timeout=settings.db_pool_timeout,
         connect_args={
             "connect_timeout": 3,
+            # A dead peer (half-open TCP) surfaces as an error within seconds instead of
+            # stalling the group commit's leader, and everyone queued behind it, forever.
+            "keepalives": 1,
+            "keepalives_idle": 5,
+            "keepalives_interval": 2,
+            "keepalives_count": 3,
+            "tcp_user_timeout": 10_000,
             # A stuck statement becomes a 503 instead of a hung worker.
             "options": f"-c statement_timeout={settings.db_statement_timeout_ms}",
             "application_name": "ticketboss",

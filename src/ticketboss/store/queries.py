@@ -49,8 +49,6 @@ _LOAD_RESERVATION = select(
     reservations.c.cancelled_at,
 ).where(reservations.c.id == bindparam("id"))
 
-_EVENT_OF = select(reservations.c.event_id).where(reservations.c.id == bindparam("id"))
-
 _CONFIRMED_SEATS = select(reservations.c.id, reservations.c.seats).where(
     reservations.c.id.in_(bindparam("ids", expanding=True)),
     reservations.c.event_id == bindparam("event_id"),
@@ -122,11 +120,6 @@ def load_reservation(conn: Connection, reservation_id: UUID) -> Reservation | No
         created_at=_as_utc(row.created_at),
         cancelled_at=_as_utc(row.cancelled_at),
     )
-
-
-def event_of(conn: Connection, reservation_id: UUID) -> str | None:
-    """The event a reservation belongs to (it never changes)."""
-    return conn.execute(_EVENT_OF, {"id": reservation_id}).scalar()
 
 
 def load_confirmed_seats(
