@@ -42,7 +42,7 @@ def register_extensions(app: Flask, settings: Settings) -> None:
         app,
         resources={r"/api/*": {"origins": "*"}},
         send_wildcard=True,
-        expose_headers=["Location", "Retry-After"],
+        expose_headers=["Location", "Retry-After", "ETag", "Idempotent-Replayed", "X-Request-ID"],
     )
 
 

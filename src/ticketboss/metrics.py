@@ -11,6 +11,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     generate_latest,
     multiprocess,
 )
@@ -26,6 +27,15 @@ CAS_EXHAUSTED = Counter(
 )
 RESERVATIONS = Counter("ticketboss_reservations_confirmed", "Reservations committed (201).")
 CANCELLATIONS = Counter("ticketboss_reservations_cancelled", "Reservations cancelled (204).")
+IDEMPOTENT_REPLAYS = Counter(
+    "ticketboss_idempotent_replays", "Requests answered from a stored Idempotency-Key outcome."
+)
+AVAILABLE_SEATS = Gauge(
+    "ticketboss_available_seats",
+    "Seats left per event, as last written by this service.",
+    ["event_id"],
+    multiprocess_mode="mostrecent",
+)
 
 
 def exposition() -> tuple[bytes, str]:
