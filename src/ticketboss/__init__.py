@@ -33,10 +33,12 @@ def register_config(app: Flask, settings: Settings) -> None:
 def register_extensions(app: Flask, settings: Settings) -> None:
     from flask_cors import CORS
 
-    from ticketboss.services import ReservationService
+    from ticketboss.services import EventService, ReservationService
     from ticketboss.store.db import make_engine
 
-    app.extensions["ticketboss"] = ReservationService(make_engine(settings), settings)
+    engine = make_engine(settings)
+    app.extensions["ticketboss"] = ReservationService(engine, settings)
+    app.extensions["ticketboss.events"] = EventService(engine, settings)
     # Browser-based partner tools called the Node.js API cross-origin (it ran cors()).
     CORS(
         app,

@@ -38,6 +38,18 @@ def seed(event_id: str | None, name: str, seats: int, reset: bool) -> None:
         engine.dispose()
 
 
+@main.command("prune-keys")
+def prune_keys() -> None:
+    """Delete Idempotency-Keys older than IDEMPOTENCY_TTL_SECONDS (24 h by default)."""
+    from ticketboss.services.idempotency import prune
+
+    engine = make_engine(Settings.from_env())
+    try:
+        click.echo(f"pruned {prune(engine)} expired idempotency keys")
+    finally:
+        engine.dispose()
+
+
 def seed_event(engine: Engine, event_id: str, name: str, seats: int, reset: bool) -> str:
     """Create or reset one event in one transaction; returns what was done, for the operator."""
     with engine.begin() as conn:

@@ -22,6 +22,9 @@ class Settings:
     cas_backoff_max_seconds: float = 0.05
     # Reservations of one event arriving together in a worker share one transaction.
     group_commit_max_batch: int = 200
+    # Idempotency-Key: how long an answer is kept, and how long a claim may stay unanswered.
+    idempotency_ttl_seconds: int = 86_400
+    idempotency_lease_seconds: int = 30
     # Connection pool, per worker process.
     db_pool_size: int = 10
     db_max_overflow: int = 20

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from ticketboss import create_app
 from ticketboss.cli import seed_event
-from ticketboss.store.tables import reservations
+from ticketboss.store.tables import idempotency_keys, reservations
 
 EVENT_ID = "node-meetup-2025"
 
@@ -163,3 +163,56 @@ def test_a_burst_bigger_than_the_event_sells_exactly_the_seats(pg_app):
     assert len({uuid.UUID(k) for o in outcomes for k in o.created}) == 100
     # The burst was group-committed: fewer transactions than reservations.
     assert REGISTRY.get_sample_value("ticketboss_cas_commits_total") - batches_before < 100
+
+
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    threads=st.integers(2, 24),
+    workers=st.integers(1, 3),
+    seats=st.integers(1, 10),
+    key=st.text(st.characters(codec="ascii", categories=["L", "N"]), min_size=1, max_size=40),
+)
+def test_concurrent_duplicates_of_one_idempotency_key_book_exactly_once(
+    pg_apps, threads, workers, seats, key
+):
+    engine = pg_apps[0].extensions["ticketboss"].engine
+    seed_event(engine, EVENT_ID, "Node.js Meet-up", 100, reset=True)
+    with engine.begin() as conn:
+        conn.execute(idempotency_keys.delete())
+    start = threading.Barrier(threads)
+    answers = []
+
+    def duplicate(app):
+        client = app.test_client()
+        start.wait()
+        response = client.post(
+            "/api/reservations",
+            json={"partnerId": "p", "seats": seats},
+            headers={"Idempotency-Key": key},
+        )
+        answers.append((response.status_code, response.get_json()))
+
+    pool = [
+        threading.Thread(target=duplicate, args=(pg_apps[i % workers],)) for i in range(threads)
+    ]
+    for thread in pool:
+        thread.start()
+    for thread in pool:
+        thread.join(timeout=60)
+
+    created = {body["reservationId"] for status, body in answers if status == 201}
+    others = {(status, body["type"]) for status, body in answers if status != 201}
+    # Only the first answer, or "still in flight, retry later".
+    assert others <= {(409, "/problems/idempotency-key-in-flight")}
+    assert len(created) == 1
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(reservations.c.id).where(reservations.c.event_id == EVENT_ID)
+        ).all()
+    assert [str(row.id) for row in rows] == list(created)
+    summary = pg_apps[0].test_client().get("/api/reservations").get_json()
+    assert (summary["availableSeats"], summary["version"]) == (100 - seats, 1)

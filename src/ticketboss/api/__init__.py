@@ -20,11 +20,12 @@ def service() -> ReservationService:
 
 
 def register_blueprints(app: Flask) -> None:
-    from ticketboss.api import health, metrics, reservations
+    from ticketboss.api import events, health, metrics, reservations
 
     api = ProblemApi(app)
     api.register_blueprint(health.blp)
     api.register_blueprint(reservations.blp)
+    api.register_blueprint(events.blp)
     app.register_blueprint(metrics.blp)
 
 

@@ -11,10 +11,15 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from ticketboss.domain import (
+    EventExists,
     EventNotFound,
+    IdempotencyKeyInFlight,
+    IdempotencyKeyReused,
     NotEnoughSeats,
     OutcomeUnknown,
+    PreconditionFailed,
     ReservationNotFound,
+    SeatsAlreadyReserved,
     VersionConflict,
 )
 
@@ -28,9 +33,16 @@ _DOMAIN_STATUS = {
     NotEnoughSeats: (409, "not-enough-seats"),
     ReservationNotFound: (404, "reservation-not-found"),
     EventNotFound: (404, "event-not-found"),
+    EventExists: (409, "event-exists"),
+    SeatsAlreadyReserved: (409, "seats-reserved"),
+    PreconditionFailed: (412, "precondition-failed"),
+    IdempotencyKeyInFlight: (409, "idempotency-key-in-flight"),
+    IdempotencyKeyReused: (422, "idempotency-key-reused"),
     VersionConflict: (503, "too-busy"),
     OutcomeUnknown: (503, "outcome-unknown"),
 }
+# Answers after which the same request may succeed later: they say when to try again.
+_RETRY_LATER = {"idempotency-key-in-flight", "too-busy", "outcome-unknown", "unavailable"}
 
 
 def problem(status: int, detail: str, slug: str | None = None, headers=None, **extra):
@@ -44,7 +56,7 @@ def problem(status: int, detail: str, slug: str | None = None, headers=None, **e
         **extra,
     }
     headers = dict(headers or {})
-    if status == 503:
+    if status == 503 or slug in _RETRY_LATER:
         headers["Retry-After"] = str(current_app.config["RETRY_AFTER_SECONDS"])
     return current_app.response_class(
         json.dumps(body), status=status, mimetype=PROBLEM_JSON, headers=headers

@@ -2,7 +2,7 @@
 
 import re
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate
+from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
 
 from ticketboss.domain import MAX_SEATS, MIN_SEATS
 
@@ -38,6 +38,97 @@ class ReservationIdPath(Schema):
     reservation_id = fields.UUID(required=True)
 
 
+class EventIdPath(Schema):
+    event_id = fields.String(required=True)
+
+
+class EventAndReservationPath(EventIdPath, ReservationIdPath):
+    pass
+
+
+class WriteHeaders(Schema):
+    """Headers of a write: Idempotency-Key is read here; If-Match is parsed by Werkzeug and
+    only documented here."""
+
+    class Meta:
+        unknown = EXCLUDE
+
+    idempotency_key = fields.String(
+        data_key="Idempotency-Key",
+        validate=validate.Length(min=1, max=255),
+        metadata={"description": "Makes a retried request return the first one's answer."},
+    )
+
+
+class ConditionalWriteHeaders(WriteHeaders):
+    if_match = fields.String(
+        data_key="If-Match",
+        metadata={"description": 'The event\'s ETag ("<version>"): write only at that version.'},
+    )
+
+
+class ConditionalReadHeaders(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    if_none_match = fields.String(
+        data_key="If-None-Match",
+        metadata={"description": "The ETag you have: 304 while the event is still at it."},
+    )
+
+
+_EVENT_NAME = [
+    validate.Length(min=1, max=200),
+    validate.Regexp(r"(?s).*\S", error="Must not be blank."),
+]
+
+
+class EventCreate(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    event_id = fields.String(
+        data_key="eventId",
+        required=True,
+        validate=validate.Regexp(
+            r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z",
+            error="1-128 letters, digits, '.', '_' or '-', starting with a letter or digit.",
+        ),
+    )
+    name = fields.String(required=True, validate=[*_EVENT_NAME, _storable_text])
+    total_seats = fields.Integer(
+        data_key="totalSeats", required=True, strict=True, validate=validate.Range(0, 1_000_000)
+    )
+
+
+class EventPatch(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    name = fields.String(validate=[*_EVENT_NAME, _storable_text])
+    total_seats = fields.Integer(
+        data_key="totalSeats", strict=True, validate=validate.Range(0, 1_000_000)
+    )
+
+    @validates_schema
+    def _something_to_change(self, data, **_):
+        if not data:
+            raise ValidationError("Give name and/or totalSeats.")
+
+
+class PageQuery(Schema):
+    class Meta:
+        unknown = EXCLUDE
+
+    limit = fields.Integer(load_default=20, validate=validate.Range(1, 100))
+    cursor = fields.String(metadata={"description": "nextCursor of the previous page."})
+
+
+class ReservationQuery(PageQuery):
+    partner_id = fields.String(data_key="partnerId", validate=validate.Length(1, 128))
+    status = fields.String(validate=validate.OneOf(["confirmed", "cancelled"]))
+
+
 class EventSummary(Schema):
     event_id = fields.String(data_key="eventId")
     name = fields.String()
@@ -58,6 +149,16 @@ class ReservationDetail(ReservationCreated):
     partner_id = fields.String(data_key="partnerId")
     created_at = fields.AwareDateTime(data_key="createdAt")
     cancelled_at = fields.AwareDateTime(data_key="cancelledAt", allow_none=True)
+
+
+class EventPage(Schema):
+    items = fields.List(fields.Nested(EventSummary))
+    next_cursor = fields.String(data_key="nextCursor", allow_none=True)
+
+
+class ReservationPage(Schema):
+    items = fields.List(fields.Nested(ReservationDetail))
+    next_cursor = fields.String(data_key="nextCursor", allow_none=True)
 
 
 class Health(Schema):

@@ -46,3 +46,44 @@ class VersionConflict(DomainError):
     def __init__(self, event_id: str):
         super().__init__(f"Event '{event_id}' changed concurrently; please retry.")
         self.event_id = event_id
+
+
+class EventExists(DomainError):
+    def __init__(self, event_id: str):
+        super().__init__(f"Event '{event_id}' already exists.")
+        self.event_id = event_id
+
+
+class SeatsAlreadyReserved(DomainError):
+    """An event cannot shrink below the seats its confirmed reservations hold."""
+
+    def __init__(self, event_id: str, requested_total: int, reserved: int):
+        super().__init__(
+            f"totalSeats cannot be {requested_total}: {reserved} seats are already reserved."
+        )
+        self.event_id = event_id
+
+
+class PreconditionFailed(DomainError):
+    """If-Match named a version the event no longer has: nothing was written."""
+
+    def __init__(self, event_id: str, version: int):
+        super().__init__(
+            f"Event '{event_id}' is at version {version}, not the one If-Match names."
+        )
+        self.event_id = event_id
+        self.version = version
+
+
+class IdempotencyKeyInFlight(DomainError):
+    def __init__(self, key: str):
+        super().__init__(
+            f"A request with Idempotency-Key '{key}' is still being processed; retry later."
+        )
+
+
+class IdempotencyKeyReused(DomainError):
+    def __init__(self, key: str):
+        super().__init__(
+            f"Idempotency-Key '{key}' was already used with a different request."
+        )

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from uuid import UUID
 
-from ticketboss.domain.errors import NotEnoughSeats
+from ticketboss.domain.errors import NotEnoughSeats, SeatsAlreadyReserved
 
 MIN_SEATS = 1
 MAX_SEATS = 10
@@ -36,6 +36,13 @@ class Event:
             available_seats=self.available_seats - seats,
             reservation_count=self.reservation_count + 1,
         )
+
+    def resize(self, total_seats: int) -> Event:
+        """The event with a new total; the reserved seats stay reserved."""
+        reserved = self.total_seats - self.available_seats
+        if total_seats < reserved:
+            raise SeatsAlreadyReserved(self.event_id, total_seats, reserved)
+        return replace(self, total_seats=total_seats, available_seats=total_seats - reserved)
 
     def release(self, seats: int) -> Event:
         """The event after `seats` of a cancelled reservation return to the pool."""

@@ -7,14 +7,7 @@ from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import DBAPIError
-from tenacity import (
-    Retrying,
-    retry_if_exception,
-    stop_after_attempt,
-    stop_after_delay,
-    wait_random_exponential,
-)
+from sqlalchemy.exc import SQLAlchemyError
 
 from ticketboss import metrics
 from ticketboss.config import Settings
@@ -23,21 +16,27 @@ from ticketboss.domain import (
     EventNotFound,
     NotEnoughSeats,
     OutcomeUnknown,
+    PreconditionFailed,
     Reservation,
     ReservationNotFound,
     Status,
     VersionConflict,
 )
+from ticketboss.services import idempotency
 from ticketboss.services.group_commit import GroupCommit
+from ticketboss.services.idempotency import Claim, IdempotencyKey, Replay
+from ticketboss.services.retry import commit, with_retries
 from ticketboss.store import queries
 
 
 @dataclass(frozen=True)
 class SeatRequest:
-    """Reserve `seats` for a partner."""
+    """Reserve `seats` for a partner; only at one of `if_versions` when given (If-Match)."""
 
     partner_id: str
     seats: int
+    if_versions: frozenset[int] | None = None
+    claim: Claim | None = None
 
 
 @dataclass(frozen=True)
@@ -45,25 +44,24 @@ class CancelRequest:
     """Cancel a confirmed reservation."""
 
     reservation_id: UUID
+    claim: Claim | None = None
 
 
 Change = SeatRequest | CancelRequest
 
 
-def _worth_retrying(exc: BaseException) -> bool:
-    """A lost compare-and-swap, or a pooled connection the database dropped (e.g. a restart)
-    before we asked it to commit. Never an error of the COMMIT itself (OutcomeUnknown)."""
-    if isinstance(exc, VersionConflict):
-        return True
-    return isinstance(exc, DBAPIError) and exc.connection_invalidated
-
-
-def _commit(conn, event_id: str) -> None:
-    """COMMIT; if the connection fails now, the changes may or may not have landed."""
-    try:
-        conn.commit()
-    except DBAPIError as exc:
-        raise OutcomeUnknown(event_id) from exc
+def _answer(request: Change, outcome: object) -> tuple[int, UUID | None, str | None] | None:
+    """What an Idempotency-Key keeps of an outcome: (status, reservation id, detail), or None
+    for outcomes that are not kept (the key is released and may be used again)."""
+    if isinstance(outcome, Reservation):
+        return 201, outcome.reservation_id, None
+    if outcome is None:
+        return 204, request.reservation_id, None
+    if isinstance(outcome, NotEnoughSeats):
+        return 409, None, str(outcome)
+    if isinstance(outcome, ReservationNotFound):
+        return 404, None, str(outcome)
+    return None
 
 
 class ReservationService:
@@ -81,25 +79,6 @@ class ReservationService:
             self.commit_batch, settings.group_commit_max_batch, interrupted=OutcomeUnknown
         )
 
-    def _retrying(self) -> Retrying:
-        s = self.settings
-        return Retrying(
-            retry=retry_if_exception(_worth_retrying),
-            # Full jitter: a random wait in [0, min(max, 1 ms * 2^attempt)].
-            wait=wait_random_exponential(multiplier=0.001, max=s.cas_backoff_max_seconds),
-            stop=stop_after_attempt(s.cas_max_attempts) | stop_after_delay(s.cas_max_seconds),
-            reraise=True,
-            before_sleep=lambda _state: metrics.CAS_RETRIES.inc(),
-        )
-
-    def _with_retries(self, unit_of_work, *args):
-        """Run one transaction, retried whole (from a fresh read) while it loses the CAS."""
-        try:
-            return self._retrying()(unit_of_work, *args)
-        except VersionConflict:
-            metrics.CAS_EXHAUSTED.inc()
-            raise
-
     def summary(self, event_id: str) -> Event:
         """The event's seats, confirmed reservations and version, as one row read."""
         with self.engine.connect() as conn:
@@ -116,32 +95,66 @@ class ReservationService:
             raise ReservationNotFound(reservation_id)
         return reservation
 
-    def reserve(self, event_id: str, partner_id: str, seats: int) -> Reservation:
-        """Take `seats` for a partner: NotEnoughSeats if they are not there, VersionConflict
-        if the retries ran out."""
-        return self._changes.submit(event_id, SeatRequest(partner_id, seats))
+    def reserve(
+        self,
+        event_id: str,
+        partner_id: str,
+        seats: int,
+        *,
+        if_versions: frozenset[int] | None = None,
+        key: IdempotencyKey | None = None,
+    ) -> Reservation | Replay:
+        """Take `seats` for a partner: NotEnoughSeats if they are not there,
+        PreconditionFailed if the event is not at one of `if_versions`, VersionConflict if
+        the retries ran out; with a key already answered, that answer (a Replay)."""
+        return self._submit(
+            event_id, key, lambda held: SeatRequest(partner_id, seats, if_versions, held)
+        )
 
-    def cancel(self, event_id: str, reservation_id: UUID) -> None:
+    def cancel(
+        self, event_id: str, reservation_id: UUID, *, key: IdempotencyKey | None = None
+    ) -> Replay | None:
         """Cancel a confirmed reservation of that event; its seats return to the pool."""
-        self._changes.submit(event_id, CancelRequest(reservation_id))
+        return self._submit(event_id, key, lambda held: CancelRequest(reservation_id, held))
+
+    def _submit(self, event_id: str, key: IdempotencyKey | None, request_for):
+        held = None
+        if key is not None:
+            held = idempotency.claim(self.engine, self.settings, key)
+            if isinstance(held, Replay):
+                metrics.IDEMPOTENT_REPLAYS.inc()
+                return held
+        try:
+            return self._changes.submit(event_id, request_for(held))
+        except (VersionConflict, SQLAlchemyError):
+            # Nothing was written: let the client's retry use the key afresh. (After an
+            # OutcomeUnknown the claim stays: the answer may be on it, or it lapses.)
+            if held is not None:
+                idempotency.release(self.engine, held)
+            raise
 
     def commit_batch(self, event_id: str, requests: list[Change]) -> list[object]:
         """Apply reservations and cancellations of one event in order, as one transaction
         retried whole on conflict: an outcome per request (a Reservation, None for a done
         cancel, or the error to raise). The group commit calls it; anyone may."""
-        return self._with_retries(self._commit_batch_once, event_id, requests)
+        return with_retries(self.settings, self._commit_batch_once, event_id, requests)
 
     def _commit_batch_once(self, event_id: str, requests: list[Change]) -> list[object]:
         now = datetime.now(UTC)
-        with self.engine.connect() as conn:  # rolls back unless _commit() ran
+        with self.engine.connect() as conn:  # rolls back unless commit() ran
             event = queries.load_event(conn, event_id)
             if event is None:
-                return [EventNotFound(event_id) for _ in requests]
+                outcomes = [EventNotFound(event_id) for _ in requests]
+                self._keep_answers(conn, event_id, requests, outcomes)
+                commit(conn, event_id)
+                return outcomes
             cancellable = queries.load_confirmed_seats(
                 conn, event_id, [r.reservation_id for r in requests if isinstance(r, CancelRequest)]
             )
             current, outcomes, granted, cancelled = event, [], [], []
             for request in requests:
+                # Each request sees the event as the requests ahead of it in the batch left it.
+                version = event.version + len(granted) + len(cancelled)
                 if isinstance(request, CancelRequest):
                     # pop: a second cancel of the same reservation in this batch finds nothing.
                     seats = cancellable.pop(request.reservation_id, None)
@@ -152,6 +165,9 @@ class ReservationService:
                     current = current.release(seats)
                     cancelled.append(request.reservation_id)
                     outcomes.append(None)
+                    continue
+                if request.if_versions is not None and version not in request.if_versions:
+                    outcomes.append(PreconditionFailed(event_id, version))
                     continue
                 try:
                     current = current.reserve(request.seats)
@@ -170,9 +186,27 @@ class ReservationService:
                 if cancelled and queries.mark_cancelled(conn, cancelled, now) != len(cancelled):
                     # Cancelled elsewhere after our read: our whole write rolls back.
                     raise VersionConflict(event_id)
-                _commit(conn, event_id)
+            self._keep_answers(conn, event_id, requests, outcomes)
+            commit(conn, event_id)
         if granted or cancelled:
             metrics.CAS_COMMITS.inc()
             metrics.RESERVATIONS.inc(len(granted))
             metrics.CANCELLATIONS.inc(len(cancelled))
+            metrics.AVAILABLE_SEATS.labels(event_id).set(current.available_seats)
         return outcomes
+
+    def _keep_answers(self, conn, event_id: str, requests: list[Change], outcomes: list) -> None:
+        """Write each keyed request's answer onto its claim, in the batch's transaction."""
+        for request, outcome in zip(requests, outcomes, strict=True):
+            held = request.claim
+            if held is None:
+                continue
+            answer = _answer(request, outcome)
+            if answer is None:
+                queries.delete_claim(conn, held.key.scope, held.key.key, held.owner)
+            elif not queries.record_outcome(
+                conn, held.key.scope, held.key.key, held.owner, *answer
+            ):
+                # Our claim lapsed and another request took the key over: let this whole
+                # batch retry rather than answer twice for one key.
+                raise VersionConflict(event_id)

@@ -10,10 +10,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from uuid import UUID
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, update
+from sqlalchemy import Connection, bindparam, delete, func, insert, select, tuple_, update
 
 from ticketboss.domain import Event, Reservation, Status, VersionConflict
-from ticketboss.store.tables import events, reservations
+from ticketboss.store.tables import events, idempotency_keys, reservations
 
 _CONFIRMED = Status.CONFIRMED.value
 
@@ -30,6 +30,8 @@ _COMPARE_AND_SWAP = (
     update(events)
     .where(events.c.event_id == bindparam("seen_id"), events.c.version == bindparam("seen"))
     .values(
+        name=bindparam("new_name"),
+        total_seats=bindparam("new_total"),
         available_seats=bindparam("new_available"),
         reservation_count=bindparam("new_count"),
         version=events.c.version + bindparam("changes"),
@@ -39,7 +41,7 @@ _COMPARE_AND_SWAP = (
 
 _INSERT_RESERVATIONS = insert(reservations)
 
-_LOAD_RESERVATION = select(
+_RESERVATION_COLUMNS = (
     reservations.c.id,
     reservations.c.event_id,
     reservations.c.partner_id,
@@ -47,7 +49,8 @@ _LOAD_RESERVATION = select(
     reservations.c.status,
     reservations.c.created_at,
     reservations.c.cancelled_at,
-).where(reservations.c.id == bindparam("id"))
+)
+_LOAD_RESERVATION = select(*_RESERVATION_COLUMNS).where(reservations.c.id == bindparam("id"))
 
 _CONFIRMED_SEATS = select(reservations.c.id, reservations.c.seats).where(
     reservations.c.id.in_(bindparam("ids", expanding=True)),
@@ -80,6 +83,8 @@ def compare_and_swap(conn: Connection, seen: Event, after: Event, changes: int =
         {
             "seen_id": seen.event_id,
             "seen": seen.version,
+            "new_name": after.name,
+            "new_total": after.total_seats,
             "new_available": after.available_seats,
             "new_count": after.reservation_count,
             "changes": changes,
@@ -109,8 +114,10 @@ def insert_reservations(conn: Connection, rows: Sequence[Reservation]) -> None:
 
 def load_reservation(conn: Connection, reservation_id: UUID) -> Reservation | None:
     row = conn.execute(_LOAD_RESERVATION, {"id": reservation_id}).first()
-    if row is None:
-        return None
+    return _reservation(row) if row else None
+
+
+def _reservation(row) -> Reservation:
     return Reservation(
         reservation_id=row.id,
         event_id=row.event_id,
@@ -171,3 +178,126 @@ def reset_event(conn: Connection, event_id: str, name: str, total_seats: int) ->
             updated_at=func.now(),
         )
     )
+
+
+def list_events(conn: Connection, after: str | None, limit: int) -> list[Event]:
+    """Events in event_id order, after the given id."""
+    query = select(*_LOAD_EVENT.selected_columns).order_by(events.c.event_id).limit(limit)
+    if after is not None:
+        query = query.where(events.c.event_id > after)
+    return [Event(*row) for row in conn.execute(query)]
+
+
+def list_reservations(
+    conn: Connection,
+    event_id: str,
+    *,
+    partner_id: str | None,
+    status: str | None,
+    after: tuple[datetime, UUID] | None,
+    limit: int,
+) -> list[Reservation]:
+    """An event's reservations in (created_at, id) order — stable while rows are added."""
+    query = (
+        select(*_RESERVATION_COLUMNS)
+        .where(reservations.c.event_id == event_id)
+        .order_by(reservations.c.created_at, reservations.c.id)
+        .limit(limit)
+    )
+    if partner_id is not None:
+        query = query.where(reservations.c.partner_id == partner_id)
+    if status is not None:
+        query = query.where(reservations.c.status == status)
+    if after is not None:
+        query = query.where(
+            tuple_(reservations.c.created_at, reservations.c.id) > tuple_(*after)
+        )
+    return [_reservation(row) for row in conn.execute(query)]
+
+
+# Idempotency keys -----------------------------------------------------------------------
+
+def insert_claim(conn: Connection, scope, key, fingerprint, owner, locked_until, expires_at):
+    """Raises IntegrityError when the key exists in that scope."""
+    conn.execute(
+        insert(idempotency_keys).values(
+            scope=scope,
+            key=key,
+            fingerprint=fingerprint,
+            owner=owner,
+            locked_until=locked_until,
+            expires_at=expires_at,
+        )
+    )
+
+
+def load_claim(conn: Connection, scope: str, key: str):
+    return conn.execute(
+        select(idempotency_keys).where(
+            idempotency_keys.c.scope == scope, idempotency_keys.c.key == key
+        )
+    ).first()
+
+
+def take_over_claim(conn: Connection, scope, key, old_owner, new_owner, locked_until) -> bool:
+    """Claim a key whose previous request lapsed without an answer."""
+    result = conn.execute(
+        update(idempotency_keys)
+        .where(
+            idempotency_keys.c.scope == scope,
+            idempotency_keys.c.key == key,
+            idempotency_keys.c.owner == old_owner,
+            idempotency_keys.c.status_code.is_(None),
+        )
+        .values(owner=new_owner, locked_until=locked_until)
+    )
+    return result.rowcount == 1
+
+
+_RECORD_OUTCOME = (
+    update(idempotency_keys)
+    .where(
+        idempotency_keys.c.scope == bindparam("b_scope"),
+        idempotency_keys.c.key == bindparam("b_key"),
+        idempotency_keys.c.owner == bindparam("b_owner"),
+    )
+    .values(
+        status_code=bindparam("b_status"),
+        reservation_id=bindparam("b_reservation_id"),
+        detail=bindparam("b_detail"),
+        locked_until=None,
+    )
+)
+
+
+def record_outcome(conn: Connection, scope, key, owner, status, reservation_id, detail) -> bool:
+    """Store the answer on the claim we hold; False if the claim is no longer ours."""
+    result = conn.execute(
+        _RECORD_OUTCOME,
+        {
+            "b_scope": scope,
+            "b_key": key,
+            "b_owner": owner,
+            "b_status": status,
+            "b_reservation_id": reservation_id,
+            "b_detail": detail,
+        },
+    )
+    return result.rowcount == 1
+
+
+def delete_claim(conn: Connection, scope: str, key: str, owner: UUID | None = None) -> None:
+    """Drop a claim (ours, when `owner` is given) so the key can be used afresh."""
+    query = delete(idempotency_keys).where(
+        idempotency_keys.c.scope == scope, idempotency_keys.c.key == key
+    )
+    if owner is not None:
+        query = query.where(idempotency_keys.c.owner == owner)
+    conn.execute(query)
+
+
+def prune_claims(conn: Connection, now: datetime) -> int:
+    """Delete expired keys; returns how many."""
+    return conn.execute(
+        delete(idempotency_keys).where(idempotency_keys.c.expires_at < now)
+    ).rowcount

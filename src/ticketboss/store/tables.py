@@ -63,6 +63,27 @@ reservations = Table(
     Column("cancelled_at", DateTime(timezone=True), nullable=True),
     CheckConstraint("seats BETWEEN 1 AND 10", name="seats_in_range"),
     CheckConstraint("status IN ('confirmed', 'cancelled')", name="status_known"),
-    # The summary counts an event's confirmed reservations; --reset deletes an event's rows.
+    # --reset deletes an event's rows; cancels look up confirmed rows of an event.
     Index("ix_reservations_event_id_status", "event_id", "status"),
+    # Listing an event's reservations pages through (created_at, id).
+    Index("ix_reservations_event_id_created_at_id", "event_id", "created_at", "id"),
+)
+
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    # The key is the client's; the scope makes it theirs (a partner, or one reservation).
+    Column("scope", Text, primary_key=True),
+    Column("key", String(255), primary_key=True),
+    Column("fingerprint", String(64), nullable=False),
+    # Who is working on it, and until when: a crashed request's claim lapses.
+    Column("owner", Uuid, nullable=False),
+    Column("locked_until", DateTime(timezone=True), nullable=True),
+    # The answer, written in the same transaction as the change it describes.
+    Column("status_code", Integer, nullable=True),
+    Column("reservation_id", Uuid, nullable=True),
+    Column("detail", Text, nullable=True),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Index("ix_idempotency_keys_expires_at", "expires_at"),
 )

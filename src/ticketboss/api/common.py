@@ -1,0 +1,152 @@
+"""What the default-event routes and the /api/events routes share: conditional requests,
+Idempotency-Key handling, cursors, and the documentation of problem responses."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable
+from uuid import UUID
+
+from flask import Response, current_app, jsonify, request
+from werkzeug.exceptions import BadRequest
+
+from ticketboss.api.errors import PROBLEM_JSON, problem
+from ticketboss.api.schemas import Problem, ReservationCreated
+from ticketboss.domain import Event
+from ticketboss.services import EventService, IdempotencyKey, Replay, ReservationService
+
+RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}}
+ETAG = {"ETag": {"schema": {"type": "string"}, "description": 'The event\'s version: "<n>".'}}
+LOCATION = {"Location": {"schema": {"type": "string"}, "description": "The reservation."}}
+REPLAYED = {
+    "Idempotent-Replayed": {
+        "schema": {"type": "string", "enum": ["true"]},
+        "description": "Present when this is the stored answer to an earlier request.",
+    }
+}
+_RESERVATION_CREATED = ReservationCreated()
+
+# Status → (description, extra headers) of the problem responses routes document.
+_PROBLEMS = {
+    400: ("The request is not valid (body, path, query or header).", {}),
+    404: ("No such event or reservation.", {}),
+    409: ("Not enough seats, the id is taken, or the Idempotency-Key is in flight.", RETRY_AFTER),
+    412: ("If-Match names a version the event no longer has; nothing was written.", {}),
+    422: ("The Idempotency-Key was used with a different request.", {}),
+    503: ("Overloaded, or the database is unreachable: retry after Retry-After.", RETRY_AFTER),
+}
+
+
+def problems(blp, *statuses: int):
+    """Document problem+json responses of a route (decorator)."""
+
+    def decorate(view):
+        for status in statuses:
+            description, headers = _PROBLEMS[status]
+            view = blp.alt_response(
+                status,
+                schema=Problem,
+                content_type=PROBLEM_JSON,
+                description=description,
+                headers=headers or None,
+            )(view)
+        return view
+
+    return decorate
+
+
+def reservations() -> ReservationService:
+    return current_app.extensions["ticketboss"]
+
+
+def events() -> EventService:
+    return current_app.extensions["ticketboss.events"]
+
+
+def etag(event: Event) -> str:
+    return str(event.version)
+
+
+def if_match_versions() -> frozenset[int] | None:
+    """The versions If-Match allows (None: no If-Match, or `*`); a tag that is not one of our
+    ETags allows none, so the write is refused with 412."""
+    if not request.if_match or request.if_match.star_tag:
+        return None
+    return frozenset(int(tag) for tag in request.if_match.as_set() if tag.isdigit())
+
+
+def summary_response(event: Event):
+    """The event's summary with its ETag; 304 when If-None-Match already has it."""
+    tag = etag(event)
+    if request.if_none_match.contains(tag) or request.if_none_match.star_tag:
+        response = Response(status=304)
+        response.set_etag(tag)
+        return response
+    return event, 200, {"ETag": f'"{tag}"'}
+
+
+def reserve(event_id: str, body: dict, headers: dict, location: Callable[[UUID], str]):
+    """POST a reservation: 201 with Location, or the stored answer of its Idempotency-Key."""
+    partner_id, seats = body["partner_id"], body["seats"]
+    key = None
+    if "idempotency_key" in headers:
+        request_body = {"eventId": event_id, "partnerId": partner_id, "seats": seats}
+        key = IdempotencyKey.of(f"partner:{partner_id}", headers["idempotency_key"], request_body)
+    outcome = reservations().reserve(
+        event_id, partner_id, seats, if_versions=if_match_versions(), key=key
+    )
+    if isinstance(outcome, Replay):
+        return replay(outcome, seats, location)
+    return outcome, 201, {"Location": location(outcome.reservation_id)}
+
+
+def cancel(event_id: str, reservation_id: UUID, headers: dict):
+    """DELETE a reservation: 204, or the stored answer of its Idempotency-Key."""
+    key = None
+    if "idempotency_key" in headers:
+        key = IdempotencyKey.of(
+            f"reservation:{reservation_id}",
+            headers["idempotency_key"],
+            {"cancel": str(reservation_id), "eventId": event_id},
+        )
+    outcome = reservations().cancel(event_id, reservation_id, key=key)
+    if isinstance(outcome, Replay):
+        return replay(outcome, None, None)
+    return Response(status=204)
+
+
+def replay(stored: Replay, seats: int | None, location: Callable[[UUID], str] | None):
+    """The first answer again, marked as a replay."""
+    marked = {"Idempotent-Replayed": "true"}
+    if stored.status_code == 201:
+        created = {"reservation_id": stored.reservation_id, "seats": seats, "status": "confirmed"}
+        response = jsonify(_RESERVATION_CREATED.dump(created))
+        response.status_code = 201
+        response.headers.update({**marked, "Location": location(stored.reservation_id)})
+        return response
+    if stored.status_code == 204:
+        return Response(status=204, headers=marked)
+    slug = {409: "not-enough-seats", 404: "reservation-not-found"}[stored.status_code]
+    return problem(stored.status_code, stored.detail, slug, marked)
+
+
+def encode_cursor(*values) -> str:
+    return base64.urlsafe_b64encode(json.dumps(values, default=str).encode()).decode()
+
+
+def decode_cursor(cursor: str, *types: Callable) -> list:
+    """The values of a cursor we made, each converted by its type; a 400 for anything else."""
+    try:
+        values = json.loads(base64.urlsafe_b64decode(cursor.encode()))
+        if not isinstance(values, list) or len(values) != len(types):
+            raise ValueError
+        return [convert(value) for convert, value in zip(types, values, strict=True)]
+    except (TypeError, ValueError) as exc:
+        raise BadRequest("cursor: Not a cursor this API gave out.") from exc
+
+
+def next_cursor(items: list, limit: int, key: Callable) -> str | None:
+    """A cursor after the last item, when the page was full."""
+    return encode_cursor(*key(items[-1])) if len(items) == limit else None
+

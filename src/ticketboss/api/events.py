@@ -1,0 +1,148 @@
+"""Many events: create, list, read, rename/resize, and reserve on any one of them."""
+
+from datetime import datetime
+from uuid import UUID
+
+from flask import url_for
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from ticketboss.api import common
+from ticketboss.api.common import ETAG, LOCATION, REPLAYED, problems
+from ticketboss.api.schemas import (
+    ConditionalReadHeaders,
+    ConditionalWriteHeaders,
+    EventAndReservationPath,
+    EventCreate,
+    EventIdPath,
+    EventPage,
+    EventPatch,
+    EventSummary,
+    PageQuery,
+    ReservationCreated,
+    ReservationDetail,
+    ReservationPage,
+    ReservationQuery,
+    ReserveRequest,
+    WriteHeaders,
+)
+
+blp = Blueprint("events", __name__, url_prefix="/api/events", description="Events and their seats")
+
+EVENT_ID = EventIdPath()
+ITEM = EventAndReservationPath()
+CONDITIONAL_READ = ConditionalReadHeaders()
+CONDITIONAL_WRITE = ConditionalWriteHeaders()
+WRITE = WriteHeaders()
+
+
+def _event_location(event_id: str) -> str:
+    return url_for("events.EventItem", event_id=event_id)
+
+
+@blp.route("", strict_slashes=False)
+class Events(MethodView):
+    @blp.arguments(PageQuery(), location="query", error_status_code=400)
+    @blp.response(200, EventPage)
+    @problems(blp, 400, 503)
+    def get(self, query):
+        """Events in id order, `limit` at a time; follow `nextCursor` for the next page."""
+        after = common.decode_cursor(query["cursor"], str)[0] if "cursor" in query else None
+        items = common.events().list(after, query["limit"])
+        cursor = common.next_cursor(items, query["limit"], lambda e: (e.event_id,))
+        return {"items": items, "next_cursor": cursor}
+
+    @blp.arguments(EventCreate(), error_status_code=400)
+    @blp.response(201, EventSummary, headers={**ETAG, **LOCATION})
+    @problems(blp, 400, 409, 503)
+    def post(self, body):
+        """Create an event with all its seats available (version 0)."""
+        event = common.events().create(body["event_id"], body["name"], body["total_seats"])
+        headers = {"Location": _event_location(event.event_id), "ETag": f'"{common.etag(event)}"'}
+        return event, 201, headers
+
+
+@blp.route("/<event_id>")
+class EventItem(MethodView):
+    @blp.arguments(EVENT_ID, location="path", error_status_code=400)
+    @blp.arguments(CONDITIONAL_READ, location="headers", error_status_code=400)
+    @blp.response(200, EventSummary, headers=ETAG)
+    @blp.alt_response(304, description="Not modified: If-None-Match has the ETag.", headers=ETAG)
+    @problems(blp, 404, 503)
+    def get(self, path, _headers, **_):
+        """The event's summary."""
+        return common.summary_response(common.reservations().summary(path["event_id"]))
+
+    @blp.arguments(EVENT_ID, location="path", error_status_code=400)
+    @blp.arguments(EventPatch(), error_status_code=400)
+    @blp.arguments(CONDITIONAL_WRITE, location="headers", error_status_code=400)
+    @blp.response(200, EventSummary, headers=ETAG)
+    @problems(blp, 400, 404, 409, 412, 503)
+    def patch(self, path, body, _headers, **_):
+        """Rename, or change totalSeats (never below the seats already reserved)."""
+        event = common.events().update(
+            path["event_id"],
+            name=body.get("name"),
+            total_seats=body.get("total_seats"),
+            if_versions=common.if_match_versions(),
+        )
+        return event, 200, {"ETag": f'"{common.etag(event)}"'}
+
+
+@blp.route("/<event_id>/reservations")
+class EventReservations(MethodView):
+    @blp.arguments(EVENT_ID, location="path", error_status_code=400)
+    @blp.arguments(ReservationQuery(), location="query", error_status_code=400)
+    @blp.response(200, ReservationPage)
+    @problems(blp, 400, 404, 503)
+    def get(self, path, query, **_):
+        """The event's reservations, oldest first, filtered by partnerId and status."""
+        after = None
+        if "cursor" in query:
+            after = tuple(common.decode_cursor(query["cursor"], datetime.fromisoformat, UUID))
+        items = common.events().reservations(
+            path["event_id"],
+            partner_id=query.get("partner_id"),
+            status=query.get("status"),
+            after=after,
+            limit=query["limit"],
+        )
+        cursor = common.next_cursor(
+            items, query["limit"], lambda r: (r.created_at.isoformat(), str(r.reservation_id))
+        )
+        return {"items": items, "next_cursor": cursor}
+
+    @blp.arguments(EVENT_ID, location="path", error_status_code=400)
+    @blp.arguments(ReserveRequest(), error_status_code=400)
+    @blp.arguments(CONDITIONAL_WRITE, location="headers", error_status_code=400)
+    @blp.response(201, ReservationCreated, headers={**LOCATION, **REPLAYED})
+    @problems(blp, 400, 404, 409, 412, 422, 503)
+    def post(self, path, body, headers, **_):
+        """Reserve 1–10 seats of this event for a partner."""
+        event_id = path["event_id"]
+
+        def location(reservation_id):
+            return url_for(
+                "events.EventReservation", event_id=event_id, reservation_id=reservation_id
+            )
+
+        return common.reserve(event_id, body, headers, location)
+
+
+@blp.route("/<event_id>/reservations/<reservation_id>")
+class EventReservation(MethodView):
+    @blp.arguments(ITEM, location="path", error_status_code=400)
+    @blp.response(200, ReservationDetail)
+    @problems(blp, 400, 404, 503)
+    def get(self, path, **_):
+        """A reservation of this event, confirmed or cancelled."""
+        return common.reservations().get(path["event_id"], path["reservation_id"])
+
+    @blp.arguments(ITEM, location="path", error_status_code=400)
+    @blp.arguments(WRITE, location="headers", error_status_code=400)
+    @blp.response(204, headers=REPLAYED)
+    @problems(blp, 400, 404, 409, 422, 503)
+    def delete(self, path, headers, **_):
+        """Cancel a confirmed reservation of this event."""
+        return common.cancel(path["event_id"], path["reservation_id"], headers)
+

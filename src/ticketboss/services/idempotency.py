@@ -1,0 +1,111 @@
+"""Idempotency-Key: a retried request gets the first one's answer instead of a second booking.
+
+A request with a key first *claims* it in a short transaction of its own (a row with a lease).
+The answer is then written onto that row in the same transaction as the change it describes,
+so a reservation never exists without its key's answer. A claim whose request died lapses
+after the lease, and a later retry takes it over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from uuid import UUID, uuid4
+
+from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
+
+from ticketboss.config import Settings
+from ticketboss.domain import IdempotencyKeyInFlight, IdempotencyKeyReused
+from ticketboss.store import queries
+
+
+@dataclass(frozen=True)
+class IdempotencyKey:
+    """The client's key, the scope it belongs to, and a fingerprint of its request."""
+
+    scope: str
+    key: str
+    fingerprint: str
+
+    @classmethod
+    def of(cls, scope: str, key: str, request: dict) -> IdempotencyKey:
+        canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), default=str)
+        return cls(scope, key, hashlib.sha256(canonical.encode()).hexdigest())
+
+
+@dataclass(frozen=True)
+class Claim:
+    """We hold the key: our transaction will record the answer on it."""
+
+    key: IdempotencyKey
+    owner: UUID
+
+
+@dataclass(frozen=True)
+class Replay:
+    """The key was answered before: the same answer again."""
+
+    status_code: int
+    reservation_id: UUID | None
+    detail: str | None
+
+
+def claim(engine: Engine, settings: Settings, key: IdempotencyKey) -> Claim | Replay:
+    """Claim the key, or return its stored answer; IdempotencyKeyReused if it came with
+    another request, IdempotencyKeyInFlight while its first request is still running."""
+    owner = uuid4()
+    for _ in range(3):  # a row that expires or lapses under our feet: look again
+        now = datetime.now(UTC)
+        locked_until = now + timedelta(seconds=settings.idempotency_lease_seconds)
+        with engine.connect() as conn:
+            try:
+                queries.insert_claim(
+                    conn,
+                    key.scope,
+                    key.key,
+                    key.fingerprint,
+                    owner,
+                    locked_until,
+                    now + timedelta(seconds=settings.idempotency_ttl_seconds),
+                )
+                conn.commit()
+                return Claim(key, owner)
+            except IntegrityError:
+                conn.rollback()
+            row = queries.load_claim(conn, key.scope, key.key)
+            if row is None:
+                continue
+            if _utc(row.expires_at) <= now:
+                queries.delete_claim(conn, key.scope, key.key, row.owner)
+                conn.commit()
+                continue
+            if row.fingerprint != key.fingerprint:
+                raise IdempotencyKeyReused(key.key)
+            if row.status_code is not None:
+                return Replay(row.status_code, row.reservation_id, row.detail)
+            if row.locked_until is not None and _utc(row.locked_until) > now:
+                raise IdempotencyKeyInFlight(key.key)
+            # Its request died without an answer (nothing was written): take it over.
+            if queries.take_over_claim(conn, key.scope, key.key, row.owner, owner, locked_until):
+                conn.commit()
+                return Claim(key, owner)
+    raise IdempotencyKeyInFlight(key.key)
+
+
+def release(engine: Engine, held: Claim) -> None:
+    """Give the key up unanswered (the request failed before changing anything)."""
+    with engine.begin() as conn:
+        queries.delete_claim(conn, held.key.scope, held.key.key, held.owner)
+
+
+def prune(engine: Engine) -> int:
+    """Delete expired keys."""
+    with engine.begin() as conn:
+        return queries.prune_claims(conn, datetime.now(UTC))
+
+
+def _utc(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

@@ -1,0 +1,233 @@
+"""Many events, conditional requests and paginated lists, on PostgreSQL and SQLite."""
+
+import uuid
+
+import pytest
+
+PROBLEM = "application/problem+json"
+
+
+def create(client, event_id="gala", seats=10, name="Gala"):
+    return client.post("/api/events", json={"eventId": event_id, "name": name, "totalSeats": seats})
+
+
+def reserve(client, event_id="gala", seats=2, partner="p", headers=None):
+    return client.post(
+        f"/api/events/{event_id}/reservations",
+        json={"partnerId": partner, "seats": seats},
+        headers=headers or {},
+    )
+
+
+def summary(client, event_id="gala"):
+    return client.get(f"/api/events/{event_id}").get_json()
+
+
+@pytest.fixture
+def client(app):
+    from ticketboss.store.tables import events, idempotency_keys, reservations
+
+    engine = app.extensions["ticketboss"].engine
+    with engine.begin() as conn:  # only the default event, as the app fixture reset it
+        conn.execute(idempotency_keys.delete())
+        conn.execute(reservations.delete().where(reservations.c.event_id != "node-meetup-2025"))
+        conn.execute(events.delete().where(events.c.event_id != "node-meetup-2025"))
+    return app.test_client()
+
+
+def test_creating_an_event_returns_its_summary_location_and_etag(client):
+    response = create(client)
+    assert response.status_code == 201
+    assert response.headers["Location"] == "/api/events/gala"
+    assert response.headers["ETag"] == '"0"'
+    assert response.get_json() == {
+        "eventId": "gala",
+        "name": "Gala",
+        "totalSeats": 10,
+        "availableSeats": 10,
+        "reservationCount": 0,
+        "version": 0,
+    }
+    assert client.get("/api/events/gala").get_json() == response.get_json()
+
+
+def test_an_event_id_can_be_created_once(client):
+    create(client)
+    response = create(client, seats=99)
+    assert response.status_code == 409 and response.mimetype == PROBLEM
+    assert summary(client)["totalSeats"] == 10
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"name": "Gala", "totalSeats": 10},
+        {"eventId": "has space", "name": "Gala", "totalSeats": 10},
+        {"eventId": "-leading-dash", "name": "Gala", "totalSeats": 10},
+        {"eventId": "x" * 129, "name": "Gala", "totalSeats": 10},
+        {"eventId": "gala", "name": "   ", "totalSeats": 10},
+        {"eventId": "gala", "name": "Gala", "totalSeats": -1},
+        {"eventId": "gala", "name": "Gala", "totalSeats": "10"},
+        {"eventId": "gala", "name": "Gala", "totalSeats": 1_000_001},
+        [],
+    ],
+)
+def test_an_invalid_event_is_a_400_and_nothing_is_created(client, body):
+    response = client.post("/api/events", json=body)
+    assert response.status_code == 400 and response.mimetype == PROBLEM
+    assert client.get("/api/events/gala").status_code == 404
+
+
+def test_unknown_events_are_404_everywhere(client):
+    for response in (
+        client.get("/api/events/nope"),
+        client.patch("/api/events/nope", json={"name": "x"}),
+        reserve(client, "nope"),
+        client.get("/api/events/nope/reservations"),
+        client.get(f"/api/events/nope/reservations/{uuid.uuid4()}"),
+        client.delete(f"/api/events/nope/reservations/{uuid.uuid4()}"),
+    ):
+        assert response.status_code == 404 and response.mimetype == PROBLEM
+
+
+def test_reserving_on_one_event_never_touches_another(client):
+    create(client)
+    create(client, "concert", seats=5)
+    default_before = client.get("/api/reservations").get_json()
+    response = reserve(client, "gala", seats=4)
+    assert response.status_code == 201
+    location = response.headers["Location"]
+    assert location.startswith("/api/events/gala/reservations/")
+    assert client.get(location).get_json()["eventId"] == "gala"
+    assert summary(client, "concert") == {
+        "eventId": "concert",
+        "name": "Gala",
+        "totalSeats": 5,
+        "availableSeats": 5,
+        "reservationCount": 0,
+        "version": 0,
+    }
+    assert client.get("/api/reservations").get_json() == default_before
+    gala = summary(client)
+    assert (gala["availableSeats"], gala["reservationCount"], gala["version"]) == (6, 1, 1)
+    # A reservation of gala is not one of concert's.
+    assert client.get(location.replace("/gala/", "/concert/")).status_code == 404
+    assert client.delete(location.replace("/gala/", "/concert/")).status_code == 404
+    assert client.delete(location).status_code == 204
+    assert summary(client)["availableSeats"] == 10
+
+
+@pytest.mark.parametrize("path", ["/api/events/gala", "/api/reservations"])
+def test_summaries_carry_an_etag_and_if_none_match_gives_304(client, path):
+    create(client)
+    first = client.get(path)
+    tag = first.headers["ETag"]
+    assert tag == f'"{first.get_json()["version"]}"'
+    unchanged = client.get(path, headers={"If-None-Match": tag})
+    assert unchanged.status_code == 304 and unchanged.data == b""
+    assert unchanged.headers["ETag"] == tag
+    event_id = "gala" if "events" in path else "node-meetup-2025"
+    reserve(client, event_id)
+    changed = client.get(path, headers={"If-None-Match": tag})
+    assert changed.status_code == 200 and changed.headers["ETag"] != tag
+
+
+def test_patch_renames_and_resizes_through_the_compare_and_swap(client):
+    create(client)
+    reserve(client, seats=4)
+    response = client.patch("/api/events/gala", json={"name": "Big Gala", "totalSeats": 20})
+    assert response.status_code == 200
+    assert response.headers["ETag"] == '"2"'
+    assert response.get_json() == {
+        "eventId": "gala",
+        "name": "Big Gala",
+        "totalSeats": 20,
+        "availableSeats": 16,
+        "reservationCount": 1,
+        "version": 2,
+    }
+    assert summary(client) == response.get_json()
+
+
+def test_patch_never_shrinks_below_the_reserved_seats(client):
+    create(client)
+    reserve(client, seats=4)
+    response = client.patch("/api/events/gala", json={"totalSeats": 3})
+    assert response.status_code == 409 and response.mimetype == PROBLEM
+    assert client.patch("/api/events/gala", json={"totalSeats": 4}).status_code == 200
+    gala = summary(client)
+    assert (gala["totalSeats"], gala["availableSeats"], gala["version"]) == (4, 0, 2)
+
+
+@pytest.mark.parametrize("body", [{}, {"totalSeats": -1}, {"name": ""}, {"totalSeats": 2.5}])
+def test_an_invalid_patch_is_a_400(client, body):
+    create(client)
+    assert client.patch("/api/events/gala", json=body).status_code == 400
+    assert summary(client)["version"] == 0
+
+
+def test_if_match_guards_patch_and_reservations(client):
+    create(client)
+    stale, current = '"7"', '"0"'
+    for response in (
+        client.patch("/api/events/gala", json={"name": "x"}, headers={"If-Match": stale}),
+        reserve(client, headers={"If-Match": stale}),
+        reserve(client, headers={"If-Match": '"not-a-version"'}),
+        reserve(client, headers={"If-Match": 'W/"0"'}),  # If-Match compares strongly
+    ):
+        assert response.status_code == 412 and response.mimetype == PROBLEM
+    assert summary(client)["version"] == 0  # nothing was written
+    assert reserve(client, headers={"If-Match": current}).status_code == 201
+    assert reserve(client, headers={"If-Match": current}).status_code == 412
+    assert reserve(client, headers={"If-Match": '"0", "1"'}).status_code == 201
+    assert reserve(client, headers={"If-Match": "*"}).status_code == 201
+    patched = client.patch("/api/events/gala", json={"name": "x"}, headers={"If-Match": '"3"'})
+    assert patched.status_code == 200 and patched.headers["ETag"] == '"4"'
+
+
+def test_events_page_through_in_id_order(client):
+    for event_id in ["e3", "e1", "e5", "e2", "e4"]:
+        create(client, event_id)
+    seen, cursor = [], None
+    while True:
+        query = "?limit=2" + (f"&cursor={cursor}" if cursor else "")
+        page = client.get(f"/api/events{query}").get_json()
+        seen += [e["eventId"] for e in page["items"]]
+        cursor = page["nextCursor"]
+        if cursor is None:
+            break
+    assert seen == ["e1", "e2", "e3", "e4", "e5", "node-meetup-2025"]
+
+
+def test_reservations_page_through_in_a_stable_order_with_filters(client):
+    create(client, seats=100)
+    made = [reserve(client, partner=f"p{i % 2}", seats=1).get_json()["reservationId"] for i in range(7)]
+    client.delete(f"/api/events/gala/reservations/{made[0]}")
+
+    def walk(query):
+        ids, cursor = [], None
+        while True:
+            page = client.get(
+                f"/api/events/gala/reservations?limit=3{query}"
+                + (f"&cursor={cursor}" if cursor else "")
+            ).get_json()
+            ids += [r["reservationId"] for r in page["items"]]
+            if page["nextCursor"] is None:
+                return ids
+            cursor = page["nextCursor"]
+            reserve(client, partner="late", seats=1)  # rows added meanwhile come after
+
+    everything = walk("")
+    assert everything[:7] == made
+    assert walk("&partnerId=p0") == [m for i, m in enumerate(made) if i % 2 == 0]
+    assert walk("&partnerId=p0&status=confirmed") == [made[2], made[4], made[6]]
+    assert walk("&status=cancelled") == [made[0]]
+
+
+@pytest.mark.parametrize(
+    "query", ["?limit=0", "?limit=101", "?status=pending", "?cursor=bm9wZQ==", "?cursor=%%%"]
+)
+def test_bad_list_queries_are_400(client, query):
+    create(client)
+    response = client.get(f"/api/events/gala/reservations{query}")
+    assert response.status_code == 400 and response.mimetype == PROBLEM

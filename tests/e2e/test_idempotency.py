@@ -1,0 +1,152 @@
+"""Idempotency-Key on reservations and cancellations, on PostgreSQL and SQLite."""
+
+from dataclasses import replace
+
+import pytest
+
+from ticketboss import create_app
+from ticketboss.cli import seed_event
+from ticketboss.services import IdempotencyKey, idempotency
+from ticketboss.store.tables import idempotency_keys
+
+EVENT = "node-meetup-2025"
+
+
+@pytest.fixture
+def client(app):
+    with app.extensions["ticketboss"].engine.begin() as conn:
+        conn.execute(idempotency_keys.delete())
+    return app.test_client()
+
+
+def post(client, key=None, seats=2, partner="abc-corp", path="/api/reservations"):
+    headers = {"Idempotency-Key": key} if key else {}
+    return client.post(path, json={"partnerId": partner, "seats": seats}, headers=headers)
+
+
+def books(client):
+    summary = client.get("/api/reservations").get_json()
+    return summary["availableSeats"], summary["reservationCount"], summary["version"]
+
+
+def test_a_retried_post_gets_the_first_answer_and_books_once(client):
+    first = post(client, "order-17")
+    again = post(client, "order-17")
+    assert first.status_code == again.status_code == 201
+    assert again.get_json() == first.get_json()
+    assert again.headers["Location"] == first.headers["Location"]
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert "Idempotent-Replayed" not in first.headers
+    assert books(client) == (498, 1, 1)
+
+
+def test_replays_hold_across_workers_and_restarts(app, client):
+    first = post(client, "order-17")
+    # Another worker, or the service after a restart: a new app on the same database.
+    other = create_app(app.extensions["ticketboss"].settings)
+    try:
+        again = post(other.test_client(), "order-17")
+    finally:
+        other.extensions["ticketboss"].engine.dispose()
+    assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.get_json() == first.get_json()
+    assert books(client) == (498, 1, 1)
+
+
+def test_the_same_key_with_another_body_is_a_422(client):
+    post(client, "order-17", seats=2)
+    response = post(client, "order-17", seats=3)
+    assert response.status_code == 422
+    assert response.mimetype == "application/problem+json"
+    assert books(client) == (498, 1, 1)
+
+
+def test_a_409_is_replayed_even_once_seats_are_back(app, client):
+    seed_event(app.extensions["ticketboss"].engine, EVENT, "Node.js Meet-up", 2, reset=True)
+    refused = post(client, "big-order", seats=3)
+    assert refused.status_code == 409
+    client.patch(f"/api/events/{EVENT}", json={"totalSeats": 10})
+    again = post(client, "big-order", seats=3)
+    assert again.status_code == 409 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.get_json()["detail"] == refused.get_json()["detail"]
+    assert post(client, "another-key", seats=3).status_code == 201
+
+
+def test_keys_belong_to_a_partner(client):
+    a = post(client, "k", partner="alpha")
+    b = post(client, "k", partner="beta")
+    assert a.status_code == b.status_code == 201
+    assert a.get_json()["reservationId"] != b.get_json()["reservationId"]
+
+
+def test_without_the_header_nothing_changes(client):
+    assert post(client).get_json()["reservationId"] != post(client).get_json()["reservationId"]
+    assert books(client) == (496, 2, 2)
+
+
+def test_a_key_still_in_flight_is_a_409_with_retry_after(app, client):
+    service = app.extensions["ticketboss"]
+    body = {"eventId": EVENT, "partnerId": "abc-corp", "seats": 2}
+    # Another request holds the key (its lease has not lapsed).
+    idempotency.claim(
+        service.engine, service.settings, IdempotencyKey.of("partner:abc-corp", "busy", body)
+    )
+    response = post(client, "busy")
+    assert response.status_code == 409 and "Retry-After" in response.headers
+    assert response.get_json()["type"] == "/problems/idempotency-key-in-flight"
+    assert books(client) == (500, 0, 0)
+
+
+def test_a_claim_whose_request_died_is_taken_over_after_its_lease(app, client):
+    service = app.extensions["ticketboss"]
+    body = {"eventId": EVENT, "partnerId": "abc-corp", "seats": 2}
+    no_lease = replace(service.settings, idempotency_lease_seconds=0)
+    idempotency.claim(service.engine, no_lease, IdempotencyKey.of("partner:abc-corp", "died", body))
+    response = post(client, "died")
+    assert response.status_code == 201
+    assert post(client, "died").headers["Idempotent-Replayed"] == "true"
+    assert books(client) == (498, 1, 1)
+
+
+def test_a_cancel_with_a_key_is_replayed_instead_of_a_404(client):
+    reservation_id = post(client).get_json()["reservationId"]
+    path = f"/api/reservations/{reservation_id}"
+    first = client.delete(path, headers={"Idempotency-Key": "cancel-1"})
+    again = client.delete(path, headers={"Idempotency-Key": "cancel-1"})
+    assert first.status_code == again.status_code == 204
+    assert again.headers["Idempotent-Replayed"] == "true"
+    assert client.delete(path).status_code == 404
+    assert books(client) == (500, 0, 2)
+
+
+def test_an_unanswered_request_releases_its_key(client):
+    # The event does not exist: nothing is kept, the key can be used for a real request.
+    missing = post(client, "k1", path="/api/events/nope/reservations")
+    assert missing.status_code == 404
+    assert post(client, "k1", path="/api/events/nope/reservations").status_code == 404
+    assert "Idempotent-Replayed" not in missing.headers
+
+
+@pytest.mark.parametrize("key", ["", "x" * 256])
+def test_a_key_must_be_1_to_255_characters(client, key):
+    response = client.post(
+        "/api/reservations",
+        json={"partnerId": "abc-corp", "seats": 2},
+        headers={"Idempotency-Key": key},
+    )
+    assert response.status_code == 400
+    assert books(client) == (500, 0, 0)
+
+
+def test_expired_keys_are_forgotten_and_pruned(app, client):
+    service = app.extensions["ticketboss"]
+    expiring = replace(service.settings, idempotency_ttl_seconds=0)
+    body = {"eventId": EVENT, "partnerId": "abc-corp", "seats": 2}
+    key = IdempotencyKey.of("partner:abc-corp", "old", body)
+    idempotency.claim(service.engine, expiring, key)
+    assert idempotency.prune(service.engine) == 1
+    assert idempotency.prune(service.engine) == 0
+    # An expired key is used afresh.
+    idempotency.claim(service.engine, expiring, key)
+    assert post(client, "old").status_code == 201
+    assert books(client) == (498, 1, 1)
