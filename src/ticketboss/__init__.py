@@ -12,6 +12,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or Settings.from_env()
     app = Flask(__name__)
     register_config(app, settings)
+    register_observability(app)
     register_extensions(app, settings)
     register_blueprints(app)
     register_errorhandlers(app)
@@ -28,6 +29,16 @@ def register_config(app: Flask, settings: Settings) -> None:
         OPENAPI_URL_PREFIX="/api",
         OPENAPI_JSON_PATH="openapi.json",
     )
+
+
+def register_observability(app: Flask) -> None:
+    """Request ids, the JSON access log and the HTTP metrics; registered first, so its
+    after_request hook runs last and sees the finished response."""
+    # Imported here, like the others: prometheus_client must not load before gunicorn_conf sets
+    # PROMETHEUS_MULTIPROC_DIR (it imports this package first).
+    from ticketboss import observability
+
+    observability.register_observability(app)
 
 
 def register_extensions(app: Flask, settings: Settings) -> None:

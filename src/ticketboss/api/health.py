@@ -1,19 +1,57 @@
-"""Liveness that also proves the database answers."""
+"""Liveness that also proves the database answers, and readiness: the schema is this code's."""
 
+from functools import cache
+
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from flask_smorest import Blueprint
 from sqlalchemy import text
 
 from ticketboss.api import service
+from ticketboss.api.errors import problem
 from ticketboss.api.schemas import Health, Problem
+from ticketboss.store.migrate import alembic_config
 
 blp = Blueprint("health", __name__, url_prefix="/api", description="Service health")
+
+_RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}}
 
 
 @blp.get("/health")
 @blp.response(200, Health)
-@blp.alt_response(503, schema=Problem, description="The database does not answer.")
+@blp.alt_response(
+    503, schema=Problem, headers=_RETRY_AFTER, description="The database does not answer."
+)
 def health():
     """200 when the database answers a trivial query."""
     with service().engine.connect() as conn:
         conn.execute(text("SELECT 1"))
     return {"status": "UP"}
+
+
+@blp.get("/ready")
+@blp.response(200, Health, description="The database is migrated to this code's head revision.")
+@blp.alt_response(
+    503,
+    schema=Problem,
+    headers=_RETRY_AFTER,
+    description="The database is not migrated to this code's head revision, or does not answer.",
+)
+def ready():
+    """200 when the database's alembic revision is the head of this code's migrations."""
+    # A database that does not answer raises here; errors.py turns that into a 503 as well.
+    with service().engine.connect() as conn:
+        current = MigrationContext.configure(conn).get_current_revision()
+    head = head_revision()
+    if current != head:
+        return problem(
+            503, f"The database is at revision {current}; this code needs {head}.", "not-ready"
+        )
+    return {"status": "READY"}
+
+
+@cache
+def head_revision() -> str:
+    """The head of migrations/, read from disk once per process (it changes only on deploy)."""
+    # The head is a property of the scripts, so the config's database URL is never used.
+    return ScriptDirectory.from_config(alembic_config("")).get_current_head()

@@ -1,0 +1,126 @@
+"""Per-request observability: a request id, one JSON access-log line, Prometheus HTTP metrics.
+
+Import this module only after PROMETHEUS_MULTIPROC_DIR is set (create_app imports it lazily):
+prometheus_client picks its multi-process value store once, when it is first imported.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+import time
+import uuid
+from datetime import datetime, timezone
+
+from flask import Flask, g, request
+from prometheus_client import Counter, Histogram
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# Visible ASCII only: a client's id goes into a response header and a log line unescaped.
+_VALID_REQUEST_ID = re.compile(r"[\x21-\x7e]{1,128}")
+# Anything else a client sends as a method is counted as "OTHER", so labels stay bounded.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# Prometheus scrapes would otherwise count themselves and skew the request rate.
+_NOT_COUNTED = frozenset({"metrics.scrape"})
+
+HTTP_REQUESTS = Counter(
+    "ticketboss_http_requests",
+    "HTTP requests answered, by URL rule (`unmatched` when none), method and status.",
+    ["route", "method", "status"],
+)
+HTTP_LATENCY = Histogram(
+    "ticketboss_http_request_duration_seconds",
+    "Time from the first before_request hook to the last after_request hook.",
+    ["route", "method"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0),
+)
+
+access_log = logging.getLogger("ticketboss.access")
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ts (ISO 8601 UTC), level, then the record's `fields`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        ts = datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds")
+        line = {"ts": ts, "level": record.levelname.lower(), **getattr(record, "fields", {})}
+        # json.dumps escapes newlines and control characters: a line stays one line.
+        return json.dumps(line)
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to sys.stderr as it is at each record (as logging.lastResort does): pytest swaps
+    sys.stderr per test, and a handler bound to an old stream would write to a closed file."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+
+_HANDLER = _StderrHandler()
+_HANDLER.setFormatter(JsonFormatter())
+
+
+def register_observability(app: Flask) -> None:
+    """Give every request an id, a JSON access-log line and its Prometheus samples."""
+    # One module-level handler, however many apps the process builds (the tests build many):
+    # addHandler ignores a handler the logger already has.
+    access_log.addHandler(_HANDLER)
+    access_log.setLevel(logging.INFO)
+    # The lines are complete here; propagating would print them again under any root handler.
+    access_log.propagate = False
+    app.before_request(_start)
+    app.after_request(_finish)
+
+
+def request_id() -> str:
+    """The current request's id: the client's X-Request-ID if well-formed, else a new one."""
+    if "request_id" not in g:
+        given = request.headers.get(REQUEST_ID_HEADER, "")
+        g.request_id = given if _VALID_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+    return g.request_id
+
+
+def _start() -> None:
+    g.request_started = time.perf_counter()
+    request_id()
+
+
+def _finish(response):
+    """Runs for every response, problem+json errors included (Flask finalizes those too)."""
+    # An earlier before_request hook that answered itself skips ours: fall back to "now".
+    seconds = time.perf_counter() - g.get("request_started", time.perf_counter())
+    rid = request_id()
+    response.headers[REQUEST_ID_HEADER] = rid
+    rule = request.url_rule
+    # The URL rule, never the raw path: one series per route, not per reservation id.
+    route = rule.rule if rule is not None else "unmatched"
+    if rule is None or rule.endpoint not in _NOT_COUNTED:
+        method = request.method if request.method in _METHODS else "OTHER"
+        HTTP_REQUESTS.labels(route, method, str(response.status_code)).inc()
+        HTTP_LATENCY.labels(route, method).observe(seconds)
+    access_log.log(
+        # 5xx (a 503 is the service shedding load) is worth a look; the rest is routine.
+        logging.WARNING if response.status_code >= 500 else logging.INFO,
+        "%s %s %s",
+        request.method,
+        request.path,
+        response.status_code,
+        extra={
+            "fields": {
+                "request_id": rid,
+                "method": request.method,
+                "path": request.path,
+                "route": route,
+                "status": response.status_code,
+                "duration_ms": round(seconds * 1000, 3),
+                "remote_addr": request.remote_addr,
+            }
+        },
+    )
+    return response
