@@ -1,17 +1,37 @@
 """HTTP: flask-smorest blueprints, marshmallow schemas and the error mapping."""
 
+import http
+
 from flask import Flask, current_app
 from flask_smorest import Api
+from flask_smorest.utils import prepare_response
+from flask_swagger_ui import get_swaggerui_blueprint
 
-from ticketboss.api.errors import http_problem, register_errorhandlers
+from ticketboss.api.errors import PROBLEM_JSON, http_problem, register_errorhandlers
+from ticketboss.api.schemas import Problem
 from ticketboss.services import ReservationService
 
 
 class ProblemApi(Api):
-    """flask-smorest, with every HTTP error rendered as problem+json."""
+    """flask-smorest, with every HTTP error rendered and documented as problem+json."""
+
+    ERROR_SCHEMA = Problem
 
     def handle_http_exception(self, error):
         return http_problem(error)
+
+    def _register_responses(self):
+        """flask-smorest's error responses (the `default` of every operation and those of
+        argument errors), documented with the content type we send: problem+json."""
+        for status in http.HTTPStatus:
+            response = {"description": status.phrase}
+            if not (100 <= status < 200) and status not in (204, 304):
+                response["schema"] = Problem
+            prepare_response(response, self.spec, PROBLEM_JSON)
+            self.spec.components.response(status.name, response, lazy=True)
+        response = {"description": "Any other error, as problem+json.", "schema": Problem}
+        prepare_response(response, self.spec, PROBLEM_JSON)
+        self.spec.components.response(self.DEFAULT_ERROR_RESPONSE_NAME, response, lazy=True)
 
 
 def service() -> ReservationService:
@@ -27,6 +47,10 @@ def register_blueprints(app: Flask) -> None:
     api.register_blueprint(reservations.blp)
     api.register_blueprint(events.blp)
     app.register_blueprint(metrics.blp)
+    # The docs page serves Swagger UI's assets from the installed package: it works offline.
+    app.register_blueprint(
+        get_swaggerui_blueprint("/api/docs", "/api/openapi.json", config={"app_name": "TicketBoss"})
+    )
 
 
 __all__ = ["register_blueprints", "register_errorhandlers", "service"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 from collections.abc import Callable
 from uuid import UUID
 
@@ -16,6 +17,7 @@ from ticketboss.api.schemas import Problem, ReservationCreated
 from ticketboss.domain import Event
 from ticketboss.services import EventService, IdempotencyKey, Replay, ReservationService
 
+_VERSION = re.compile(r"[0-9]{1,18}")
 RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}}
 ETAG = {"ETag": {"schema": {"type": "string"}, "description": 'The event\'s version: "<n>".'}}
 LOCATION = {"Location": {"schema": {"type": "string"}, "description": "The reservation."}}
@@ -73,7 +75,7 @@ def if_match_versions() -> frozenset[int] | None:
     ETags allows none, so the write is refused with 412."""
     if not request.if_match or request.if_match.star_tag:
         return None
-    return frozenset(int(tag) for tag in request.if_match.as_set() if tag.isdigit())
+    return frozenset(int(t) for t in request.if_match.as_set() if t and _VERSION.fullmatch(t))
 
 
 def summary_response(event: Event):

@@ -38,8 +38,14 @@ class ReservationIdPath(Schema):
     reservation_id = fields.UUID(required=True)
 
 
+_EVENT_ID = validate.Regexp(
+    r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z",
+    error="1-128 letters, digits, '.', '_' or '-', starting with a letter or digit.",
+)
+
+
 class EventIdPath(Schema):
-    event_id = fields.String(required=True)
+    event_id = fields.String(required=True, validate=_EVENT_ID)
 
 
 class EventAndReservationPath(EventIdPath, ReservationIdPath):
@@ -55,7 +61,7 @@ class WriteHeaders(Schema):
 
     idempotency_key = fields.String(
         data_key="Idempotency-Key",
-        validate=validate.Length(min=1, max=255),
+        validate=[validate.Length(min=1, max=255), _storable_text],
         metadata={"description": "Makes a retried request return the first one's answer."},
     )
 
@@ -87,14 +93,7 @@ class EventCreate(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    event_id = fields.String(
-        data_key="eventId",
-        required=True,
-        validate=validate.Regexp(
-            r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z",
-            error="1-128 letters, digits, '.', '_' or '-', starting with a letter or digit.",
-        ),
-    )
+    event_id = fields.String(data_key="eventId", required=True, validate=_EVENT_ID)
     name = fields.String(required=True, validate=[*_EVENT_NAME, _storable_text])
     total_seats = fields.Integer(
         data_key="totalSeats", required=True, strict=True, validate=validate.Range(0, 1_000_000)
@@ -121,11 +120,16 @@ class PageQuery(Schema):
         unknown = EXCLUDE
 
     limit = fields.Integer(load_default=20, validate=validate.Range(1, 100))
-    cursor = fields.String(metadata={"description": "nextCursor of the previous page."})
+    cursor = fields.String(
+        validate=validate.Length(max=1000),
+        metadata={"description": "nextCursor of the previous page."},
+    )
 
 
 class ReservationQuery(PageQuery):
-    partner_id = fields.String(data_key="partnerId", validate=validate.Length(1, 128))
+    partner_id = fields.String(
+        data_key="partnerId", validate=[validate.Length(1, 128), _storable_text]
+    )
     status = fields.String(validate=validate.OneOf(["confirmed", "cancelled"]))
 
 
