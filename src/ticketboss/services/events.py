@@ -10,6 +10,7 @@ from uuid import UUID
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
+from ticketboss import metrics
 from ticketboss.config import Settings
 from ticketboss.domain import Event, EventExists, EventNotFound, PreconditionFailed, Reservation
 from ticketboss.services.retry import commit, with_retries
@@ -61,6 +62,7 @@ class EventService:
             after = after if name is None else replace(after, name=name)
             queries.compare_and_swap(conn, event, after, changes=1)
             commit(conn, event_id)
+        metrics.AVAILABLE_SEATS.labels(event_id).set(after.available_seats)
         return replace(after, version=event.version + 1)
 
     def reservations(
