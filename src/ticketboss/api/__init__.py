@@ -2,14 +2,13 @@
 
 import http
 
-from flask import Flask, current_app
+from flask import Flask
 from flask_smorest import Api
 from flask_smorest.utils import prepare_response
 from flask_swagger_ui import get_swaggerui_blueprint
 
 from ticketboss.api.errors import PROBLEM_JSON, http_problem, register_errorhandlers
 from ticketboss.api.schemas import Problem
-from ticketboss.services import ReservationService
 
 
 class ProblemApi(Api):
@@ -34,11 +33,6 @@ class ProblemApi(Api):
         self.spec.components.response(self.DEFAULT_ERROR_RESPONSE_NAME, response, lazy=True)
 
 
-def service() -> ReservationService:
-    """The app's reservation service (one per worker process)."""
-    return current_app.extensions["ticketboss"]
-
-
 def register_blueprints(app: Flask) -> None:
     from ticketboss.api import events, health, metrics, reservations
 
@@ -53,4 +47,4 @@ def register_blueprints(app: Flask) -> None:
     )
 
 
-__all__ = ["register_blueprints", "register_errorhandlers", "service"]
+__all__ = ["register_blueprints", "register_errorhandlers"]

@@ -7,7 +7,7 @@ from alembic.script import ScriptDirectory
 from flask_smorest import Blueprint
 from sqlalchemy import text
 
-from ticketboss.api import service
+from ticketboss.api.common import reservations
 from ticketboss.api.errors import problem
 from ticketboss.api.schemas import Health, Problem
 from ticketboss.store.migrate import alembic_config
@@ -24,7 +24,7 @@ _RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "S
 )
 def health():
     """200 when the database answers a trivial query."""
-    with service().engine.connect() as conn:
+    with reservations().engine.connect() as conn:
         conn.execute(text("SELECT 1"))
     return {"status": "UP"}
 
@@ -40,7 +40,7 @@ def health():
 def ready():
     """200 when the database's alembic revision is the head of this code's migrations."""
     # A database that does not answer raises here; errors.py turns that into a 503 as well.
-    with service().engine.connect() as conn:
+    with reservations().engine.connect() as conn:
         current = MigrationContext.configure(conn).get_current_revision()
     head = head_revision()
     if current != head:
