@@ -126,6 +126,8 @@ def test_summaries_carry_an_etag_and_if_none_match_gives_304(client, path):
     unchanged = client.get(path, headers={"If-None-Match": tag})
     assert unchanged.status_code == 304 and unchanged.data == b""
     assert unchanged.headers["ETag"] == tag
+    # A proxy may weaken the tag; If-None-Match compares weakly (RFC 9110).
+    assert client.get(path, headers={"If-None-Match": f"W/{tag}"}).status_code == 304
     event_id = "gala" if "events" in path else "node-meetup-2025"
     reserve(client, event_id)
     changed = client.get(path, headers={"If-None-Match": tag})
@@ -176,6 +178,10 @@ def test_if_match_guards_patch_and_reservations(client):
         reserve(client, headers={"If-Match": 'W/"0"'}),  # If-Match compares strongly
     ):
         assert response.status_code == 412 and response.mimetype == PROBLEM
+    for malformed in ('"0', ",", '"00"', '" 0"'):  # never a match, never unconditional
+        assert reserve(client, headers={"If-Match": malformed}).status_code == 412
+        patch = client.patch("/api/events/gala", json={"name": "x"}, headers={"If-Match": malformed})
+        assert patch.status_code == 412
     assert summary(client)["version"] == 0  # nothing was written
     assert reserve(client, headers={"If-Match": current}).status_code == 201
     assert reserve(client, headers={"If-Match": current}).status_code == 412
@@ -224,10 +230,42 @@ def test_reservations_page_through_in_a_stable_order_with_filters(client):
     assert walk("&status=cancelled") == [made[0]]
 
 
+def forged(*values):
+    import base64
+    import json
+
+    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode()
+
+
 @pytest.mark.parametrize(
-    "query", ["?limit=0", "?limit=101", "?status=pending", "?cursor=bm9wZQ==", "?cursor=%%%"]
+    "query",
+    [
+        "?limit=0",
+        "?limit=101",
+        "?status=pending",
+        "?cursor=bm9wZQ==",
+        "?cursor=%%%",
+        f"?cursor={forged('2026-01-01T00:00:00+00:00', 5)}",
+        f"?cursor={forged('2026-01-01T00:00:00+00:00', [])}",
+        f"?cursor={forged('not a time', str(uuid.uuid4()))}",
+        f"?cursor={forged('a', 'b', 'c')}",
+    ],
 )
 def test_bad_list_queries_are_400(client, query):
     create(client)
     response = client.get(f"/api/events/gala/reservations{query}")
     assert response.status_code == 400 and response.mimetype == PROBLEM
+
+
+@pytest.mark.parametrize("cursor", [forged("a\u0000b"), forged("\ud800"), forged(7)])
+def test_forged_event_cursors_are_400(client, cursor):
+    response = client.get(f"/api/events?cursor={cursor}")
+    assert response.status_code == 400 and response.mimetype == PROBLEM
+
+
+def test_the_last_page_has_no_next_cursor_even_when_it_is_full(client):
+    create(client, seats=10)
+    reserve(client, seats=1)
+    reserve(client, seats=1)
+    first = client.get("/api/events/gala/reservations?limit=2").get_json()
+    assert len(first["items"]) == 2 and first["nextCursor"] is None

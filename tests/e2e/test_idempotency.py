@@ -138,11 +138,17 @@ def test_a_key_must_be_1_to_255_characters(client, key):
     assert books(client) == (500, 0, 0)
 
 
-def test_expired_keys_are_forgotten_and_pruned(app, client):
+def test_expired_keys_are_forgotten_and_pruned_but_never_while_their_request_runs(app, client):
     service = app.extensions["ticketboss"]
-    expiring = replace(service.settings, idempotency_ttl_seconds=0)
+    running = replace(service.settings, idempotency_ttl_seconds=0)
+    expiring = replace(running, idempotency_lease_seconds=0)
     body = {"eventId": EVENT, "partnerId": "abc-corp", "seats": 2}
     key = IdempotencyKey.of("partner:abc-corp", "old", body)
+    idempotency.claim(service.engine, running, key)
+    assert idempotency.prune(service.engine) == 0  # expired, but its request still runs
+    assert post(client, "old").status_code == 409  # ... so the key is still in flight
+    with service.engine.begin() as conn:
+        conn.execute(idempotency_keys.delete())
     idempotency.claim(service.engine, expiring, key)
     assert idempotency.prune(service.engine) == 1
     assert idempotency.prune(service.engine) == 0

@@ -7,6 +7,7 @@ services on one engine stand for two gunicorn worker processes, whose transactio
 from __future__ import annotations
 
 import threading
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -268,3 +269,58 @@ def test_a_connection_lost_at_commit_is_a_503_and_never_retried(pg_url, pg_engin
     assert len(commits) == 1  # one attempt, no retry
     with pg_engine.connect() as conn:
         assert queries.load_event(conn, EVENT_ID).version == 0
+
+
+def test_a_batch_whose_idempotency_claim_was_taken_over_answers_in_flight_and_the_rest_commit(
+    service,
+):
+    from sqlalchemy import update
+
+    from ticketboss.domain import IdempotencyKeyInFlight
+    from ticketboss.services import IdempotencyKey, idempotency
+    from ticketboss.store.tables import idempotency_keys
+
+    key = IdempotencyKey.of("partner:a", "k-lost", {"seats": 1})
+    held = idempotency.claim(service.engine, service.settings, key)
+    with service.engine.begin() as conn:  # its lease lapsed and a retry took the key over
+        conn.execute(update(idempotency_keys).values(owner=uuid.uuid4()))
+    outcomes = service.commit_batch(
+        EVENT_ID, [SeatRequest("a", 1, None, held), SeatRequest("b", 2), SeatRequest("c", 3)]
+    )
+    assert isinstance(outcomes[0], IdempotencyKeyInFlight)
+    assert [o.seats for o in outcomes[1:]] == [2, 3]
+    summary = service.summary(EVENT_ID)
+    assert (summary.available_seats, summary.reservation_count, summary.version) == (495, 2, 2)
+
+
+def test_reservations_are_stamped_in_commit_order_so_pages_never_skip_one(service, other_worker):
+    """A batch that started first but committed second must not get the older created_at."""
+    a_paused, b_committed = threading.Event(), threading.Event()
+    paused = threading.local()
+
+    def pause_a_before_its_read(conn, cursor, statement, parameters, context, executemany):
+        if getattr(paused, "here", False) and statement.lstrip().upper().startswith("SELECT"):
+            paused.here = False
+            a_paused.set()
+            assert b_committed.wait(10)
+
+    def worker_a():
+        paused.here = True
+        return service.reserve(EVENT_ID, "a", 1)
+
+    def worker_b():
+        try:
+            return other_worker.reserve(EVENT_ID, "b", 1)
+        finally:
+            b_committed.set()
+
+    event.listen(service.engine, "before_cursor_execute", pause_a_before_its_read)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            a = pool.submit(worker_a)
+            assert a_paused.wait(10)  # A's batch has begun; B commits before A reads
+            b = pool.submit(worker_b)
+            first_committed, last_committed = b.result(10), a.result(10)
+    finally:
+        event.remove(service.engine, "before_cursor_execute", pause_a_before_its_read)
+    assert last_committed.created_at > first_committed.created_at

@@ -13,11 +13,11 @@ from flask import Response, current_app, jsonify, request
 from werkzeug.exceptions import BadRequest
 
 from ticketboss.api.errors import PROBLEM_JSON, problem
-from ticketboss.api.schemas import Problem, ReservationCreated
+from ticketboss.api.schemas import Problem, ReservationCreated, storable
 from ticketboss.domain import Event
 from ticketboss.services import EventService, IdempotencyKey, Replay, ReservationService
 
-_VERSION = re.compile(r"[0-9]{1,18}")
+_VERSION = re.compile(r"0|[1-9][0-9]{0,17}")  # the exact text of an ETag we send
 RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}}
 ETAG = {"ETag": {"schema": {"type": "string"}, "description": 'The event\'s version: "<n>".'}}
 LOCATION = {"Location": {"schema": {"type": "string"}, "description": "The reservation."}}
@@ -73,15 +73,18 @@ def etag(event: Event) -> str:
 def if_match_versions() -> frozenset[int] | None:
     """The versions If-Match allows (None: no If-Match, or `*`); a tag that is not one of our
     ETags allows none, so the write is refused with 412."""
-    if not request.if_match or request.if_match.star_tag:
+    if "If-Match" not in request.headers or request.if_match.star_tag:
         return None
+    # Strong comparison: only the exact text of one of our tags matches; a malformed
+    # header matches nothing, so the write is refused rather than done unconditionally.
     return frozenset(int(t) for t in request.if_match.as_set() if t and _VERSION.fullmatch(t))
 
 
 def summary_response(event: Event):
-    """The event's summary with its ETag; 304 when If-None-Match already has it."""
+    """The event's summary with its ETag; 304 when If-None-Match already has it (weak
+    comparison, as RFC 9110 asks: a proxy may have weakened our tag)."""
     tag = etag(event)
-    if request.if_none_match.contains(tag) or request.if_none_match.star_tag:
+    if request.if_none_match.contains_weak(tag) or request.if_none_match.star_tag:
         response = Response(status=304)
         response.set_etag(tag)
         return response
@@ -137,18 +140,24 @@ def encode_cursor(*values) -> str:
     return base64.urlsafe_b64encode(json.dumps(values, default=str).encode()).decode()
 
 
-def decode_cursor(cursor: str, *types: Callable) -> list:
-    """The values of a cursor we made, each converted by its type; a 400 for anything else."""
+def decode_cursor(cursor: str, *types: Callable[[str], object]) -> list:
+    """The values of a cursor we made (strings), each converted by its type; a 400 for
+    anything else."""
     try:
         values = json.loads(base64.urlsafe_b64decode(cursor.encode()))
         if not isinstance(values, list) or len(values) != len(types):
+            raise ValueError
+        if not all(isinstance(value, str) and storable(value) for value in values):
             raise ValueError
         return [convert(value) for convert, value in zip(types, values, strict=True)]
     except (TypeError, ValueError) as exc:
         raise BadRequest("cursor: Not a cursor this API gave out.") from exc
 
 
-def next_cursor(items: list, limit: int, key: Callable) -> str | None:
-    """A cursor after the last item, when the page was full."""
-    return encode_cursor(*key(items[-1])) if len(items) == limit else None
+def page(fetched: list, limit: int, key: Callable) -> dict:
+    """A page of `limit` items out of `limit + 1` fetched, with a cursor after its last item
+    when there is more (so the last page's nextCursor is null)."""
+    items = fetched[:limit]
+    cursor = encode_cursor(*key(items[-1])) if len(fetched) > limit else None
+    return {"items": items, "next_cursor": cursor}
 

@@ -48,9 +48,8 @@ class Events(MethodView):
     def get(self, query):
         """Events in id order, `limit` at a time; follow `nextCursor` for the next page."""
         after = common.decode_cursor(query["cursor"], str)[0] if "cursor" in query else None
-        items = common.events().list(after, query["limit"])
-        cursor = common.next_cursor(items, query["limit"], lambda e: (e.event_id,))
-        return {"items": items, "next_cursor": cursor}
+        fetched = common.events().list(after, query["limit"] + 1)
+        return common.page(fetched, query["limit"], lambda e: (e.event_id,))
 
     @blp.arguments(EventCreate(), error_status_code=400)
     @blp.response(201, EventSummary, headers={**ETAG, **LOCATION})
@@ -100,17 +99,16 @@ class EventReservations(MethodView):
         after = None
         if "cursor" in query:
             after = tuple(common.decode_cursor(query["cursor"], datetime.fromisoformat, UUID))
-        items = common.events().reservations(
+        fetched = common.events().reservations(
             path["event_id"],
             partner_id=query.get("partner_id"),
             status=query.get("status"),
             after=after,
-            limit=query["limit"],
+            limit=query["limit"] + 1,
         )
-        cursor = common.next_cursor(
-            items, query["limit"], lambda r: (r.created_at.isoformat(), str(r.reservation_id))
+        return common.page(
+            fetched, query["limit"], lambda r: (r.created_at.isoformat(), str(r.reservation_id))
         )
-        return {"items": items, "next_cursor": cursor}
 
     @blp.arguments(EVENT_ID, location="path", error_status_code=400)
     @blp.arguments(ReserveRequest(), error_status_code=400)

@@ -10,9 +10,14 @@ from ticketboss.domain import MAX_SEATS, MIN_SEATS
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
+def storable(value: str) -> bool:
+    """PostgreSQL text is valid UTF-8 without NUL."""
+    return not _UNSTORABLE.search(value)
+
+
 def _storable_text(value: str) -> None:
-    """PostgreSQL text is valid UTF-8 without NUL: refuse what it could not store."""
-    if _UNSTORABLE.search(value):
+    """Refuse text the database could not store."""
+    if not storable(value):
         raise ValidationError("Must not contain NUL or lone surrogates.")
 
 

@@ -78,7 +78,8 @@ def claim(engine: Engine, settings: Settings, key: IdempotencyKey) -> Claim | Re
             row = queries.load_claim(conn, key.scope, key.key)
             if row is None:
                 continue
-            if _utc(row.expires_at) <= now:
+            running = row.status_code is None and _utc(row.locked_until) > now
+            if _utc(row.expires_at) <= now and not running:
                 queries.delete_claim(conn, key.scope, key.key, row.owner)
                 conn.commit()
                 continue
@@ -86,7 +87,7 @@ def claim(engine: Engine, settings: Settings, key: IdempotencyKey) -> Claim | Re
                 raise IdempotencyKeyReused(key.key)
             if row.status_code is not None:
                 return Replay(row.status_code, row.reservation_id, row.detail)
-            if row.locked_until is not None and _utc(row.locked_until) > now:
+            if running:
                 raise IdempotencyKeyInFlight(key.key)
             # Its request died without an answer (nothing was written): take it over.
             if queries.take_over_claim(conn, key.scope, key.key, row.owner, owner, locked_until):

@@ -14,6 +14,7 @@ from ticketboss.config import Settings
 from ticketboss.domain import (
     Event,
     EventNotFound,
+    IdempotencyKeyInFlight,
     NotEnoughSeats,
     OutcomeUnknown,
     PreconditionFailed,
@@ -48,6 +49,14 @@ class CancelRequest:
 
 
 Change = SeatRequest | CancelRequest
+
+
+class _LostClaim(Exception):
+    """The claim of the request at `index` in the batch is no longer ours."""
+
+    def __init__(self, index: int):
+        super().__init__(index)
+        self.index = index
 
 
 def _answer(request: Change, outcome: object) -> tuple[int, UUID | None, str | None] | None:
@@ -137,10 +146,23 @@ class ReservationService:
         """Apply reservations and cancellations of one event in order, as one transaction
         retried whole on conflict: an outcome per request (a Reservation, None for a done
         cancel, or the error to raise). The group commit calls it; anyone may."""
-        return with_retries(self.settings, self._commit_batch_once, event_id, requests)
+        lost: dict[int, Exception] = {}
+        while True:
+            live = [i for i in range(len(requests)) if i not in lost]
+            try:
+                outcomes = with_retries(
+                    self.settings, self._commit_batch_once, event_id, [requests[i] for i in live]
+                )
+            except _LostClaim as exc:
+                # That request's key now belongs to a retry of it, which will answer: this
+                # one says "in flight", and the rest of the batch goes on without it.
+                index = live[exc.index]
+                lost[index] = IdempotencyKeyInFlight(requests[index].claim.key.key)
+                continue
+            answered = dict(zip(live, outcomes, strict=True))
+            return [lost[i] if i in lost else answered[i] for i in range(len(requests))]
 
     def _commit_batch_once(self, event_id: str, requests: list[Change]) -> list[object]:
-        now = datetime.now(UTC)
         with self.engine.connect() as conn:  # rolls back unless commit() ran
             event = queries.load_event(conn, event_id)
             if event is None:
@@ -174,15 +196,25 @@ class ReservationService:
                 except NotEnoughSeats as refused:
                     outcomes.append(refused)
                     continue
-                reservation = Reservation(
-                    uuid4(), event_id, request.partner_id, request.seats, Status.CONFIRMED, now
-                )
-                granted.append(reservation)
-                outcomes.append(reservation)
+                granted.append(len(outcomes))
+                outcomes.append(request)  # becomes its Reservation once stamped, below
             if granted or cancelled:
                 queries.compare_and_swap(conn, event, current, len(granted) + len(cancelled))
+                # Stamped after the compare-and-swap, which orders one event's commits:
+                # created_at then follows commit order, so paging never skips a late row.
+                now = datetime.now(UTC)
+                for i in granted:
+                    seat_request = outcomes[i]
+                    outcomes[i] = Reservation(
+                        uuid4(),
+                        event_id,
+                        seat_request.partner_id,
+                        seat_request.seats,
+                        Status.CONFIRMED,
+                        now,
+                    )
                 if granted:
-                    queries.insert_reservations(conn, granted)
+                    queries.insert_reservations(conn, [outcomes[i] for i in granted])
                 if cancelled and queries.mark_cancelled(conn, cancelled, now) != len(cancelled):
                     # Cancelled elsewhere after our read: our whole write rolls back.
                     raise VersionConflict(event_id)
@@ -197,7 +229,7 @@ class ReservationService:
 
     def _keep_answers(self, conn, event_id: str, requests: list[Change], outcomes: list) -> None:
         """Write each keyed request's answer onto its claim, in the batch's transaction."""
-        for request, outcome in zip(requests, outcomes, strict=True):
+        for index, (request, outcome) in enumerate(zip(requests, outcomes, strict=True)):
             held = request.claim
             if held is None:
                 continue
@@ -207,6 +239,6 @@ class ReservationService:
             elif not queries.record_outcome(
                 conn, held.key.scope, held.key.key, held.owner, *answer
             ):
-                # Our claim lapsed and another request took the key over: let this whole
-                # batch retry rather than answer twice for one key.
-                raise VersionConflict(event_id)
+                # Our claim lapsed and another request took the key over: roll back, and
+                # let commit_batch re-run the batch without this request.
+                raise _LostClaim(index)

@@ -10,7 +10,17 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from uuid import UUID
 
-from sqlalchemy import Connection, bindparam, delete, func, insert, select, tuple_, update
+from sqlalchemy import (
+    Connection,
+    bindparam,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 
 from ticketboss.domain import Event, Reservation, Status, VersionConflict
 from ticketboss.store.tables import events, idempotency_keys, reservations
@@ -297,7 +307,10 @@ def delete_claim(conn: Connection, scope: str, key: str, owner: UUID | None = No
 
 
 def prune_claims(conn: Connection, now: datetime) -> int:
-    """Delete expired keys; returns how many."""
+    """Delete expired keys, except those whose request is still running; returns how many."""
+    answered_or_lapsed = or_(
+        idempotency_keys.c.status_code.is_not(None), idempotency_keys.c.locked_until < now
+    )
     return conn.execute(
-        delete(idempotency_keys).where(idempotency_keys.c.expires_at < now)
+        delete(idempotency_keys).where(idempotency_keys.c.expires_at < now, answered_or_lapsed)
     ).rowcount
