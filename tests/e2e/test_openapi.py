@@ -79,6 +79,15 @@ def test_the_document_lists_every_route_with_its_statuses_and_headers(fuzzed_app
     assert {"Idempotency-Key", "If-Match"} <= parameters
     summary = paths["/api/events/{event_id}"]["get"]
     assert "304" in summary["responses"] and "ETag" in summary["responses"]["200"]["headers"]
+    # Every documented response names the X-Request-ID header every response carries.
+    for path in paths.values():
+        methods = {"get", "post", "patch", "delete"}
+        for operation in (op for method, op in path.items() if method in methods):
+            for status, response in operation["responses"].items():
+                if "$ref" in response:
+                    name = response["$ref"].rsplit("/", 1)[1]
+                    response = document["components"]["responses"][name]
+                assert "X-Request-ID" in response.get("headers", {}), (status, operation)
 
 
 def test_the_docs_page_works_offline(fuzzed_app):

@@ -2,6 +2,7 @@
 
 import http
 
+from apispec import BasePlugin
 from flask import Flask
 from flask_smorest import Api
 from flask_smorest.utils import prepare_response
@@ -9,6 +10,24 @@ from flask_swagger_ui import get_swaggerui_blueprint
 
 from ticketboss.api.errors import PROBLEM_JSON, http_problem, register_errorhandlers
 from ticketboss.api.schemas import Problem
+
+
+REQUEST_ID = {
+    "X-Request-ID": {
+        "schema": {"type": "string"},
+        "description": "The request's id: the client's own X-Request-ID, or a generated one.",
+    }
+}
+
+
+class RequestIdHeader(BasePlugin):
+    """Documents the X-Request-ID header that every response carries."""
+
+    def operation_helper(self, path=None, operations=None, **kwargs):
+        for operation in (operations or {}).values():
+            for response in operation.get("responses", {}).values():
+                if isinstance(response, dict):  # a "$ref" name gets it in its component
+                    response.setdefault("headers", {}).update(REQUEST_ID)
 
 
 class ProblemApi(Api):
@@ -26,9 +45,14 @@ class ProblemApi(Api):
             response = {"description": status.phrase}
             if not (100 <= status < 200) and status not in (204, 304):
                 response["schema"] = Problem
+            response["headers"] = dict(REQUEST_ID)
             prepare_response(response, self.spec, PROBLEM_JSON)
             self.spec.components.response(status.name, response, lazy=True)
-        response = {"description": "Any other error, as problem+json.", "schema": Problem}
+        response = {
+            "description": "Any other error, as problem+json.",
+            "schema": Problem,
+            "headers": dict(REQUEST_ID),
+        }
         prepare_response(response, self.spec, PROBLEM_JSON)
         self.spec.components.response(self.DEFAULT_ERROR_RESPONSE_NAME, response, lazy=True)
 
@@ -36,7 +60,7 @@ class ProblemApi(Api):
 def register_blueprints(app: Flask) -> None:
     from ticketboss.api import events, health, metrics, reservations
 
-    api = ProblemApi(app)
+    api = ProblemApi(app, spec_kwargs={"extra_plugins": [RequestIdHeader()]})
     api.register_blueprint(health.blp)
     api.register_blueprint(reservations.blp)
     api.register_blueprint(events.blp)

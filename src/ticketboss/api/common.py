@@ -32,8 +32,11 @@ _RESERVATION_CREATED = ReservationCreated()
 # Status → (description, extra headers) of the problem responses routes document.
 _PROBLEMS = {
     400: ("The request is not valid (body, path, query or header).", {}),
-    404: ("No such event or reservation.", {}),
-    409: ("Not enough seats, the id is taken, or the Idempotency-Key is in flight.", RETRY_AFTER),
+    404: ("No such event or reservation.", REPLAYED),
+    409: (
+        "Not enough seats, the id is taken, or the Idempotency-Key is in flight.",
+        {**RETRY_AFTER, **REPLAYED},
+    ),
     412: ("If-Match names a version the event no longer has; nothing was written.", {}),
     422: ("The Idempotency-Key was used with a different request.", {}),
     503: ("Overloaded, or the database is unreachable: retry after Retry-After.", RETRY_AFTER),
