@@ -104,23 +104,29 @@ def _finish(response):
         method = request.method if request.method in _METHODS else "OTHER"
         HTTP_REQUESTS.labels(route, method, str(response.status_code)).inc()
         HTTP_LATENCY.labels(route, method).observe(seconds)
-    access_log.log(
-        # 5xx (a 503 is the service shedding load) is worth a look; the rest is routine.
-        logging.WARNING if response.status_code >= 500 else logging.INFO,
-        "%s %s %s",
-        request.method,
-        request.path,
-        response.status_code,
-        extra={
-            "fields": {
-                "request_id": rid,
-                "method": request.method,
-                "path": request.path,
-                "route": route,
-                "status": response.status_code,
-                "duration_ms": round(seconds * 1000, 3),
-                "remote_addr": request.remote_addr,
-            }
-        },
-    )
+    level = logging.WARNING if response.status_code >= 500 else logging.INFO
+    if access_log.isEnabledFor(level):
+        fields = {
+            "request_id": rid,
+            "method": request.method,
+            "path": request.path,
+            "route": route,
+            "status": response.status_code,
+            "duration_ms": round(seconds * 1000, 3),
+            "remote_addr": request.remote_addr,
+        }
+        # makeRecord + handle, not log(): log() walks the stack to find the caller on every
+        # request, which the JSON line does not use.
+        access_log.handle(
+            access_log.makeRecord(
+                access_log.name,
+                level,
+                __file__,
+                0,
+                "%s %s %s",
+                (request.method, request.path, response.status_code),
+                None,
+                extra={"fields": fields},
+            )
+        )
     return response
