@@ -28,6 +28,28 @@ REPLAYED = {
     }
 }
 _RESERVATION_CREATED = ReservationCreated()
+# Conditional headers are parsed by Werkzeug (request.if_match / if_none_match); these
+# only document them where no headers schema is parsed anyway, so reads pay no second parse.
+IF_MATCH = {
+    "parameters": [
+        {
+            "in": "header",
+            "name": "If-Match",
+            "schema": {"type": "string"},
+            "description": 'The event\'s ETag ("<version>"): write only at that version.',
+        }
+    ]
+}
+IF_NONE_MATCH = {
+    "parameters": [
+        {
+            "in": "header",
+            "name": "If-None-Match",
+            "schema": {"type": "string"},
+            "description": "The ETag you have: 304 while the event is still at it.",
+        }
+    ]
+}
 
 # Status → (description, extra headers) of the problem responses routes document.
 _PROBLEMS = {

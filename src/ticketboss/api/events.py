@@ -8,10 +8,8 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from ticketboss.api import common
-from ticketboss.api.common import ETAG, LOCATION, REPLAYED, problems
+from ticketboss.api.common import ETAG, IF_MATCH, IF_NONE_MATCH, LOCATION, REPLAYED, problems
 from ticketboss.api.schemas import (
-    ConditionalReadHeaders,
-    ConditionalWriteHeaders,
     EventAndReservationPath,
     EventCreate,
     EventIdPath,
@@ -23,6 +21,7 @@ from ticketboss.api.schemas import (
     ReservationDetail,
     ReservationPage,
     ReservationQuery,
+    ReserveHeaders,
     ReserveRequest,
     WriteHeaders,
 )
@@ -31,9 +30,8 @@ blp = Blueprint("events", __name__, url_prefix="/api/events", description="Event
 
 EVENT_ID = EventIdPath()
 ITEM = EventAndReservationPath()
-CONDITIONAL_READ = ConditionalReadHeaders()
-CONDITIONAL_WRITE = ConditionalWriteHeaders()
 WRITE = WriteHeaders()
+RESERVE_HEADERS = ReserveHeaders()
 
 
 def _event_location(event_id: str) -> str:
@@ -64,20 +62,20 @@ class Events(MethodView):
 @blp.route("/<event_id>")
 class EventItem(MethodView):
     @blp.arguments(EVENT_ID, location="path", error_status_code=400)
-    @blp.arguments(CONDITIONAL_READ, location="headers", error_status_code=400)
+    @blp.doc(**IF_NONE_MATCH)
     @blp.response(200, EventSummary, headers=ETAG)
     @blp.alt_response(304, description="Not modified: If-None-Match has the ETag.", headers=ETAG)
     @problems(blp, 404, 503)
-    def get(self, path, _headers, **_):
+    def get(self, path, **_):
         """The event's summary."""
         return common.summary_response(common.reservations().summary(path["event_id"]))
 
     @blp.arguments(EVENT_ID, location="path", error_status_code=400)
     @blp.arguments(EventPatch(), error_status_code=400)
-    @blp.arguments(CONDITIONAL_WRITE, location="headers", error_status_code=400)
+    @blp.doc(**IF_MATCH)
     @blp.response(200, EventSummary, headers=ETAG)
     @problems(blp, 400, 404, 409, 412, 503)
-    def patch(self, path, body, _headers, **_):
+    def patch(self, path, body, **_):
         """Rename, or change totalSeats (never below the seats already reserved)."""
         event = common.events().update(
             path["event_id"],
@@ -112,7 +110,7 @@ class EventReservations(MethodView):
 
     @blp.arguments(EVENT_ID, location="path", error_status_code=400)
     @blp.arguments(ReserveRequest(), error_status_code=400)
-    @blp.arguments(CONDITIONAL_WRITE, location="headers", error_status_code=400)
+    @blp.arguments(RESERVE_HEADERS, location="headers", error_status_code=400)
     @blp.response(201, ReservationCreated, headers={**LOCATION, **REPLAYED})
     @problems(blp, 400, 404, 409, 412, 422, 503)
     def post(self, path, body, headers, **_):

@@ -5,14 +5,13 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from ticketboss.api import common
-from ticketboss.api.common import ETAG, LOCATION, REPLAYED, problems
+from ticketboss.api.common import ETAG, IF_NONE_MATCH, LOCATION, REPLAYED, problems
 from ticketboss.api.schemas import (
-    ConditionalReadHeaders,
-    ConditionalWriteHeaders,
     EventSummary,
     ReservationCreated,
     ReservationDetail,
     ReservationIdPath,
+    ReserveHeaders,
     ReserveRequest,
     WriteHeaders,
 )
@@ -28,8 +27,7 @@ blp = Blueprint(
 RESERVE_REQUEST = ReserveRequest()
 RESERVATION_ID = ReservationIdPath()
 WRITE_HEADERS = WriteHeaders()
-CONDITIONAL_WRITE_HEADERS = ConditionalWriteHeaders()
-CONDITIONAL_READ_HEADERS = ConditionalReadHeaders()
+RESERVE_HEADERS = ReserveHeaders()
 
 
 def _default_event_id() -> str:
@@ -42,16 +40,16 @@ def _location(reservation_id) -> str:
 
 @blp.route("", strict_slashes=False)
 class Reservations(MethodView):
-    @blp.arguments(CONDITIONAL_READ_HEADERS, location="headers", error_status_code=400)
+    @blp.doc(**IF_NONE_MATCH)
     @blp.response(200, EventSummary, headers=ETAG)
     @blp.alt_response(304, description="Not modified: If-None-Match has the ETag.", headers=ETAG)
     @problems(blp, 404, 503)
-    def get(self, _headers):
+    def get(self):
         """Summary of the default event: seats left, confirmed reservations, version."""
         return common.summary_response(common.reservations().summary(_default_event_id()))
 
     @blp.arguments(RESERVE_REQUEST, error_status_code=400)
-    @blp.arguments(CONDITIONAL_WRITE_HEADERS, location="headers", error_status_code=400)
+    @blp.arguments(RESERVE_HEADERS, location="headers", error_status_code=400)
     @blp.response(201, ReservationCreated, headers={**LOCATION, **REPLAYED})
     @problems(blp, 400, 404, 409, 412, 422, 503)
     def post(self, body, headers):

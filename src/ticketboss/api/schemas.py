@@ -58,8 +58,7 @@ class EventAndReservationPath(EventIdPath, ReservationIdPath):
 
 
 class WriteHeaders(Schema):
-    """Headers of a write: Idempotency-Key is read here; If-Match is parsed by Werkzeug and
-    only documented here."""
+    """Idempotency-Key of a DELETE, validated here."""
 
     class Meta:
         unknown = EXCLUDE
@@ -71,20 +70,13 @@ class WriteHeaders(Schema):
     )
 
 
-class ConditionalWriteHeaders(WriteHeaders):
+class ReserveHeaders(WriteHeaders):
+    """Headers of a reservation. If-Match is parsed by Werkzeug (request.if_match); it is
+    declared here so that the document names it beside Idempotency-Key."""
+
     if_match = fields.String(
         data_key="If-Match",
         metadata={"description": 'The event\'s ETag ("<version>"): write only at that version.'},
-    )
-
-
-class ConditionalReadHeaders(Schema):
-    class Meta:
-        unknown = EXCLUDE
-
-    if_none_match = fields.String(
-        data_key="If-None-Match",
-        metadata={"description": "The ETag you have: 304 while the event is still at it."},
     )
 
 
