@@ -7,7 +7,7 @@ ARGS   ?=
 .PHONY: help install run migrate seed prune-keys test bench clean
 
 help:  ## list the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
 $(BIN)/ticketboss: pyproject.toml setup.cfg
 	$(PYTHON) -m venv $(VENV)
