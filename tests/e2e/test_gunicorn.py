@@ -1,5 +1,5 @@
-"""The deployed shape: gunicorn with its config file (gevent workers, group commit, shared
-metrics) serving PostgreSQL over real sockets."""
+"""The deployed shape: gunicorn with its config file (two gevent workers, group commit, shared
+metrics) over real sockets, on PostgreSQL and on the SQLite default (two workers on one file)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,8 @@ from collections import Counter
 import pytest
 
 from ticketboss.cli import seed_event
+from ticketboss.config import Settings
+from ticketboss.store.db import make_engine
 
 EVENT_ID = "node-meetup-2025"
 
@@ -39,12 +41,19 @@ def request(port, method, path, body=None):
 
 
 @pytest.fixture(scope="module")
-def server(pg_url, tmp_path_factory):
+def engine(database_url):
+    engine = make_engine(Settings(database_url=database_url))
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture(scope="module")
+def server(database_url, tmp_path_factory):
     port = free_port()
     log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
     env = {
         **os.environ,
-        "DATABASE_URL": pg_url,
+        "DATABASE_URL": database_url,
         "PORT": str(port),
         "WEB_CONCURRENCY": "2",
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path_factory.mktemp("prometheus")),
@@ -73,10 +82,8 @@ def server(pg_url, tmp_path_factory):
     assert "Traceback" not in log.read_text()
 
 
-def test_a_burst_through_gunicorn_sells_exactly_the_seats_and_metrics_add_up(
-    server, pg_engine
-):
-    seed_event(pg_engine, EVENT_ID, "Node.js Meet-up", 50, reset=True)
+def test_a_burst_through_gunicorn_sells_exactly_the_seats_and_metrics_add_up(server, engine):
+    seed_event(engine, EVENT_ID, "Node.js Meet-up", 50, reset=True)
     statuses = Counter()
     start = threading.Barrier(80)
     lock = threading.Lock()
