@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: help install run migrate seed prune-keys test bench clean
+.PHONY: help install run migrate seed prune-keys test lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -32,6 +32,10 @@ prune-keys: migrate  ## delete expired Idempotency-Keys (cron it, e.g. hourly)
 
 test: install  ## the whole suite against a fresh PostgreSQL database (TEST_DATABASE_URL)
 	$(BIN)/pytest $(ARGS)
+
+lint: install  ## ruff: the lint rules and the formatting of pyproject.toml
+	$(BIN)/ruff check src tests scripts migrations
+	$(BIN)/ruff format --check src tests scripts migrations
 
 bench: install  ## load-test the service on a fresh PostgreSQL database (ARGS="--scenario hot --duration 10")
 	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install -q -e '.[test,bench]'

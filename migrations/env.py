@@ -1,6 +1,7 @@
 """Alembic environment: the URL comes from the caller (`ticketboss migrate`), else DATABASE_URL."""
 
 from alembic import context
+
 from ticketboss.config import Settings
 from ticketboss.store.db import make_engine
 from ticketboss.store.tables import metadata

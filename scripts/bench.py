@@ -396,7 +396,7 @@ def markdown_table(rows: list[list[str]]) -> list[str]:
     widths = [max(len(r[i]) for r in [list(COLUMNS), *rows]) for i in range(len(COLUMNS))]
 
     def line(cells):
-        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)) + " |"
 
     return [line(COLUMNS), line(["-" * w for w in widths]), *map(line, rows)]
 
@@ -663,7 +663,9 @@ def main(argv=None) -> int:
         },
         "runs": runs,
         "pgbench": ceiling,
-        "targets": [dict(zip(("target", "measured", "met"), t)) for t in targets(runs, ceiling)],
+        "targets": [
+            dict(zip(("target", "measured", "met"), t, strict=True)) for t in targets(runs, ceiling)
+        ],
         "ok": all(r["ok"] for r in runs),
         "plot": plot,
         "service_log": str(log_path),
@@ -683,6 +685,6 @@ if __name__ == "__main__":
     try:
         raise SystemExit(main())
     except KeyboardInterrupt:
-        raise SystemExit(130)
+        raise SystemExit(130) from None
     except RuntimeError as exc:
-        raise SystemExit(f"bench failed: {exc}")
+        raise SystemExit(f"bench failed: {exc}") from exc

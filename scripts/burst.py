@@ -74,7 +74,9 @@ def main() -> int:
 
     statuses = Counter(status for status, _, _ in results)
     sold = sum(seats for status, seats, _ in results if status == 201)
-    spurious = [seats for status, seats, _ in results if status == 409 and seats <= after["availableSeats"]]
+    spurious = [
+        seats for status, seats, _ in results if status == 409 and seats <= after["availableSeats"]
+    ]
     latencies = sorted(latency for _, _, latency in results)
     report = {
         "requests": args.requests,

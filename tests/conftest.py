@@ -1,4 +1,4 @@
-"""Each test run gets its own PostgreSQL database, built by the alembic migrations, and dropped after."""
+"""Each test run gets its own PostgreSQL database, built by the migrations, dropped after."""
 
 from __future__ import annotations
 
@@ -22,13 +22,13 @@ EVENT_ID = "node-meetup-2025"
 
 # Generous retry limits: the tests prove that contention is retried, never refused.
 # Pools stay small (three apps share the server's 100 connections) but wait long for a connection.
-PATIENT = dict(
-    cas_max_attempts=10_000,
-    cas_max_seconds=60.0,
-    db_pool_size=8,
-    db_max_overflow=4,
-    db_pool_timeout=60.0,
-)
+PATIENT = {
+    "cas_max_attempts": 10_000,
+    "cas_max_seconds": 60.0,
+    "db_pool_size": 8,
+    "db_max_overflow": 4,
+    "db_pool_timeout": 60.0,
+}
 
 
 def _admin_engine():

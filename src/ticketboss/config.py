@@ -12,7 +12,7 @@ DEFAULT_SQLITE_URL = f"sqlite:///{PROJECT_ROOT / 'var' / 'ticketboss.sqlite3'}"
 
 @dataclass(frozen=True)
 class Settings:
-    """Every tunable of the service. Each field is read from the upper-cased environment variable."""
+    """Every tunable of the service, each read from its upper-cased environment variable."""
 
     database_url: str = DEFAULT_SQLITE_URL
     default_event_id: str = "node-meetup-2025"

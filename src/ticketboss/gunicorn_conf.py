@@ -7,10 +7,10 @@ import signal
 from ticketboss.config import PROJECT_ROOT
 
 bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
-# One process per core keeps every core busy. gevent (the default) serves each request in a greenlet:
-# hundreds of concurrent requests cost no OS threads and no GIL contention, and reservations of
-# a hot event that arrive together join one group-committed transaction (see README).
-# WORKER_CLASS=gthread with GUNICORN_THREADS threads is the thread-based alternative.
+# One process per core keeps every core busy. gevent (the default) serves each request in a
+# greenlet: hundreds of concurrent requests cost no OS threads and no GIL contention, and
+# reservations of a hot event that arrive together join one group-committed transaction (see
+# README). WORKER_CLASS=gthread with GUNICORN_THREADS threads is the thread-based alternative.
 workers = int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 2)
 worker_class = os.environ.get("WORKER_CLASS") or "gevent"
 worker_connections = 1000

@@ -12,7 +12,7 @@ import re
 import sys
 import time
 import uuid
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from flask import Flask, g, request
 from prometheus_client import Counter, Histogram
@@ -44,7 +44,7 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per line: ts (ISO 8601 UTC), level, then the record's `fields`."""
 
     def format(self, record: logging.LogRecord) -> str:
-        ts = datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds")
+        ts = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
         line = {"ts": ts, "level": record.levelname.lower(), **getattr(record, "fields", {})}
         # json.dumps escapes newlines and control characters: a line stays one line.
         return json.dumps(line)

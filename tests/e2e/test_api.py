@@ -196,7 +196,9 @@ def test_health_is_up_when_the_database_answers(client):
 
 def test_an_unreachable_database_is_a_503_with_retry_after_never_a_500():
     app = create_app(
-        Settings(database_url="postgresql+psycopg2://root@127.0.0.1:1/nowhere", retry_after_seconds=7)
+        Settings(
+            database_url="postgresql+psycopg2://root@127.0.0.1:1/nowhere", retry_after_seconds=7
+        )
     )
     client = app.test_client()
     for response in (

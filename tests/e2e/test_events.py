@@ -180,7 +180,9 @@ def test_if_match_guards_patch_and_reservations(client):
         assert response.status_code == 412 and response.mimetype == PROBLEM
     for malformed in ('"0', ",", '"00"', '" 0"'):  # never a match, never unconditional
         assert reserve(client, headers={"If-Match": malformed}).status_code == 412
-        patch = client.patch("/api/events/gala", json={"name": "x"}, headers={"If-Match": malformed})
+        patch = client.patch(
+            "/api/events/gala", json={"name": "x"}, headers={"If-Match": malformed}
+        )
         assert patch.status_code == 412
     assert summary(client)["version"] == 0  # nothing was written
     assert reserve(client, headers={"If-Match": current}).status_code == 201
@@ -207,7 +209,9 @@ def test_events_page_through_in_id_order(client):
 
 def test_reservations_page_through_in_a_stable_order_with_filters(client):
     create(client, seats=100)
-    made = [reserve(client, partner=f"p{i % 2}", seats=1).get_json()["reservationId"] for i in range(7)]
+    made = [
+        reserve(client, partner=f"p{i % 2}", seats=1).get_json()["reservationId"] for i in range(7)
+    ]
     client.delete(f"/api/events/gala/reservations/{made[0]}")
 
     def walk(query):

@@ -60,8 +60,14 @@ def server(database_url, tmp_path_factory):
     }
     with open(log, "wb") as out:
         process = subprocess.Popen(
-            [sys.executable, "-m", "gunicorn", "-c", "python:ticketboss.gunicorn_conf",
-             "ticketboss.wsgi:app"],
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                "python:ticketboss.gunicorn_conf",
+                "ticketboss.wsgi:app",
+            ],
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,

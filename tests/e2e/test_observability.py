@@ -9,7 +9,7 @@ import re
 import subprocess
 import sys
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from prometheus_client import REGISTRY
@@ -99,7 +99,7 @@ def test_a_request_id_of_128_visible_characters_is_kept(client):
 @pytest.mark.parametrize("status", REQUESTS)
 def test_each_request_writes_one_json_line_to_stderr_with_its_id(client, capsys, status):
     capsys.readouterr()
-    before = datetime.now(timezone.utc)
+    before = datetime.now(UTC)
     response = send(client, status)
     request_id = response.headers["X-Request-ID"]
 
@@ -108,18 +108,28 @@ def test_each_request_writes_one_json_line_to_stderr_with_its_id(client, capsys,
     line = lines[0]
     method, path, _ = REQUESTS[status]
     assert set(line) == {
-        "ts", "level", "request_id", "method", "path", "route", "status", "duration_ms",
+        "ts",
+        "level",
+        "request_id",
+        "method",
+        "path",
+        "route",
+        "status",
+        "duration_ms",
         "remote_addr",
     }
     assert (line["level"], line["method"], line["path"], line["status"]) == (
-        "info", method, path, status
+        "info",
+        method,
+        path,
+        status,
     )
     assert line["route"] == ("unmatched" if status in (404, 405) else "/api/reservations")
     assert line["remote_addr"] == "127.0.0.1"
     assert 0 <= line["duration_ms"] < 10_000
     ts = datetime.fromisoformat(line["ts"])
     assert ts.utcoffset() == timedelta(0)
-    assert before - timedelta(seconds=1) <= ts <= datetime.now(timezone.utc)
+    assert before - timedelta(seconds=1) <= ts <= datetime.now(UTC)
 
 
 def test_the_log_line_names_the_route_not_the_raw_path(client, capsys):

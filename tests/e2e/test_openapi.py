@@ -4,7 +4,6 @@ schemathesis fuzzes every operation (bounded) and checks each response against i
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
@@ -15,7 +14,6 @@ from schemathesis.specs.openapi.checks import (
 
 from ticketboss import create_app
 from ticketboss.cli import seed_event
-
 
 # No 5xx, and every status, content type, header and body as the document says.
 CHECKS = [

@@ -14,8 +14,7 @@ import pytest
 from sqlalchemy import event, select
 
 from ticketboss.cli import seed_event
-from ticketboss.domain import NotEnoughSeats, VersionConflict
-from ticketboss.domain import Reservation
+from ticketboss.domain import NotEnoughSeats, Reservation, VersionConflict
 from ticketboss.services import CancelRequest, ReservationService, SeatRequest
 from ticketboss.store import queries
 from ticketboss.store.tables import reservations
@@ -143,9 +142,13 @@ def test_when_the_retries_run_out_the_conflict_surfaces_and_nothing_is_written(
         )
     assert sum(isinstance(r, VersionConflict) for r in results) == 1
     with service.engine.connect() as conn:
-        rows = conn.execute(
-            select(reservations.c.partner_id).where(reservations.c.event_id == EVENT_ID)
-        ).scalars().all()
+        rows = (
+            conn.execute(
+                select(reservations.c.partner_id).where(reservations.c.event_id == EVENT_ID)
+            )
+            .scalars()
+            .all()
+        )
     assert len(rows) == 1  # the loser wrote nothing
     summary = service.summary(EVENT_ID)
     assert (summary.available_seats, summary.version, summary.reservation_count) == (
@@ -232,7 +235,11 @@ def test_one_batch_applies_reserves_and_cancels_in_arrival_order(service, pg_eng
     )
     kinds = [type(o).__name__ for o in outcomes]
     assert kinds == [
-        "NotEnoughSeats", "NoneType", "Reservation", "ReservationNotFound", "NotEnoughSeats"
+        "NotEnoughSeats",
+        "NoneType",
+        "Reservation",
+        "ReservationNotFound",
+        "NotEnoughSeats",
     ]
     summary = service.summary(EVENT_ID)
     # One batch, two changes: the version rises by exactly two.
@@ -258,9 +265,7 @@ def test_a_connection_lost_at_commit_is_a_503_and_never_retried(pg_url, pg_engin
 
     event.listen(engine, "commit", lose_the_connection)
     try:
-        response = app.test_client().post(
-            "/api/reservations", json={"partnerId": "p", "seats": 2}
-        )
+        response = app.test_client().post("/api/reservations", json={"partnerId": "p", "seats": 2})
     finally:
         event.remove(engine, "commit", lose_the_connection)
         engine.dispose()

@@ -97,7 +97,7 @@ def test_concurrent_reserves_and_cancels_never_oversell_nor_lose_a_201(pg_apps, 
     start = threading.Barrier(len(scripts))
     threads = [
         threading.Thread(target=run_client, args=(workers[i % len(workers)], script, start, out))
-        for i, (script, out) in enumerate(zip(scripts, outcomes))
+        for i, (script, out) in enumerate(zip(scripts, outcomes, strict=True))
     ]
     for thread in threads:
         thread.start()
@@ -114,9 +114,7 @@ def test_concurrent_reserves_and_cancels_never_oversell_nor_lose_a_201(pg_apps, 
     with engine.connect() as conn:
         rows = {
             str(r.id): r
-            for r in conn.execute(
-                select(reservations).where(reservations.c.event_id == EVENT_ID)
-            )
+            for r in conn.execute(select(reservations).where(reservations.c.event_id == EVENT_ID))
         }
     summary = pg_app.test_client().get("/api/reservations").get_json()
 

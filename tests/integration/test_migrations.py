@@ -41,8 +41,13 @@ def test_upgrading_from_the_first_revision_keeps_reservations_and_counts_them(
             conn.execute(
                 insert(reservations),
                 [
-                    {"id": uuid.uuid4(), "event_id": "e", "partner_id": "p", "seats": seats,
-                     "status": status}
+                    {
+                        "id": uuid.uuid4(),
+                        "event_id": "e",
+                        "partner_id": "p",
+                        "seats": seats,
+                        "status": status,
+                    }
                     for seats, status in [(2, "confirmed"), (1, "confirmed"), (4, "cancelled")]
                 ],
             )

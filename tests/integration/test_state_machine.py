@@ -69,7 +69,7 @@ class ReservationMachine(RuleBasedStateMachine):
 
     @rule(data=st.data())
     def cancel_again_or_unknown(self, data):
-        choices = sorted(self.cancelled) + [uuid.uuid4()]
+        choices = [*sorted(self.cancelled), uuid.uuid4()]
         reservation_id = data.draw(st.sampled_from(choices))
         with pytest.raises(ReservationNotFound):
             self.service.cancel(EVENT_ID, reservation_id)

@@ -42,8 +42,12 @@ def test_a_sequence_of_reservations_never_goes_below_zero(total, requests):
 
 def test_settings_come_from_upper_cased_environment_variables():
     settings = Settings.from_env(
-        {"DATABASE_URL": "sqlite:///x.db", "CAS_MAX_ATTEMPTS": "7", "CAS_MAX_SECONDS": "1.5",
-         "DB_POOL_SIZE": ""}
+        {
+            "DATABASE_URL": "sqlite:///x.db",
+            "CAS_MAX_ATTEMPTS": "7",
+            "CAS_MAX_SECONDS": "1.5",
+            "DB_POOL_SIZE": "",
+        }
     )
     assert settings.database_url == "sqlite:///x.db"
     assert (settings.cas_max_attempts, settings.cas_max_seconds) == (7, 1.5)

@@ -44,7 +44,7 @@ def submit_all(group, key, requests, results):
 def _outcome(group, key, request):
     try:
         return group.submit(key, request)
-    except Exception as exc:  # noqa: BLE001 - the test inspects it
+    except Exception as exc:
         return exc
 
 

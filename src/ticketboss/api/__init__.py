@@ -11,7 +11,6 @@ from flask_swagger_ui import get_swaggerui_blueprint
 from ticketboss.api.errors import PROBLEM_JSON, http_problem, register_errorhandlers
 from ticketboss.api.schemas import Problem
 
-
 REQUEST_ID = {
     "X-Request-ID": {
         "schema": {"type": "string"},

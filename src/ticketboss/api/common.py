@@ -185,4 +185,3 @@ def page(fetched: list, limit: int, key: Callable) -> dict:
     items = fetched[:limit]
     cursor = encode_cursor(*key(items[-1])) if len(fetched) > limit else None
     return {"items": items, "next_cursor": cursor}
-

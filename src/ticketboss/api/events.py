@@ -141,4 +141,3 @@ class EventReservation(MethodView):
     def delete(self, path, headers, **_):
         """Cancel a confirmed reservation of this event."""
         return common.cancel(path["event_id"], path["reservation_id"], headers)
-

@@ -6,7 +6,6 @@ from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, vali
 
 from ticketboss.domain import MAX_SEATS, MIN_SEATS
 
-
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 

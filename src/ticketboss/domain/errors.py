@@ -20,9 +20,7 @@ class ReservationNotFound(DomainError):
 
 class NotEnoughSeats(DomainError):
     def __init__(self, event_id: str, requested: int, available: int):
-        super().__init__(
-            f"Not enough seats left: {requested} requested, {available} available."
-        )
+        super().__init__(f"Not enough seats left: {requested} requested, {available} available.")
         self.event_id = event_id
         self.requested = requested
         self.available = available
@@ -68,9 +66,7 @@ class PreconditionFailed(DomainError):
     """If-Match named a version the event no longer has: nothing was written."""
 
     def __init__(self, event_id: str, version: int):
-        super().__init__(
-            f"Event '{event_id}' is at version {version}, not the one If-Match names."
-        )
+        super().__init__(f"Event '{event_id}' is at version {version}, not the one If-Match names.")
         self.event_id = event_id
         self.version = version
 
@@ -84,6 +80,4 @@ class IdempotencyKeyInFlight(DomainError):
 
 class IdempotencyKeyReused(DomainError):
     def __init__(self, key: str):
-        super().__init__(
-            f"Idempotency-Key '{key}' was already used with a different request."
-        )
+        super().__init__(f"Idempotency-Key '{key}' was already used with a different request.")

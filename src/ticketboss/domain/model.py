@@ -49,7 +49,9 @@ class Event:
         available = self.available_seats + seats
         if available > self.total_seats:
             raise ValueError(f"releasing {seats} seats would exceed the event's total")
-        return replace(self, available_seats=available, reservation_count=self.reservation_count - 1)
+        return replace(
+            self, available_seats=available, reservation_count=self.reservation_count - 1
+        )
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ Request = TypeVar("Request")
 
 
 class _Ticket(Generic[Request]):
-    __slots__ = ("request", "ready", "leads", "outcome")
+    __slots__ = ("leads", "outcome", "ready", "request")
 
     def __init__(self, request: Request):
         self.request = request

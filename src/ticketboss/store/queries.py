@@ -151,7 +151,9 @@ def load_confirmed_seats(
 
 def mark_cancelled(conn: Connection, reservation_ids: Sequence[UUID], at: datetime) -> int:
     """Flip confirmed reservations to cancelled; returns how many were still confirmed."""
-    return conn.execute(_MARK_CANCELLED, {"ids": list(reservation_ids), "cancelled_at_": at}).rowcount
+    return conn.execute(
+        _MARK_CANCELLED, {"ids": list(reservation_ids), "cancelled_at_": at}
+    ).rowcount
 
 
 def _as_utc(moment: datetime | None) -> datetime | None:
@@ -219,13 +221,12 @@ def list_reservations(
     if status is not None:
         query = query.where(reservations.c.status == status)
     if after is not None:
-        query = query.where(
-            tuple_(reservations.c.created_at, reservations.c.id) > tuple_(*after)
-        )
+        query = query.where(tuple_(reservations.c.created_at, reservations.c.id) > tuple_(*after))
     return [_reservation(row) for row in conn.execute(query)]
 
 
 # Idempotency keys -----------------------------------------------------------------------
+
 
 def insert_claim(conn: Connection, scope, key, fingerprint, owner, locked_until, expires_at):
     """Raises IntegrityError when the key exists in that scope."""
