@@ -78,8 +78,8 @@ def claim(engine: Engine, settings: Settings, key: IdempotencyKey) -> Claim | Re
             row = queries.load_claim(conn, key.scope, key.key)
             if row is None:
                 continue
-            running = row.status_code is None and _utc(row.locked_until) > now
-            if _utc(row.expires_at) <= now and not running:
+            running = row.status_code is None and row.locked_until > now
+            if row.expires_at <= now and not running:
                 queries.delete_claim(conn, key.scope, key.key, row.owner)
                 conn.commit()
                 continue
@@ -106,7 +106,3 @@ def prune(engine: Engine) -> int:
     """Delete expired keys."""
     with engine.begin() as conn:
         return queries.prune_claims(conn, datetime.now(UTC))
-
-
-def _utc(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

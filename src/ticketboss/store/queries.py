@@ -7,7 +7,7 @@ looks up their compiled form instead of building and hashing a new statement per
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import datetime
 from uuid import UUID
 
 from sqlalchemy import (
@@ -134,8 +134,8 @@ def _reservation(row) -> Reservation:
         partner_id=row.partner_id,
         seats=row.seats,
         status=Status(row.status),
-        created_at=_as_utc(row.created_at),
-        cancelled_at=_as_utc(row.cancelled_at),
+        created_at=row.created_at,
+        cancelled_at=row.cancelled_at,
     )
 
 
@@ -154,13 +154,6 @@ def mark_cancelled(conn: Connection, reservation_ids: Sequence[UUID], at: dateti
     return conn.execute(
         _MARK_CANCELLED, {"ids": list(reservation_ids), "cancelled_at_": at}
     ).rowcount
-
-
-def _as_utc(moment: datetime | None) -> datetime | None:
-    """SQLite hands timestamps back without their zone; every one we write is UTC."""
-    if moment is None or moment.tzinfo is not None:
-        return moment
-    return moment.replace(tzinfo=UTC)
 
 
 def create_event(conn: Connection, event_id: str, name: str, total_seats: int) -> None:

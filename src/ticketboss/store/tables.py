@@ -1,5 +1,7 @@
 """The schema as SQLAlchemy Core tables. Only alembic migrations create it in a database."""
 
+from datetime import UTC, datetime
+
 from sqlalchemy import (
     CheckConstraint,
     Column,
@@ -11,9 +13,24 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    TypeDecorator,
     Uuid,
     func,
 )
+
+
+class UtcDateTime(TypeDecorator):
+    """A timestamp that comes back zone-aware in UTC on every engine: SQLite stores it
+    without its zone, and every one we write is UTC."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value
+
 
 metadata = MetaData(
     naming_convention={
@@ -37,8 +54,8 @@ events = Table(
     # Confirmed reservations, written by the same compare-and-swap as the seats so the
     # summary is one row read instead of a count over a hot event's reservations.
     Column("reservation_count", Integer, nullable=False, server_default="0"),
-    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("created_at", UtcDateTime(), nullable=False, server_default=func.now()),
+    Column("updated_at", UtcDateTime(), nullable=False, server_default=func.now()),
     CheckConstraint("total_seats >= 0", name="total_seats_not_negative"),
     CheckConstraint(
         "available_seats >= 0 AND available_seats <= total_seats", name="available_seats_in_range"
@@ -59,8 +76,8 @@ reservations = Table(
     Column("partner_id", String(128), nullable=False),
     Column("seats", Integer, nullable=False),
     Column("status", String(16), nullable=False),
-    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Column("cancelled_at", DateTime(timezone=True), nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False, server_default=func.now()),
+    Column("cancelled_at", UtcDateTime(), nullable=True),
     CheckConstraint("seats BETWEEN 1 AND 10", name="seats_in_range"),
     CheckConstraint("status IN ('confirmed', 'cancelled')", name="status_known"),
     # --reset deletes an event's rows; cancels look up confirmed rows of an event.
@@ -78,12 +95,12 @@ idempotency_keys = Table(
     Column("fingerprint", String(64), nullable=False),
     # Who is working on it, and until when: a crashed request's claim lapses.
     Column("owner", Uuid, nullable=False),
-    Column("locked_until", DateTime(timezone=True), nullable=True),
+    Column("locked_until", UtcDateTime(), nullable=True),
     # The answer, written in the same transaction as the change it describes.
     Column("status_code", Integer, nullable=True),
     Column("reservation_id", Uuid, nullable=True),
     Column("detail", Text, nullable=True),
-    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Column("expires_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", UtcDateTime(), nullable=False, server_default=func.now()),
+    Column("expires_at", UtcDateTime(), nullable=False),
     Index("ix_idempotency_keys_expires_at", "expires_at"),
 )
