@@ -14,24 +14,26 @@ def storable(value: str) -> bool:
     return not _UNSTORABLE.search(value)
 
 
-def _storable_text(value: str) -> None:
-    """Refuse text the database could not store."""
-    if not storable(value):
-        raise ValidationError("Must not contain NUL or lone surrogates.")
+class Text(fields.String):
+    """A string field for requests: refuses text the database could not store, so no input
+    string reaches a query without the check."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if not storable(text):
+            raise ValidationError("Must not contain NUL or lone surrogates.")
+        return text
+
+
+_NOT_BLANK = validate.Regexp(r"(?s).*\S", error="Must not be blank.")
 
 
 class ReserveRequest(Schema):
     class Meta:
         unknown = EXCLUDE  # extra fields are ignored, as the Node.js API did
 
-    partner_id = fields.String(
-        data_key="partnerId",
-        required=True,
-        validate=[
-            validate.Length(min=1, max=128),
-            validate.Regexp(r"(?s).*\S", error="Must not be blank."),
-            _storable_text,
-        ],
+    partner_id = Text(
+        data_key="partnerId", required=True, validate=[validate.Length(min=1, max=128), _NOT_BLANK]
     )
     seats = fields.Integer(
         required=True, strict=True, validate=validate.Range(min=MIN_SEATS, max=MAX_SEATS)
@@ -49,7 +51,7 @@ _EVENT_ID = validate.Regexp(
 
 
 class EventIdPath(Schema):
-    event_id = fields.String(required=True, validate=_EVENT_ID)
+    event_id = Text(required=True, validate=_EVENT_ID)
 
 
 class EventAndReservationPath(EventIdPath, ReservationIdPath):
@@ -62,9 +64,9 @@ class WriteHeaders(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    idempotency_key = fields.String(
+    idempotency_key = Text(
         data_key="Idempotency-Key",
-        validate=[validate.Length(min=1, max=255), _storable_text],
+        validate=validate.Length(min=1, max=255),
         metadata={"description": "Makes a retried request return the first one's answer."},
     )
 
@@ -73,24 +75,21 @@ class ReserveHeaders(WriteHeaders):
     """Headers of a reservation. If-Match is parsed by Werkzeug (request.if_match); it is
     declared here so that the document names it beside Idempotency-Key."""
 
-    if_match = fields.String(
+    if_match = Text(
         data_key="If-Match",
         metadata={"description": 'The event\'s ETag ("<version>"): write only at that version.'},
     )
 
 
-_EVENT_NAME = [
-    validate.Length(min=1, max=200),
-    validate.Regexp(r"(?s).*\S", error="Must not be blank."),
-]
+_EVENT_NAME = [validate.Length(min=1, max=200), _NOT_BLANK]
 
 
 class EventCreate(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    event_id = fields.String(data_key="eventId", required=True, validate=_EVENT_ID)
-    name = fields.String(required=True, validate=[*_EVENT_NAME, _storable_text])
+    event_id = Text(data_key="eventId", required=True, validate=_EVENT_ID)
+    name = Text(required=True, validate=_EVENT_NAME)
     total_seats = fields.Integer(
         data_key="totalSeats", required=True, strict=True, validate=validate.Range(0, 1_000_000)
     )
@@ -100,7 +99,7 @@ class EventPatch(Schema):
     class Meta:
         unknown = EXCLUDE
 
-    name = fields.String(validate=[*_EVENT_NAME, _storable_text])
+    name = Text(validate=_EVENT_NAME)
     total_seats = fields.Integer(
         data_key="totalSeats", strict=True, validate=validate.Range(0, 1_000_000)
     )
@@ -116,17 +115,15 @@ class PageQuery(Schema):
         unknown = EXCLUDE
 
     limit = fields.Integer(load_default=20, validate=validate.Range(1, 100))
-    cursor = fields.String(
+    cursor = Text(
         validate=validate.Length(max=1000),
         metadata={"description": "nextCursor of the previous page."},
     )
 
 
 class ReservationQuery(PageQuery):
-    partner_id = fields.String(
-        data_key="partnerId", validate=[validate.Length(1, 128), _storable_text]
-    )
-    status = fields.String(validate=validate.OneOf(["confirmed", "cancelled"]))
+    partner_id = Text(data_key="partnerId", validate=validate.Length(1, 128))
+    status = Text(validate=validate.OneOf(["confirmed", "cancelled"]))
 
 
 class EventSummary(Schema):
