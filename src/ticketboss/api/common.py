@@ -28,28 +28,19 @@ REPLAYED = {
     }
 }
 _RESERVATION_CREATED = ReservationCreated()
-# Conditional headers are parsed by Werkzeug (request.if_match / if_none_match); these
-# only document them where no headers schema is parsed anyway, so reads pay no second parse.
-IF_MATCH = {
-    "parameters": [
-        {
-            "in": "header",
-            "name": "If-Match",
-            "schema": {"type": "string"},
-            "description": 'The event\'s ETag ("<version>"): write only at that version.',
-        }
-    ]
-}
-IF_NONE_MATCH = {
-    "parameters": [
-        {
-            "in": "header",
-            "name": "If-None-Match",
-            "schema": {"type": "string"},
-            "description": "The ETag you have: 304 while the event is still at it.",
-        }
-    ]
-}
+
+
+def _header_doc(name: str, description: str) -> dict:
+    """`blp.doc` keywords documenting a request header that Werkzeug parses (no schema is
+    parsed for it, so reads pay no second parse)."""
+    header = {"in": "header", "name": name, "schema": {"type": "string"}}
+    return {"parameters": [{**header, "description": description}]}
+
+
+IF_MATCH = _header_doc("If-Match", 'The event\'s ETag ("<version>"): write only at that version.')
+IF_NONE_MATCH = _header_doc(
+    "If-None-Match", "The ETag you have: 304 while the event is still at it."
+)
 
 # Status → (description, extra headers) of the problem responses routes document.
 _PROBLEMS = {
@@ -95,6 +86,10 @@ def etag(event: Event) -> str:
     return str(event.version)
 
 
+def etag_header(event: Event) -> dict[str, str]:
+    return {"ETag": f'"{etag(event)}"'}
+
+
 def if_match_versions() -> frozenset[int] | None:
     """The versions If-Match allows (None: no If-Match, or `*`); a tag that is not one of our
     ETags allows none, so the write is refused with 412."""
@@ -113,7 +108,7 @@ def summary_response(event: Event):
         response = Response(status=304)
         response.set_etag(tag)
         return response
-    return event, 200, {"ETag": f'"{tag}"'}
+    return event, 200, etag_header(event)
 
 
 def reserve(event_id: str, body: dict, headers: dict, location: Callable[[UUID], str]):

@@ -55,8 +55,11 @@ class Events(MethodView):
     def post(self, body):
         """Create an event with all its seats available (version 0)."""
         event = common.events().create(body["event_id"], body["name"], body["total_seats"])
-        headers = {"Location": _event_location(event.event_id), "ETag": f'"{common.etag(event)}"'}
-        return event, 201, headers
+        return (
+            event,
+            201,
+            {"Location": _event_location(event.event_id), **common.etag_header(event)},
+        )
 
 
 @blp.route("/<event_id>")
@@ -83,7 +86,7 @@ class EventItem(MethodView):
             total_seats=body.get("total_seats"),
             if_versions=common.if_match_versions(),
         )
-        return event, 200, {"ETag": f'"{common.etag(event)}"'}
+        return event, 200, common.etag_header(event)
 
 
 @blp.route("/<event_id>/reservations")
