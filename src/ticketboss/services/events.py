@@ -76,8 +76,10 @@ class EventService:
     ) -> list[Reservation]:
         """A page of the event's reservations in (created_at, id) order; EventNotFound."""
         with self.engine.connect() as conn:
-            if queries.load_event(conn, event_id) is None:
-                raise EventNotFound(event_id)
-            return queries.list_reservations(
+            page = queries.list_reservations(
                 conn, event_id, partner_id=partner_id, status=status, after=after, limit=limit
             )
+            # Only an empty page needs a second look: no such event, or nothing (more) there.
+            if not page and queries.load_event(conn, event_id) is None:
+                raise EventNotFound(event_id)
+        return page
