@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: help install run migrate seed prune-keys test lint bench clean
+.PHONY: help install run migrate seed partner prune-keys test lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -26,6 +26,10 @@ seed: migrate  ## create the default event if absent (ARGS="--seats 1000 --reset
 run: migrate  ## migrate, seed if absent, then serve with gunicorn on 127.0.0.1:$PORT (8000)
 	$(BIN)/ticketboss seed
 	exec $(BIN)/gunicorn -c python:ticketboss.gunicorn_conf ticketboss.wsgi:app
+
+partner: install  ## partner API keys: ARGS="create <partnerId> [--operator]", "list", "revoke <key-id>"
+	@$(BIN)/ticketboss migrate >&2
+	@$(BIN)/ticketboss partner $(ARGS)
 
 prune-keys: migrate  ## delete expired Idempotency-Keys (cron it, e.g. hourly)
 	$(BIN)/ticketboss prune-keys

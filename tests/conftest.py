@@ -6,6 +6,7 @@ import os
 import uuid
 
 import pytest
+from flask.testing import FlaskClient
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
@@ -13,7 +14,9 @@ from sqlalchemy.exc import OperationalError
 from ticketboss import create_app
 from ticketboss.cli import seed_event
 from ticketboss.config import Settings
+from ticketboss.domain import Role
 from ticketboss.services import ReservationService
+from ticketboss.services.partners import create_key
 from ticketboss.store.db import make_engine
 from ticketboss.store.migrate import upgrade
 
@@ -95,9 +98,28 @@ def service(pg_engine, pg_settings) -> ReservationService:
     return ReservationService(pg_engine, pg_settings)
 
 
+class OperatorClient(FlaskClient):
+    """A test client that sends the app's operator key with every request."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        key = self.application.config["TEST_OPERATOR_KEY"]
+        self.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {key}"
+
+
+def as_operator(app):
+    """Tests of the API's behaviour (not of its keys) run in the default AUTH_MODE=keys, as an
+    operator, who may do everything for any partner: every `app.test_client()` sends a new
+    operator key. tests/e2e/test_auth.py checks the keys themselves."""
+    engine = app.extensions["ticketboss"].engine
+    app.config["TEST_OPERATOR_KEY"] = create_key(engine, "ops", Role.OPERATOR)[1]
+    app.test_client_class = OperatorClient
+    return app
+
+
 @pytest.fixture(scope="session")
 def session_app(database_url):
-    app = create_app(Settings(database_url=database_url, **PATIENT))
+    app = as_operator(create_app(Settings(database_url=database_url, **PATIENT)))
     yield app
     app.extensions["ticketboss"].engine.dispose()
 

@@ -14,6 +14,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_config(app, settings)
     register_observability(app)
     register_extensions(app, settings)
+    register_security(app, settings)
     register_blueprints(app)
     register_errorhandlers(app)
     return app
@@ -55,8 +56,25 @@ def register_extensions(app: Flask, settings: Settings) -> None:
         app,
         resources={r"/api/*": {"origins": "*"}},
         send_wildcard=True,
-        expose_headers=["Location", "Retry-After", "ETag", "Idempotent-Replayed", "X-Request-ID"],
+        expose_headers=[
+            "Location",
+            "Retry-After",
+            "ETag",
+            "Idempotent-Replayed",
+            "X-Request-ID",
+            "RateLimit",
+            "RateLimit-Policy",
+        ],
     )
+
+
+def register_security(app: Flask, settings: Settings) -> None:
+    """API keys first (deny by default), then the per-partner rate limit, which needs to know
+    the partner."""
+    from ticketboss.api.auth import register_auth, register_rate_limit
+
+    register_auth(app, settings)
+    register_rate_limit(app, settings)
 
 
 def register_blueprints(app: Flask) -> None:

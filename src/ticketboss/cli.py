@@ -1,4 +1,4 @@
-"""The `ticketboss` command: migrate and seed, for operators and the Makefile."""
+"""The `ticketboss` command: migrate, seed, partner keys, for operators and the Makefile."""
 
 import click
 from sqlalchemy import Engine
@@ -48,6 +48,82 @@ def prune_keys() -> None:
         click.echo(f"pruned {prune(engine)} expired idempotency keys")
     finally:
         engine.dispose()
+
+
+@main.group()
+def partner() -> None:
+    """Partners' API keys: create (shown once), list, revoke."""
+
+
+@partner.command("create")
+@click.argument("partner_id")
+@click.option("--operator", is_flag=True, help="An operator key: every partner, and the events.")
+def partner_create(partner_id: str, operator: bool) -> None:
+    """Print a new key for PARTNER_ID (created if absent) on stdout, alone; store its hash."""
+    from ticketboss.domain import Role
+    from ticketboss.services.partners import create_key
+
+    if not 1 <= len(partner_id) <= 128 or not partner_id.strip() or "\x00" in partner_id:
+        raise click.BadParameter("1–128 characters, not blank, no NUL.", param_hint="PARTNER_ID")
+    engine = make_engine(Settings.from_env())
+    try:
+        info, key, created = create_key(
+            engine, partner_id, Role.OPERATOR if operator else Role.PARTNER
+        )
+    finally:
+        engine.dispose()
+    if created:
+        click.echo(f"created partner {partner_id}", err=True)
+    click.echo(
+        f"created {info.role} key {info.key_id} ({info.prefix}…) for {partner_id}; "
+        "it is shown only now:",
+        err=True,
+    )
+    click.echo(key)
+
+
+@partner.command("list")
+def partner_list() -> None:
+    """Partners and their keys: id, prefix, role, created, last used, revoked. Never a key."""
+    from ticketboss.services.partners import list_keys
+
+    engine = make_engine(Settings.from_env())
+    try:
+        rows = list_keys(engine)
+    finally:
+        engine.dispose()
+    click.echo(
+        f"{'PARTNER':24} {'KEY ID':20} {'PREFIX':12} {'ROLE':8} "
+        f"{'CREATED':20} {'LAST USED':20} REVOKED"
+    )
+    for partner_id, info in rows:
+        if info is None:
+            click.echo(f"{partner_id:24} (no keys)")
+            continue
+        click.echo(
+            f"{partner_id:24} {info.key_id:20} {info.prefix:12} {info.role:8} "
+            f"{_when(info.created_at):20} {_when(info.last_used_at):20} {_when(info.revoked_at)}"
+        )
+
+
+@partner.command("revoke")
+@click.argument("key_id")
+def partner_revoke(key_id: str) -> None:
+    """Revoke a key: every worker refuses it within AUTH_CACHE_SECONDS."""
+    from ticketboss.services.partners import revoke_key
+
+    engine = make_engine(Settings.from_env())
+    try:
+        revoked = revoke_key(engine, key_id)
+    finally:
+        engine.dispose()
+    if not revoked:
+        raise click.ClickException(f"no active key {key_id}")
+    click.echo(f"revoked {key_id}", err=True)
+
+
+def _when(moment) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S") if moment else "-"
 
 
 def seed_event(engine: Engine, event_id: str, name: str, seats: int, reset: bool) -> str:

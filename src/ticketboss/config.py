@@ -8,6 +8,7 @@ from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SQLITE_URL = f"sqlite:///{PROJECT_ROOT / 'var' / 'ticketboss.sqlite3'}"
+AUTH_MODES = ("keys", "open")
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,22 @@ class Settings:
     db_statement_timeout_ms: int = 5000
     # Sent in Retry-After with every 503.
     retry_after_seconds: int = 1
+    # Partner keys: `keys` (every partner route needs one) or `open` (the Node.js service's
+    # keyless contract, for a migration period). A worker trusts a key it looked up for this
+    # long, which bounds how late a revocation takes effect.
+    auth_mode: str = "keys"
+    auth_cache_seconds: float = 5.0
+    # Per-partner rate limit (flask-limiter): requests/s sustained and at once; 0 = off.
+    # In-memory counters are per worker; RATELIMIT_STORAGE_URI=redis://… shares them.
+    partner_rate_limit: int = 0
+    partner_rate_burst: int = 0
+    ratelimit_storage_uri: str = "memory://"
+
+    def __post_init__(self) -> None:
+        if self.auth_mode not in AUTH_MODES:
+            raise ValueError(
+                f"AUTH_MODE must be one of {', '.join(AUTH_MODES)}, not {self.auth_mode!r}"
+            )
 
     @classmethod
     def from_env(cls, environ=os.environ) -> Settings:

@@ -1,11 +1,28 @@
-"""The public HTTP contract of the Node.js service, on PostgreSQL and on SQLite."""
+"""The public HTTP contract of the Node.js service, on PostgreSQL and on SQLite, in
+AUTH_MODE=open: the keyless contract that clients of the Node.js service keep during a
+migration (tests/e2e/test_auth.py covers the default, AUTH_MODE=keys)."""
 
 import uuid
 
 import pytest
 
+from conftest import PATIENT
 from ticketboss import create_app
 from ticketboss.config import Settings
+
+
+@pytest.fixture(scope="module")
+def session_app(database_url):
+    app = create_app(Settings(database_url=database_url, auth_mode="open", **PATIENT))
+    yield app
+    app.extensions["ticketboss"].engine.dispose()
+
+
+@pytest.fixture
+def client(app):
+    """No key: the Node.js contract."""
+    return app.test_client()
+
 
 PROBLEM = "application/problem+json"
 
@@ -197,7 +214,9 @@ def test_health_is_up_when_the_database_answers(client):
 def test_an_unreachable_database_is_a_503_with_retry_after_never_a_500():
     app = create_app(
         Settings(
-            database_url="postgresql+psycopg2://root@127.0.0.1:1/nowhere", retry_after_seconds=7
+            database_url="postgresql+psycopg2://root@127.0.0.1:1/nowhere",
+            retry_after_seconds=7,
+            auth_mode="open",
         )
     )
     client = app.test_client()

@@ -18,6 +18,8 @@ import pytest
 
 from ticketboss.cli import seed_event
 from ticketboss.config import Settings
+from ticketboss.domain import Role
+from ticketboss.services.partners import create_key
 from ticketboss.store.db import make_engine
 
 EVENT_ID = "node-meetup-2025"
@@ -29,12 +31,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def request(port, method, path, body=None):
+def request(port, method, path, body=None, key=None, full=False):
+    """(status, body) of one request over a new connection; with `full`, also the headers."""
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
     try:
         headers = {"Content-Type": "application/json"} if body is not None else {}
+        if key is not None:
+            headers["Authorization"] = f"Bearer {key}"
         conn.request(method, path, json.dumps(body) if body is not None else None, headers)
         response = conn.getresponse()
+        if full:
+            return response.status, response.read(), response.headers
         return response.status, response.read()
     finally:
         conn.close()
@@ -48,7 +55,18 @@ def engine(database_url):
 
 
 @pytest.fixture(scope="module")
+def operator(engine) -> str:
+    return create_key(engine, "ops", Role.OPERATOR)[1]
+
+
+@pytest.fixture(scope="module")
 def server(database_url, tmp_path_factory):
+    yield from serve(database_url, tmp_path_factory)
+
+
+def serve(database_url, tmp_path_factory, **settings):
+    """gunicorn with the project's config on a free port, two workers; yields the port,
+    then stops it and checks that it stopped cleanly."""
     port = free_port()
     log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
     env = {
@@ -57,6 +75,7 @@ def server(database_url, tmp_path_factory):
         "PORT": str(port),
         "WEB_CONCURRENCY": "2",
         "PROMETHEUS_MULTIPROC_DIR": str(tmp_path_factory.mktemp("prometheus")),
+        **settings,
     }
     with open(log, "wb") as out:
         process = subprocess.Popen(
@@ -88,7 +107,9 @@ def server(database_url, tmp_path_factory):
     assert "Traceback" not in log.read_text()
 
 
-def test_a_burst_through_gunicorn_sells_exactly_the_seats_and_metrics_add_up(server, engine):
+def test_a_burst_through_gunicorn_sells_exactly_the_seats_and_metrics_add_up(
+    server, engine, operator
+):
     seed_event(engine, EVENT_ID, "Node.js Meet-up", 50, reset=True)
     statuses = Counter()
     start = threading.Barrier(80)
@@ -96,7 +117,9 @@ def test_a_burst_through_gunicorn_sells_exactly_the_seats_and_metrics_add_up(ser
 
     def client():
         start.wait()
-        status, _ = request(server, "POST", "/api/reservations", {"partnerId": "p", "seats": 1})
+        status, _ = request(
+            server, "POST", "/api/reservations", {"partnerId": "p", "seats": 1}, operator
+        )
         with lock:
             statuses[status] += 1
 
@@ -107,7 +130,7 @@ def test_a_burst_through_gunicorn_sells_exactly_the_seats_and_metrics_add_up(ser
         t.join(60)
     assert statuses == Counter({201: 50, 409: 30})
 
-    status, body = request(server, "GET", "/api/reservations")
+    status, body = request(server, "GET", "/api/reservations", key=operator)
     summary = json.loads(body)
     assert (status, summary["availableSeats"], summary["reservationCount"]) == (200, 0, 50)
     assert summary["version"] == 50
@@ -121,8 +144,10 @@ def test_a_burst_through_gunicorn_sells_exactly_the_seats_and_metrics_add_up(ser
     assert float(samples["ticketboss_cas_commits_total"]) <= 50
 
 
-def test_errors_through_gunicorn_are_problem_json(server):
-    status, body = request(server, "POST", "/api/reservations", {"partnerId": "p", "seats": 0})
+def test_errors_through_gunicorn_are_problem_json(server, operator):
+    status, body = request(
+        server, "POST", "/api/reservations", {"partnerId": "p", "seats": 0}, operator
+    )
     assert status == 400 and json.loads(body)["status"] == 400
     status, body = request(server, "GET", "/nope")
     assert status == 404 and json.loads(body)["title"] == "Not Found"

@@ -4,12 +4,16 @@ from dataclasses import replace
 
 import pytest
 
+from conftest import as_operator
 from ticketboss import create_app
 from ticketboss.cli import seed_event
 from ticketboss.services import IdempotencyKey, idempotency
 from ticketboss.store.tables import idempotency_keys
 
 EVENT = "node-meetup-2025"
+# Where the client's keys live: the clients send the operator key of "ops" (conftest), and
+# reserve for abc-corp.
+SCOPE = "operator:ops:partner:abc-corp"
 
 
 @pytest.fixture
@@ -43,7 +47,7 @@ def test_a_retried_post_gets_the_first_answer_and_books_once(client):
 def test_replays_hold_across_workers_and_restarts(app, client):
     first = post(client, "order-17")
     # Another worker, or the service after a restart: a new app on the same database.
-    other = create_app(app.extensions["ticketboss"].settings)
+    other = as_operator(create_app(app.extensions["ticketboss"].settings))
     try:
         again = post(other.test_client(), "order-17")
     finally:
@@ -88,9 +92,7 @@ def test_a_key_still_in_flight_is_a_409_with_retry_after(app, client):
     service = app.extensions["ticketboss"]
     body = {"eventId": EVENT, "partnerId": "abc-corp", "seats": 2}
     # Another request holds the key (its lease has not lapsed).
-    idempotency.claim(
-        service.engine, service.settings, IdempotencyKey.of("partner:abc-corp", "busy", body)
-    )
+    idempotency.claim(service.engine, service.settings, IdempotencyKey.of(SCOPE, "busy", body))
     response = post(client, "busy")
     assert response.status_code == 409 and "Retry-After" in response.headers
     assert response.get_json()["type"] == "/problems/idempotency-key-in-flight"
@@ -101,7 +103,7 @@ def test_a_claim_whose_request_died_is_taken_over_after_its_lease(app, client):
     service = app.extensions["ticketboss"]
     body = {"eventId": EVENT, "partnerId": "abc-corp", "seats": 2}
     no_lease = replace(service.settings, idempotency_lease_seconds=0)
-    idempotency.claim(service.engine, no_lease, IdempotencyKey.of("partner:abc-corp", "died", body))
+    idempotency.claim(service.engine, no_lease, IdempotencyKey.of(SCOPE, "died", body))
     response = post(client, "died")
     assert response.status_code == 201
     assert post(client, "died").headers["Idempotent-Replayed"] == "true"
@@ -143,7 +145,7 @@ def test_expired_keys_are_forgotten_and_pruned_but_never_while_their_request_run
     running = replace(service.settings, idempotency_ttl_seconds=0)
     expiring = replace(running, idempotency_lease_seconds=0)
     body = {"eventId": EVENT, "partnerId": "abc-corp", "seats": 2}
-    key = IdempotencyKey.of("partner:abc-corp", "old", body)
+    key = IdempotencyKey.of(SCOPE, "old", body)
     idempotency.claim(service.engine, running, key)
     assert idempotency.prune(service.engine) == 0  # expired, but its request still runs
     assert post(client, "old").status_code == 409  # ... so the key is still in flight

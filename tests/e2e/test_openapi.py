@@ -12,6 +12,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
+from conftest import as_operator
 from ticketboss import create_app
 from ticketboss.cli import seed_event
 
@@ -27,7 +28,7 @@ CHECKS = [
 
 @pytest.fixture(scope="module")
 def fuzzed_app(pg_settings):
-    app = create_app(pg_settings)
+    app = as_operator(create_app(pg_settings))
     yield app
     app.extensions["ticketboss"].engine.dispose()
 

@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlalchemy import event, select
 
+from conftest import as_operator
 from ticketboss.cli import seed_event
 from ticketboss.domain import NotEnoughSeats, Reservation, VersionConflict
 from ticketboss.services import CancelRequest, ReservationService, SeatRequest
@@ -164,7 +165,7 @@ def test_retries_exhausted_over_http_is_a_503_with_retry_after(pg_url):
 
     # Two apps stand for two gunicorn workers.
     settings = Settings(database_url=pg_url, cas_max_attempts=1, retry_after_seconds=2)
-    apps = [create_app(settings), create_app(settings)]
+    apps = [as_operator(create_app(settings)), as_operator(create_app(settings))]
     engines = [app.extensions["ticketboss"].engine for app in apps]
     seed_event(engines[0], EVENT_ID, "Node.js Meet-up", 500, reset=True)
 
@@ -254,9 +255,11 @@ def test_a_connection_lost_at_commit_is_a_503_and_never_retried(pg_url, pg_engin
     from ticketboss import create_app
     from ticketboss.config import Settings
 
-    app = create_app(Settings(database_url=pg_url))
+    app = as_operator(create_app(Settings(database_url=pg_url)))
     engine = app.extensions["ticketboss"].engine
     seed_event(engine, EVENT_ID, "Node.js Meet-up", 500, reset=True)
+    client = app.test_client()
+    client.get("/api/reservations")  # the worker now knows the key: no commit to look it up
     commits = []
 
     def lose_the_connection(conn):
@@ -265,7 +268,7 @@ def test_a_connection_lost_at_commit_is_a_503_and_never_retried(pg_url, pg_engin
 
     event.listen(engine, "commit", lose_the_connection)
     try:
-        response = app.test_client().post("/api/reservations", json={"partnerId": "p", "seats": 2})
+        response = client.post("/api/reservations", json={"partnerId": "p", "seats": 2})
     finally:
         event.remove(engine, "commit", lose_the_connection)
         engine.dispose()

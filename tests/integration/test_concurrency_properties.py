@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 from sqlalchemy import select
 
+from conftest import as_operator
 from ticketboss import create_app
 from ticketboss.cli import seed_event
 from ticketboss.store.tables import idempotency_keys, reservations
@@ -34,7 +35,7 @@ class Outcome:
 def pg_apps(pg_settings):
     """Three apps on one database stand for three gunicorn workers: each group-commits its
     own requests, and their batches race each other through the compare-and-swap."""
-    apps = [create_app(pg_settings) for _ in range(3)]
+    apps = [as_operator(create_app(pg_settings)) for _ in range(3)]
     yield apps
     for app in apps:
         app.extensions["ticketboss"].engine.dispose()

@@ -29,6 +29,44 @@ class RequestIdHeader(BasePlugin):
                     response.setdefault("headers", {}).update(REQUEST_ID)
 
 
+_PROBLEM = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+_KEY_ANSWERS = {
+    "401": {
+        "description": "No API key, or one that is malformed, unknown or revoked.",
+        "content": _PROBLEM,
+        "headers": {
+            "WWW-Authenticate": {"schema": {"type": "string"}, "description": "Bearer."},
+            **REQUEST_ID,
+        },
+    },
+    "429": {
+        "description": "The partner's rate limit is spent (only with PARTNER_RATE_LIMIT set).",
+        "content": _PROBLEM,
+        "headers": {
+            "Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."},
+            "RateLimit": {"schema": {"type": "string"}, "description": "IETF: r=…;t=…"},
+            "RateLimit-Policy": {"schema": {"type": "string"}, "description": "IETF: q=…;w=…"},
+            **REQUEST_ID,
+        },
+    },
+}
+SECURITY_SCHEME = {
+    "type": "http",
+    "scheme": "bearer",
+    "description": "A partner or operator key (tb_…), from `ticketboss partner create`.",
+}
+
+
+class KeyAnswers(BasePlugin):
+    """Documents the 401 and 429 that every route needing a key can answer."""
+
+    def operation_helper(self, path=None, operations=None, **kwargs):
+        for operation in (operations or {}).values():
+            if operation.get("security") != []:
+                for status, response in _KEY_ANSWERS.items():
+                    operation.setdefault("responses", {}).setdefault(status, response)
+
+
 class ProblemApi(Api):
     """flask-smorest, with every HTTP error rendered and documented as problem+json."""
 
@@ -59,7 +97,10 @@ class ProblemApi(Api):
 def register_blueprints(app: Flask) -> None:
     from ticketboss.api import events, health, metrics, reservations
 
-    api = ProblemApi(app, spec_kwargs={"extra_plugins": [RequestIdHeader()]})
+    # Every operation needs a key unless it says `security: []` (the health routes).
+    app.config["API_SPEC_OPTIONS"] = {"security": [{"apiKey": []}]}
+    api = ProblemApi(app, spec_kwargs={"extra_plugins": [KeyAnswers(), RequestIdHeader()]})
+    api.spec.components.security_scheme("apiKey", SECURITY_SCHEME)
     api.register_blueprint(health.blp)
     api.register_blueprint(reservations.blp)
     api.register_blueprint(events.blp)

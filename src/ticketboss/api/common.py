@@ -10,11 +10,13 @@ from collections.abc import Callable
 from uuid import UUID
 
 from flask import Response, current_app, jsonify, request
+from flask_smorest import abort
 from werkzeug.exceptions import BadRequest
 
+from ticketboss.api.auth import principal
 from ticketboss.api.errors import PROBLEM_JSON, problem
 from ticketboss.api.schemas import Problem, ReservationCreated, storable
-from ticketboss.domain import Event
+from ticketboss.domain import Event, Forbidden
 from ticketboss.services import EventService, IdempotencyKey, Replay, ReservationService
 
 _VERSION = re.compile(r"0|[1-9][0-9]{0,17}")  # the exact text of an ETag we send
@@ -45,6 +47,7 @@ IF_NONE_MATCH = _header_doc(
 # Status → (description, extra headers) of the problem responses routes document.
 _PROBLEMS = {
     400: ("The request is not valid (body, path, query or header).", {}),
+    403: ("The key may not do this (another partner's partnerId, or an operator's route).", {}),
     404: ("No such event or reservation.", REPLAYED),
     409: (
         "Not enough seats, the id is taken, or the Idempotency-Key is in flight.",
@@ -113,11 +116,15 @@ def summary_response(event: Event):
 
 def reserve(event_id: str, body: dict, headers: dict, location: Callable[[UUID], str]):
     """POST a reservation: 201 with Location, or the stored answer of its Idempotency-Key."""
-    partner_id, seats = body["partner_id"], body["seats"]
+    who = principal()
+    partner_id, seats = who.acting_for(body.get("partner_id")), body["seats"]
+    if partner_id is None:  # AUTH_MODE=open: the body says whose reservation it is
+        abort(400, messages={"json": {"partnerId": ["Missing data for required field."]}})
     key = None
     if "idempotency_key" in headers:
         request_body = {"eventId": event_id, "partnerId": partner_id, "seats": seats}
-        key = IdempotencyKey.of(f"partner:{partner_id}", headers["idempotency_key"], request_body)
+        scope = key_scope(f"partner:{partner_id}")
+        key = IdempotencyKey.of(scope, headers["idempotency_key"], request_body)
     outcome = reservations().reserve(
         event_id, partner_id, seats, if_versions=if_match_versions(), key=key
     )
@@ -128,17 +135,40 @@ def reserve(event_id: str, body: dict, headers: dict, location: Callable[[UUID],
 
 def cancel(event_id: str, reservation_id: UUID, headers: dict):
     """DELETE a reservation: 204, or the stored answer of its Idempotency-Key."""
+    who = principal()
     key = None
     if "idempotency_key" in headers:
+        scope = key_scope(f"reservation:{reservation_id}")
         key = IdempotencyKey.of(
-            f"reservation:{reservation_id}",
-            headers["idempotency_key"],
-            {"cancel": str(reservation_id), "eventId": event_id},
+            scope, headers["idempotency_key"], {"cancel": str(reservation_id), "eventId": event_id}
         )
-    outcome = reservations().cancel(event_id, reservation_id, key=key)
+    outcome = reservations().cancel(event_id, reservation_id, owner=who.owner(), key=key)
     if isinstance(outcome, Replay):
         return replay(outcome, None, None)
     return Response(status=204)
+
+
+def key_scope(what: str) -> str:
+    """Where an Idempotency-Key lives: with the key's holder, then what the request names (a
+    partner, a reservation), so no two partners' keys can meet; open mode: what it names."""
+    who = principal()
+    return what if who.partner_id is None else f"{who.role}:{who.partner_id}:{what}"
+
+
+def get_reservation(event_id: str, reservation_id: UUID):
+    """A reservation the key may see; another partner's is a 404."""
+    return reservations().get(event_id, reservation_id, owner=principal().owner())
+
+
+def listed_partner(asked: str | None) -> str | None:
+    """Whose reservations a listing shows: a partner key only its own (asking for another's is
+    403), an operator everyone's or the one it asks for."""
+    owner = principal().owner()
+    if owner is None:
+        return asked
+    if asked not in (None, owner):
+        raise Forbidden("A partner key lists only its own reservations.")
+    return owner
 
 
 def replay(stored: Replay, seats: int | None, location: Callable[[UUID], str] | None):

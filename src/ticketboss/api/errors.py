@@ -13,6 +13,7 @@ from werkzeug.exceptions import HTTPException
 from ticketboss.domain import (
     EventExists,
     EventNotFound,
+    Forbidden,
     IdempotencyKeyInFlight,
     IdempotencyKeyReused,
     NotEnoughSeats,
@@ -20,6 +21,7 @@ from ticketboss.domain import (
     PreconditionFailed,
     ReservationNotFound,
     SeatsAlreadyReserved,
+    Unauthenticated,
     VersionConflict,
 )
 
@@ -34,6 +36,7 @@ _DOMAIN_STATUS = {
     ReservationNotFound: (404, "reservation-not-found"),
     EventNotFound: (404, "event-not-found"),
     EventExists: (409, "event-exists"),
+    Forbidden: (403, "forbidden"),
     SeatsAlreadyReserved: (409, "seats-reserved"),
     PreconditionFailed: (412, "precondition-failed"),
     IdempotencyKeyInFlight: (409, "idempotency-key-in-flight"),
@@ -43,6 +46,9 @@ _DOMAIN_STATUS = {
 }
 # Answers after which the same request may succeed later: they say when to try again.
 _RETRY_LATER = {"idempotency-key-in-flight", "too-busy", "outcome-unknown", "unavailable"}
+# RFC 6750: a 401 names the scheme, and says whether the key that came was bad.
+_NO_KEY = {"WWW-Authenticate": 'Bearer realm="ticketboss"'}
+_BAD_KEY = {"WWW-Authenticate": 'Bearer realm="ticketboss", error="invalid_token"'}
 
 
 def problem(status: int, detail: str, slug: str | None = None, headers=None, **extra):
@@ -104,7 +110,18 @@ def register_errorhandlers(app: Flask) -> None:
     # Pool exhausted, database down or restarting, statement timeout, SQLite busy: all transient.
     for error_type in (PoolTimeout, OperationalError, InterfaceError):
         app.register_error_handler(error_type, _unavailable)
+    app.register_error_handler(Unauthenticated, _unauthenticated)
+    app.register_error_handler(429, _rate_limited)
     app.register_error_handler(Exception, _unexpected)
+
+
+def _unauthenticated(exc: Unauthenticated):
+    return problem(401, str(exc), "unauthenticated", _BAD_KEY if exc.given else _NO_KEY)
+
+
+def _rate_limited(exc: HTTPException):
+    """flask-limiter's 429; the RateLimit headers and Retry-After are added after it."""
+    return problem(429, f"Rate limit exceeded ({exc.description}); retry later.", "rate-limited")
 
 
 def _unavailable(exc: Exception):

@@ -8,6 +8,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from ticketboss.api import common
+from ticketboss.api.auth import operator_only
 from ticketboss.api.common import ETAG, IF_MATCH, IF_NONE_MATCH, LOCATION, REPLAYED, problems
 from ticketboss.api.schemas import (
     EventAndReservationPath,
@@ -51,9 +52,10 @@ class Events(MethodView):
 
     @blp.arguments(EventCreate(), error_status_code=400)
     @blp.response(201, EventSummary, headers={**ETAG, **LOCATION})
-    @problems(blp, 400, 409, 503)
+    @problems(blp, 400, 403, 409, 503)
+    @operator_only
     def post(self, body):
-        """Create an event with all its seats available (version 0)."""
+        """Create an event with all its seats available (version 0). Operator keys only."""
         event = common.events().create(body["event_id"], body["name"], body["total_seats"])
         return (
             event,
@@ -77,9 +79,11 @@ class EventItem(MethodView):
     @blp.arguments(EventPatch(), error_status_code=400)
     @blp.doc(**IF_MATCH)
     @blp.response(200, EventSummary, headers=ETAG)
-    @problems(blp, 400, 404, 409, 412, 503)
+    @problems(blp, 400, 403, 404, 409, 412, 503)
+    @operator_only
     def patch(self, path, body, **_):
-        """Rename, or change totalSeats (never below the seats already reserved)."""
+        """Rename, or change totalSeats (never below the seats already reserved). Operator
+        keys only."""
         event = common.events().update(
             path["event_id"],
             name=body.get("name"),
@@ -94,15 +98,16 @@ class EventReservations(MethodView):
     @blp.arguments(EVENT_ID, location="path", error_status_code=400)
     @blp.arguments(ReservationQuery(), location="query", error_status_code=400)
     @blp.response(200, ReservationPage)
-    @problems(blp, 400, 404, 503)
+    @problems(blp, 400, 403, 404, 503)
     def get(self, path, query, **_):
-        """The event's reservations, oldest first, filtered by partnerId and status."""
+        """The event's reservations, oldest first, filtered by partnerId and status. A
+        partner key sees only its own; an operator key everyone's."""
         after = None
         if "cursor" in query:
             after = tuple(common.decode_cursor(query["cursor"], datetime.fromisoformat, UUID))
         fetched = common.events().reservations(
             path["event_id"],
-            partner_id=query.get("partner_id"),
+            partner_id=common.listed_partner(query.get("partner_id")),
             status=query.get("status"),
             after=after,
             limit=query["limit"] + 1,
@@ -115,9 +120,9 @@ class EventReservations(MethodView):
     @blp.arguments(ReserveRequest(), error_status_code=400)
     @blp.arguments(RESERVE_HEADERS, location="headers", error_status_code=400)
     @blp.response(201, ReservationCreated, headers={**LOCATION, **REPLAYED})
-    @problems(blp, 400, 404, 409, 412, 422, 503)
+    @problems(blp, 400, 403, 404, 409, 412, 422, 503)
     def post(self, path, body, headers, **_):
-        """Reserve 1–10 seats of this event for a partner."""
+        """Reserve 1–10 seats of this event for a partner (a partner key: its own partnerId)."""
         event_id = path["event_id"]
 
         def location(reservation_id):
@@ -135,7 +140,7 @@ class EventReservation(MethodView):
     @problems(blp, 400, 404, 503)
     def get(self, path, **_):
         """A reservation of this event, confirmed or cancelled."""
-        return common.reservations().get(path["event_id"], path["reservation_id"])
+        return common.get_reservation(path["event_id"], path["reservation_id"])
 
     @blp.arguments(ITEM, location="path", error_status_code=400)
     @blp.arguments(WRITE, location="headers", error_status_code=400)

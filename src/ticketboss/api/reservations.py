@@ -51,9 +51,9 @@ class Reservations(MethodView):
     @blp.arguments(RESERVE_REQUEST, error_status_code=400)
     @blp.arguments(RESERVE_HEADERS, location="headers", error_status_code=400)
     @blp.response(201, ReservationCreated, headers={**LOCATION, **REPLAYED})
-    @problems(blp, 400, 404, 409, 412, 422, 503)
+    @problems(blp, 400, 403, 404, 409, 412, 422, 503)
     def post(self, body, headers):
-        """Reserve 1–10 seats for a partner."""
+        """Reserve 1–10 seats for a partner (a partner key: its own partnerId)."""
         return common.reserve(_default_event_id(), body, headers, _location)
 
 
@@ -64,7 +64,7 @@ class ReservationItem(MethodView):
     @problems(blp, 400, 404, 503)
     def get(self, path, **_):
         """A reservation of the default event, confirmed or cancelled."""
-        return common.reservations().get(_default_event_id(), path["reservation_id"])
+        return common.get_reservation(_default_event_id(), path["reservation_id"])
 
     @blp.arguments(RESERVATION_ID, location="path", error_status_code=400)
     @blp.arguments(WRITE_HEADERS, location="headers", error_status_code=400)

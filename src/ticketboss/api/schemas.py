@@ -33,7 +33,12 @@ class ReserveRequest(Schema):
         unknown = EXCLUDE  # extra fields are ignored, as the Node.js API did
 
     partner_id = Text(
-        data_key="partnerId", required=True, validate=[validate.Length(min=1, max=128), _NOT_BLANK]
+        data_key="partnerId",
+        validate=[validate.Length(min=1, max=128), _NOT_BLANK],
+        metadata={
+            "description": "Whose reservation it is. A partner key's own when absent (another "
+            "partner's is 403); an operator key names any partner. Required with AUTH_MODE=open."
+        },
     )
     seats = fields.Integer(
         required=True, strict=True, validate=validate.Range(min=MIN_SEATS, max=MAX_SEATS)

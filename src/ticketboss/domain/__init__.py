@@ -1,8 +1,10 @@
 """Pure rules of seat inventory: no Flask, no SQLAlchemy."""
 
+from ticketboss.domain.access import ANYONE, Principal, Role
 from ticketboss.domain.errors import (
     EventExists,
     EventNotFound,
+    Forbidden,
     IdempotencyKeyInFlight,
     IdempotencyKeyReused,
     NotEnoughSeats,
@@ -10,24 +12,30 @@ from ticketboss.domain.errors import (
     PreconditionFailed,
     ReservationNotFound,
     SeatsAlreadyReserved,
+    Unauthenticated,
     VersionConflict,
 )
 from ticketboss.domain.model import MAX_SEATS, MIN_SEATS, Event, Reservation, Status
 
 __all__ = [
+    "ANYONE",
     "MAX_SEATS",
     "MIN_SEATS",
     "Event",
     "EventExists",
     "EventNotFound",
+    "Forbidden",
     "IdempotencyKeyInFlight",
     "IdempotencyKeyReused",
     "NotEnoughSeats",
     "OutcomeUnknown",
     "PreconditionFailed",
+    "Principal",
     "Reservation",
     "ReservationNotFound",
+    "Role",
     "SeatsAlreadyReserved",
     "Status",
+    "Unauthenticated",
     "VersionConflict",
 ]

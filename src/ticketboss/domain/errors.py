@@ -5,6 +5,18 @@ class DomainError(Exception):
     """Base of the errors a use case raises on purpose."""
 
 
+class Unauthenticated(DomainError):
+    """No key (`given` False), or one that is malformed, unknown or revoked."""
+
+    def __init__(self, detail: str, *, given: bool):
+        super().__init__(detail)
+        self.given = given
+
+
+class Forbidden(DomainError):
+    """A valid key without the right to do this."""
+
+
 class EventNotFound(DomainError):
     def __init__(self, event_id: str):
         super().__init__(f"Event '{event_id}' does not exist.")

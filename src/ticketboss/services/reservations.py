@@ -42,10 +42,11 @@ class SeatRequest:
 
 @dataclass(frozen=True)
 class CancelRequest:
-    """Cancel a confirmed reservation."""
+    """Cancel a confirmed reservation; only one of `owner`'s when given (a partner key)."""
 
     reservation_id: UUID
     claim: Claim | None = None
+    owner: str | None = None
 
 
 Change = SeatRequest | CancelRequest
@@ -96,11 +97,16 @@ class ReservationService:
             raise EventNotFound(event_id)
         return event
 
-    def get(self, event_id: str, reservation_id: UUID) -> Reservation:
-        """A reservation of that event, confirmed or cancelled."""
+    def get(self, event_id: str, reservation_id: UUID, *, owner: str | None = None) -> Reservation:
+        """A reservation of that event, confirmed or cancelled; only one of `owner`'s when
+        given (another partner's is not found, exactly as if it did not exist)."""
         with self.engine.connect() as conn:
             reservation = queries.load_reservation(conn, reservation_id)
-        if reservation is None or reservation.event_id != event_id:
+        if (
+            reservation is None
+            or reservation.event_id != event_id
+            or (owner is not None and reservation.partner_id != owner)
+        ):
             raise ReservationNotFound(reservation_id)
         return reservation
 
@@ -121,10 +127,16 @@ class ReservationService:
         )
 
     def cancel(
-        self, event_id: str, reservation_id: UUID, *, key: IdempotencyKey | None = None
+        self,
+        event_id: str,
+        reservation_id: UUID,
+        *,
+        owner: str | None = None,
+        key: IdempotencyKey | None = None,
     ) -> Replay | None:
-        """Cancel a confirmed reservation of that event; its seats return to the pool."""
-        return self._submit(event_id, key, lambda held: CancelRequest(reservation_id, held))
+        """Cancel a confirmed reservation of that event (one of `owner`'s, when given); its
+        seats return to the pool."""
+        return self._submit(event_id, key, lambda held: CancelRequest(reservation_id, held, owner))
 
     def _submit(self, event_id: str, key: IdempotencyKey | None, request_for):
         held = None
@@ -178,13 +190,15 @@ class ReservationService:
                 # Each request sees the event as the requests ahead of it in the batch left it.
                 version = event.version + len(granted) + len(cancelled)
                 if isinstance(request, CancelRequest):
-                    # pop: a second cancel of the same reservation in this batch finds nothing.
-                    seats = cancellable.pop(request.reservation_id, None)
-                    if seats is None:
+                    found = cancellable.get(request.reservation_id)
+                    if found is None or request.owner not in (None, found[1]):
+                        # Another partner's reservation is not found, as if it did not exist.
                         refused = ReservationNotFound(request.reservation_id, confirmed_only=True)
                         outcomes.append(refused)
                         continue
-                    current = current.release(seats)
+                    # A second cancel of the same reservation in this batch finds nothing.
+                    del cancellable[request.reservation_id]
+                    current = current.release(found[0])
                     cancelled.append(request.reservation_id)
                     outcomes.append(None)
                     continue

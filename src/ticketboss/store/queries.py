@@ -23,7 +23,7 @@ from sqlalchemy import (
 )
 
 from ticketboss.domain import Event, Reservation, Status, VersionConflict
-from ticketboss.store.tables import events, idempotency_keys, reservations
+from ticketboss.store.tables import api_keys, events, idempotency_keys, partners, reservations
 
 _CONFIRMED = Status.CONFIRMED.value
 
@@ -62,7 +62,7 @@ _RESERVATION_COLUMNS = (
 )
 _LOAD_RESERVATION = select(*_RESERVATION_COLUMNS).where(reservations.c.id == bindparam("id"))
 
-_CONFIRMED_SEATS = select(reservations.c.id, reservations.c.seats).where(
+_CONFIRMED_SEATS = select(reservations.c.id, reservations.c.seats, reservations.c.partner_id).where(
     reservations.c.id.in_(bindparam("ids", expanding=True)),
     reservations.c.event_id == bindparam("event_id"),
     reservations.c.status == _CONFIRMED,
@@ -141,12 +141,12 @@ def _reservation(row) -> Reservation:
 
 def load_confirmed_seats(
     conn: Connection, event_id: str, reservation_ids: Sequence[UUID]
-) -> dict[UUID, int]:
-    """Seats of those reservations that are still confirmed, by id."""
+) -> dict[UUID, tuple[int, str]]:
+    """(seats, partner id) of those reservations that are still confirmed, by id."""
     if not reservation_ids:
         return {}
     rows = conn.execute(_CONFIRMED_SEATS, {"ids": list(reservation_ids), "event_id": event_id})
-    return {row.id: row.seats for row in rows}
+    return {row.id: (row.seats, row.partner_id) for row in rows}
 
 
 def mark_cancelled(conn: Connection, reservation_ids: Sequence[UUID], at: datetime) -> int:
@@ -308,3 +308,73 @@ def prune_claims(conn: Connection, now: datetime) -> int:
     return conn.execute(
         delete(idempotency_keys).where(idempotency_keys.c.expires_at < now, answered_or_lapsed)
     ).rowcount
+
+
+# Partners and their API keys ------------------------------------------------------------
+
+_ACTIVE_KEY = select(
+    api_keys.c.id, api_keys.c.partner_id, api_keys.c.role, api_keys.c.key_hash
+).where(api_keys.c.key_hash == bindparam("key_hash"), api_keys.c.revoked_at.is_(None))
+_TOUCH_KEY = (
+    update(api_keys)
+    .where(api_keys.c.id == bindparam("key_id"))
+    .values(last_used_at=bindparam("used_at"))
+)
+
+
+def ensure_partner(conn: Connection, partner_id: str) -> bool:
+    """Create the partner unless it exists; True if it was created."""
+    if conn.scalar(select(partners.c.partner_id).where(partners.c.partner_id == partner_id)):
+        return False
+    conn.execute(insert(partners).values(partner_id=partner_id))
+    return True
+
+
+def insert_key(conn: Connection, key_id, partner_id, role, prefix, key_hash, created_at) -> None:
+    conn.execute(
+        insert(api_keys).values(
+            id=key_id,
+            partner_id=partner_id,
+            role=role,
+            prefix=prefix,
+            key_hash=key_hash,
+            created_at=created_at,
+        )
+    )
+
+
+def load_active_key(conn: Connection, key_hash: str):
+    """The unrevoked key with that hash: (id, partner_id, role, key_hash), or None."""
+    return conn.execute(_ACTIVE_KEY, {"key_hash": key_hash}).first()
+
+
+def touch_key(conn: Connection, key_id: str, used_at: datetime) -> None:
+    conn.execute(_TOUCH_KEY, {"key_id": key_id, "used_at": used_at})
+
+
+def list_keys(conn: Connection) -> list:
+    """Every partner with its keys (a partner without keys appears once, with None columns)."""
+    query = (
+        select(
+            partners.c.partner_id,
+            api_keys.c.id,
+            api_keys.c.role,
+            api_keys.c.prefix,
+            api_keys.c.created_at,
+            api_keys.c.last_used_at,
+            api_keys.c.revoked_at,
+        )
+        .select_from(partners.outerjoin(api_keys))
+        .order_by(partners.c.partner_id, api_keys.c.created_at)
+    )
+    return conn.execute(query).all()
+
+
+def revoke_key(conn: Connection, key_id: str, at: datetime) -> bool:
+    """Revoke an active key; False if there is no such active key."""
+    result = conn.execute(
+        update(api_keys)
+        .where(api_keys.c.id == key_id, api_keys.c.revoked_at.is_(None))
+        .values(revoked_at=at)
+    )
+    return result.rowcount == 1

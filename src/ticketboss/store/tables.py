@@ -104,3 +104,33 @@ idempotency_keys = Table(
     Column("expires_at", UtcDateTime(), nullable=False),
     Index("ix_idempotency_keys_expires_at", "expires_at"),
 )
+
+partners = Table(
+    "partners",
+    metadata,
+    # The partnerId of reservations; a partner exists once it has had a key or a reservation.
+    Column("partner_id", String(128), primary_key=True),
+    Column("created_at", UtcDateTime(), nullable=False, server_default=func.now()),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column(
+        "partner_id",
+        String(128),
+        ForeignKey("partners.partner_id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("role", String(16), nullable=False),
+    # The key's first characters, to recognise it in a list or a leak; never the key itself.
+    Column("prefix", String(16), nullable=False),
+    # SHA-256 of the key: keys are 256 random bits, so a fast hash is safe and lookups cheap.
+    Column("key_hash", String(64), nullable=False, unique=True),
+    Column("created_at", UtcDateTime(), nullable=False, server_default=func.now()),
+    Column("last_used_at", UtcDateTime(), nullable=True),
+    Column("revoked_at", UtcDateTime(), nullable=True),
+    CheckConstraint("role IN ('partner', 'operator')", name="role_known"),
+    Index("ix_api_keys_partner_id", "partner_id"),
+)
