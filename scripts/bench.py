@@ -36,6 +36,8 @@ from sqlalchemy.engine import make_url
 
 from ticketboss.cli import seed_event
 from ticketboss.config import Settings
+from ticketboss.domain import Role
+from ticketboss.services.partners import create_key
 from ticketboss.store.db import make_engine
 from ticketboss.store.migrate import upgrade
 from ticketboss.store.tables import events, reservations
@@ -49,6 +51,7 @@ HUGE = 100_000_000  # never runs out: every 409 is spurious
 SELLOUT_SEATS = 500
 SELLOUT_CAP_S = 30.0
 DRAIN_S = 10.0
+PARTNERS = 10  # partner keys the clients share (--auth keys)
 SWEEP_CLIENTS = (1, 10, 50, 100, 200)
 SCENARIOS = ("hot", "sellout", "mixed", "sweep")
 COUNTERS = {f"ticketboss_cas_{k}_total": k for k in ("commits", "retries", "exhausted")}
@@ -91,6 +94,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--seats", default="1-10", help="seats per reservation: N or MIN-MAX")
     parser.add_argument("--port", type=int, default=8765, help="taken if free, else any free one")
+    parser.add_argument(
+        "--auth",
+        choices=("keys", "open"),
+        default="keys",
+        help="AUTH_MODE of the service: keys (the default; clients send partner keys) or open",
+    )
     return parser.parse_args(argv)
 
 
@@ -173,7 +182,9 @@ def cas_counters(port: int) -> dict[str, float] | None:
     return totals
 
 
-def run_loadgen(port: int, scenario: str, clients: int, duration: float, seats: str, ids_file):
+def run_loadgen(
+    port: int, scenario: str, clients: int, duration: float, seats: str, ids_file, keys_file
+):
     """scripts/loadgen.py as a separate process; its JSON report."""
     options = f"--port {port} --scenario {scenario} --clients {clients} --duration {duration}"
     options += f" --drain {DRAIN_S} --seats {seats}"
@@ -184,12 +195,23 @@ def run_loadgen(port: int, scenario: str, clients: int, duration: float, seats: 
         "--ids-file",
         ids_file,
     ]
+    if keys_file is not None:
+        command += ["--keys-file", keys_file]
     done = subprocess.run(
         command, check=False, capture_output=True, text=True, timeout=duration + DRAIN_S + 30
     )
     if done.returncode != 0:
         raise RuntimeError(f"loadgen failed ({done.returncode}): {done.stderr[-2000:]}")
     return json.loads(done.stdout)
+
+
+def partner_keys(engine, workdir: Path) -> Path:
+    """A key for each of PARTNERS partners, in a file for the load generator: client i acts
+    for partner i % PARTNERS, as a few partner platforms share an on-sale."""
+    path = workdir / "keys.txt"
+    keys = [create_key(engine, f"partner-{i}", Role.PARTNER)[1] for i in range(PARTNERS)]
+    path.write_text("".join(f"{key}\n" for key in keys))
+    return path
 
 
 def read_books(engine) -> dict:
@@ -247,7 +269,9 @@ def run_scenario(bench: dict, scenario: str, clients: int, duration: float) -> d
     ids_file = bench["workdir"] / f"ids-{scenario}-{clients}.txt"
     before = cas_counters(port)
     loadgen_scenario = "hot" if scenario == "sweep" else scenario
-    load = run_loadgen(port, loadgen_scenario, clients, duration, seats, ids_file)
+    load = run_loadgen(
+        port, loadgen_scenario, clients, duration, seats, ids_file, bench["keys_file"]
+    )
     after = cas_counters(port)
     books = read_books(engine)
     invariants = check_invariants(books, load, ids_file)
@@ -503,7 +527,8 @@ def render(report: dict) -> str:
             f"revision {m['revision']}."
         ),
         (
-            f"Event {cfg['event_id']}; seats per request {cfg['seats']}; "
+            f"Event {cfg['event_id']}; seats per request {cfg['seats']}; AUTH_MODE {cfg['auth']}"
+            f"{f' ({PARTNERS} partner keys)' if cfg['auth'] == 'keys' else ''}; "
             f"{cfg['duration_s']:g} s per timed run; database {cfg['database']}."
         ),
         "",
@@ -627,8 +652,10 @@ def main(argv=None) -> int:
             "HOST": "127.0.0.1",
             "PORT": str(port),
             "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+            "AUTH_MODE": args.auth,
         }
         bench = {"args": args, "url": url, "engine": engine, "port": port, "workdir": Path(workdir)}
+        bench["keys_file"] = partner_keys(engine, Path(workdir)) if args.auth == "keys" else None
         print(
             f"bench database {make_url(url).database}, service on 127.0.0.1:{port}, log {log_path}"
         )
@@ -657,6 +684,7 @@ def main(argv=None) -> int:
             "clients": args.clients,
             "duration_s": args.duration,
             "seats": args.seats,
+            "auth": args.auth,
             "event_id": EVENT_ID,
             "port": port,
             "database": make_url(url).render_as_string(hide_password=True),

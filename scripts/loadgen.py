@@ -47,9 +47,12 @@ class Tally:
         self.last_stop = 0.0
 
 
-def request_bytes(method: str, path: str, host: str, body: bytes = b"") -> bytes:
-    """One HTTP/1.1 request; keep-alive is the HTTP/1.1 default."""
+def request_bytes(method: str, path: str, host: str, body: bytes = b"", key: str = "") -> bytes:
+    """One HTTP/1.1 request, with the client's API key if it has one; keep-alive is the
+    HTTP/1.1 default."""
     head = f"{method} {path} HTTP/1.1\r\nHost: {host}\r\n"
+    if key:
+        head += f"Authorization: Bearer {key}\r\n"
     if body:
         head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
     return (head + "\r\n").encode() + body
@@ -63,14 +66,14 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]
     return int(head[9:12]), body, bool(CONNECTION_CLOSE.search(head))
 
 
-def next_request(scenario, rng, reserves, own_ids, host):
+def next_request(scenario, rng, reserves, own_ids, host, key):
     """The client's next (operation, request bytes, seats asked)."""
     roll = rng.random() if scenario == "mixed" else 0.0
     if 0.7 <= roll < 0.9:
-        return "summary", request_bytes("GET", PATH, host), 0
+        return "summary", request_bytes("GET", PATH, host, key=key), 0
     if roll >= 0.9 and own_ids:
         reservation_id = own_ids.pop(rng.randrange(len(own_ids)))
-        return "cancel", request_bytes("DELETE", f"{PATH}/{reservation_id}", host), 0
+        return "cancel", request_bytes("DELETE", f"{PATH}/{reservation_id}", host, key=key), 0
     seats, raw = rng.choice(reserves)
     return "reserve", raw, seats
 
@@ -80,15 +83,19 @@ async def client(i: int, args, tally: Tally, deadline: float) -> None:
     host = f"{args.host}:{args.port}"
     rng = random.Random(f"{args.seed}-{i}")
     low, _, high = args.seats.partition("-")
+    # With keys, client i acts for the partner of key i (modulo their number), which the
+    # service takes from the key; without, it names itself as the Node.js clients did.
+    key = args.keys[i % len(args.keys)] if args.keys else ""
+    body = b'{"seats": %d}' if key else b'{"partnerId": "client-%d", "seats": %%d}' % i
     reserves = [
-        (s, request_bytes("POST", PATH, host, b'{"partnerId": "client-%d", "seats": %d}' % (i, s)))
+        (s, request_bytes("POST", PATH, host, body % s, key))
         for s in range(int(low), int(high or low) + 1)
     ]
     own_ids: list[str] = []
     reader = writer = None
     try:
         while time.perf_counter() < deadline:
-            operation, raw, seats = next_request(args.scenario, rng, reserves, own_ids, host)
+            operation, raw, seats = next_request(args.scenario, rng, reserves, own_ids, host, key)
             if writer is None:
                 try:
                     reader, writer = await asyncio.open_connection(args.host, args.port)
@@ -202,7 +209,14 @@ def main() -> int:
     parser.add_argument("--seats", default="1-10", help="seats per reservation: N or MIN-MAX")
     parser.add_argument("--seed", type=int, default=2025)
     parser.add_argument("--ids-file", help="write the reservationId of every 201 here")
+    parser.add_argument(
+        "--keys-file", help="API keys, one per line (not on the command line, which ps shows)"
+    )
     args = parser.parse_args()
+    args.keys = []
+    if args.keys_file:
+        with open(args.keys_file) as keys:
+            args.keys = [line.strip() for line in keys if line.strip()]
     try:
         report, ids = asyncio.run(run(args))
     except KeyboardInterrupt:
