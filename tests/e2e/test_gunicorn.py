@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
 
 import pytest
@@ -19,7 +20,7 @@ import pytest
 from ticketboss.cli import seed_event
 from ticketboss.config import Settings
 from ticketboss.domain import Role
-from ticketboss.services.partners import create_key
+from ticketboss.services.partners import create_key, revoke_key
 from ticketboss.store.db import make_engine
 
 EVENT_ID = "node-meetup-2025"
@@ -151,3 +152,73 @@ def test_errors_through_gunicorn_are_problem_json(server, operator):
     assert status == 400 and json.loads(body)["status"] == 400
     status, body = request(server, "GET", "/nope")
     assert status == 404 and json.loads(body)["title"] == "Not Found"
+
+
+# Keys and the rate limit across two workers -------------------------------------------------
+
+REDIS_URL = os.environ.get("TEST_REDIS_URL") or "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture(scope="module")
+def secured(database_url, tmp_path_factory):
+    """Two workers that trust a looked-up key for 1 s and share a rate limit in Redis."""
+    redis = pytest.importorskip("redis").Redis.from_url(REDIS_URL)
+    try:
+        redis.ping()
+    except OSError as exc:  # redis-py's ConnectionError is an OSError
+        pytest.fail(f"Redis does not answer at {REDIS_URL} ({exc}); .ci/run starts it")
+    yield from serve(
+        database_url,
+        tmp_path_factory,
+        AUTH_CACHE_SECONDS="1",
+        PARTNER_RATE_LIMIT="5",
+        PARTNER_RATE_BURST="10",
+        RATELIMIT_STORAGE_URI=REDIS_URL,
+    )
+
+
+def fire(port, key, n, path="/api/reservations"):
+    """n simultaneous GETs, each on its own connection (so both workers take some)."""
+    statuses = Counter()
+    start = threading.Barrier(n)
+    lock = threading.Lock()
+
+    def one():
+        start.wait()
+        status, _ = request(port, "GET", path, key=key)
+        with lock:
+            statuses[status] += 1
+
+    threads = [threading.Thread(target=one) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return statuses
+
+
+def test_a_revoked_key_is_refused_by_every_worker_within_the_cache_time(secured, engine):
+    info, key, _ = create_key(engine, f"rev-{uuid.uuid4().hex[:8]}", Role.PARTNER)
+    assert fire(secured, key, 8) == Counter({200: 8})  # both workers now trust it
+    time.sleep(1.1)  # let the rate limit's window pass
+    revoke_key(engine, info.key_id)
+    revoked_at = time.monotonic()
+    while fire(secured, key, 8) != Counter({401: 8}):
+        assert time.monotonic() - revoked_at < 3, "a worker still accepts the revoked key"
+        time.sleep(0.1)
+    assert fire(secured, key, 8) == Counter({401: 8})
+
+
+def test_the_rate_limit_holds_across_workers_through_redis(secured, engine):
+    from redis import Redis
+
+    partner_id = f"rl-{uuid.uuid4().hex[:8]}"
+    _, key, _ = create_key(engine, partner_id, Role.PARTNER)
+    # A burst of 10 for the partner, whichever worker takes each request: 30 at once get
+    # exactly 10 answers (per-worker memory would let up to 20 through).
+    assert fire(secured, key, 30) == Counter({200: 10, 429: 20})
+    stored = Redis.from_url(REDIS_URL).keys(f"*partner:{partner_id}*")
+    assert stored, "the limit's counters are not in Redis"
+    status, body, headers = request(secured, "GET", "/api/reservations", key=key, full=True)
+    assert status == 429 and json.loads(body)["type"] == "/problems/rate-limited"
+    assert int(headers["Retry-After"]) >= 1 and headers["RateLimit"].startswith('"partner";r=0')

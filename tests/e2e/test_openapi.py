@@ -76,6 +76,21 @@ def test_the_document_lists_every_route_with_its_statuses_and_headers(fuzzed_app
     assert "application/problem+json" in reserve["responses"]["409"]["content"]
     parameters = {p["name"] for p in reserve["parameters"]}
     assert {"Idempotency-Key", "If-Match"} <= parameters
+    # Keys: the scheme, every partner route's 401/429, the routes that can say 403, and
+    # the public ones without a key.
+    assert document["components"]["securitySchemes"]["apiKey"]["scheme"] == "bearer"
+    assert document["security"] == [{"apiKey": []}]
+    for path, methods in paths.items():
+        for method, operation in methods.items():
+            if method not in ("get", "post", "patch", "delete"):
+                continue
+            if path in ("/api/health", "/api/ready"):
+                assert operation["security"] == [] and "401" not in operation["responses"]
+            else:
+                assert {"401", "429"} <= set(operation["responses"]), (path, method)
+    assert "WWW-Authenticate" in reserve["responses"]["401"]["headers"]
+    assert "Retry-After" in reserve["responses"]["429"]["headers"]
+    assert "403" in reserve["responses"] and "403" in paths["/api/events"]["post"]["responses"]
     summary = paths["/api/events/{event_id}"]["get"]
     assert "304" in summary["responses"] and "ETag" in summary["responses"]["200"]["headers"]
     # Every documented response names the X-Request-ID header every response carries.

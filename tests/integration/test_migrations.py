@@ -9,7 +9,7 @@ from sqlalchemy import create_engine, insert, select, text
 from ticketboss.config import Settings
 from ticketboss.store.db import make_engine
 from ticketboss.store.migrate import alembic_config, upgrade
-from ticketboss.store.tables import events, reservations
+from ticketboss.store.tables import events, partners, reservations
 
 
 @pytest.fixture(params=["postgresql", "sqlite"])
@@ -54,6 +54,8 @@ def test_upgrading_from_the_first_revision_keeps_reservations_and_counts_them(
         upgrade(empty_database_url)
         with engine.connect() as conn:
             assert conn.scalar(select(events.c.reservation_count)) == 2
+            # Their partner became a partner: its keys will see them.
+            assert conn.execute(select(partners.c.partner_id)).scalars().all() == ["p"]
             assert conn.scalar(select(events.c.version)) == 3
             assert len(conn.execute(select(reservations.c.id)).all()) == 3
 

@@ -116,7 +116,7 @@ def _rate_limit_headers(response):
     current = current_app.extensions["ticketboss.limiter"].current_limit
     if current is None:
         return response
-    item = current.limit.limit
+    item = current.limit
     reset = max(0, math.ceil(current.reset_at - time.time()))
     response.headers["RateLimit-Policy"] = f'"partner";q={item.amount};w={item.get_expiry()}'
     response.headers["RateLimit"] = f'"partner";r={current.remaining};t={reset}'

@@ -1,0 +1,351 @@
+"""Partner keys in the default AUTH_MODE=keys, on PostgreSQL and SQLite: 401 without a valid
+key, 403 for a key without the right, another partner's reservation a 404, operators acting
+for anyone, rotation, revocation and the per-partner rate limit."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+from flask.testing import FlaskClient
+
+from conftest import PATIENT
+from ticketboss import create_app
+from ticketboss.config import Settings
+from ticketboss.domain import Role
+from ticketboss.services.partners import create_key, revoke_key
+
+PROBLEM = "application/problem+json"
+EVENT = "node-meetup-2025"
+
+
+def as_key(app, key: str | None) -> FlaskClient:
+    """A client that sends `key` (or no Authorization at all) with every request."""
+    client = FlaskClient(app, app.response_class)
+    if key is not None:
+        client.environ_base["HTTP_AUTHORIZATION"] = f"Bearer {key}"
+    return client
+
+
+@pytest.fixture
+def new_key(app):
+    """new_key(partner_id=None, role=PARTNER) -> (partner_id, key_id, key); a fresh partner
+    by default, so no test sees another's reservations."""
+
+    def make(partner_id: str | None = None, role: Role = Role.PARTNER):
+        partner_id = partner_id or f"partner-{uuid.uuid4().hex[:8]}"
+        info, key, _ = create_key(app.extensions["ticketboss"].engine, partner_id, role)
+        return partner_id, info.key_id, key
+
+    return make
+
+
+@pytest.fixture
+def alice(app, new_key):
+    partner_id, _, key = new_key()
+    return partner_id, as_key(app, key)
+
+
+@pytest.fixture
+def bob(app, new_key):
+    partner_id, _, key = new_key()
+    return partner_id, as_key(app, key)
+
+
+@pytest.fixture
+def operator(app, new_key):
+    return as_key(app, new_key("operations", Role.OPERATOR)[2])
+
+
+def assert_problem(response, status, slug=None):
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == PROBLEM
+    body = response.get_json()
+    assert body["status"] == status and body["detail"] == body["error"]
+    if slug:
+        assert body["type"] == f"/problems/{slug}"
+    return body
+
+
+def reserve(client, seats=2, path="/api/reservations", **body):
+    return client.post(path, json={"seats": seats, **body})
+
+
+def books(app):
+    event = app.extensions["ticketboss"].summary(EVENT)
+    return event.available_seats, event.reservation_count
+
+
+# 401 ---------------------------------------------------------------------------------------
+
+PROTECTED = [
+    ("GET", "/api/reservations"),
+    ("POST", "/api/reservations"),
+    ("GET", f"/api/reservations/{uuid.uuid4()}"),
+    ("DELETE", f"/api/reservations/{uuid.uuid4()}"),
+    ("GET", "/api/events"),
+    ("POST", "/api/events"),
+    ("GET", f"/api/events/{EVENT}"),
+    ("PATCH", f"/api/events/{EVENT}"),
+    ("GET", f"/api/events/{EVENT}/reservations"),
+    ("POST", f"/api/events/{EVENT}/reservations"),
+    ("GET", f"/api/events/{EVENT}/reservations/{uuid.uuid4()}"),
+    ("DELETE", f"/api/events/{EVENT}/reservations/{uuid.uuid4()}"),
+]
+
+
+@pytest.mark.parametrize(("method", "path"), PROTECTED)
+def test_every_partner_route_without_a_key_is_a_401_with_www_authenticate(app, method, path):
+    before = books(app)
+    response = as_key(app, None).open(path, method=method, json={"seats": 1})
+    assert_problem(response, 401, "unauthenticated")
+    assert response.headers["WWW-Authenticate"] == 'Bearer realm="ticketboss"'
+    assert books(app) == before
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        "Bearer",
+        "Bearer ",
+        "Basic dXNlcjpwYXNz",
+        "bearer-ish tb_x",
+        "Bearer not-a-key",
+        "Bearer tb_short",
+        "Bearer tb_" + "A" * 43,  # the right shape, but no such key
+        "Bearer tb_" + "A" * 44,
+        "Bearer tb_" + "é" * 43,
+    ],
+)
+def test_a_malformed_or_unknown_key_is_a_401_that_never_echoes_it(app, authorization, capsys):
+    capsys.readouterr()
+    response = app.test_client().get("/api/reservations", headers={"Authorization": authorization})
+    assert_problem(response, 401, "unauthenticated")
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    token = authorization.partition(" ")[2]
+    logged = capsys.readouterr()
+    if len(token) > 3:
+        assert token not in response.get_data(as_text=True)
+        assert token not in logged.out + logged.err
+
+
+def test_a_real_key_never_reaches_a_response_or_the_log(app, new_key, capsys):
+    _, _, key = new_key()
+    capsys.readouterr()
+    client = as_key(app, key)
+    for response in (
+        client.get("/api/reservations"),
+        reserve(client),
+        client.patch(f"/api/events/{EVENT}", json={"name": "x"}),
+        client.get("/nope"),
+    ):
+        assert key not in response.get_data(as_text=True)
+        assert key[3:] not in str(response.headers)
+    logged = capsys.readouterr()
+    assert key[3:] not in logged.out + logged.err
+
+
+def test_health_readiness_the_document_docs_and_metrics_need_no_key(app):
+    client = as_key(app, None)
+    for path in ("/api/health", "/api/ready", "/api/openapi.json", "/api/docs/", "/metrics"):
+        assert client.get(path).status_code == 200, path
+
+
+def test_unknown_paths_stay_404_and_cors_preflights_need_no_key(app):
+    client = as_key(app, None)
+    assert_problem(client.get("/api/nothing-here"), 404)
+    preflight = client.options(
+        "/api/reservations",
+        headers={
+            "Origin": "https://partner.example",
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "Authorization, Content-Type",
+        },
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["Access-Control-Allow-Origin"] == "*"
+
+
+# What a partner key may do -----------------------------------------------------------------
+
+
+def test_a_partner_key_reserves_for_its_own_partner(app, alice):
+    partner_id, client = alice
+    for body in ({}, {"partnerId": partner_id}):
+        created = reserve(client, **body)
+        assert created.status_code == 201
+        detail = client.get(created.headers["Location"]).get_json()
+        assert (detail["partnerId"], detail["status"]) == (partner_id, "confirmed")
+
+
+@pytest.mark.parametrize("path", ["/api/reservations", f"/api/events/{EVENT}/reservations"])
+def test_a_partner_key_naming_another_partner_is_a_403_and_books_nothing(app, alice, path):
+    _, client = alice
+    before = books(app)
+    assert_problem(reserve(client, path=path, partnerId="someone-else"), 403, "forbidden")
+    assert books(app) == before
+
+
+def test_another_partners_reservation_is_a_404_exactly_like_one_that_does_not_exist(
+    app, alice, bob
+):
+    _, a = alice
+    _, b = bob
+    theirs = reserve(b, seats=3).get_json()["reservationId"]
+    before = books(app)
+    for prefix in ("/api/reservations", f"/api/events/{EVENT}/reservations"):
+        for method in ("GET", "DELETE"):
+            nobody = str(uuid.uuid4())
+            hidden = a.open(f"{prefix}/{theirs}", method=method)
+            missing = a.open(f"{prefix}/{nobody}", method=method)
+            assert hidden.status_code == missing.status_code == 404
+            assert hidden.headers.get("Content-Type") == missing.headers.get("Content-Type")
+            assert hidden.get_json() == {
+                k: v.replace(nobody, theirs) if isinstance(v, str) else v
+                for k, v in missing.get_json().items()
+            }
+    # Nothing of Bob's changed, and Bob still sees and may cancel his reservation.
+    assert books(app) == before
+    assert b.get(f"/api/reservations/{theirs}").get_json()["status"] == "confirmed"
+    assert b.delete(f"/api/reservations/{theirs}").status_code == 204
+    assert books(app) == (before[0] + 3, before[1] - 1)
+
+
+def test_a_partner_lists_only_its_own_reservations(app, alice, bob, operator):
+    alice_id, a = alice
+    bob_id, b = bob
+    mine = {reserve(a, seats=1).get_json()["reservationId"] for _ in range(3)}
+    theirs = {reserve(b, seats=1).get_json()["reservationId"] for _ in range(2)}
+    listed = a.get(f"/api/events/{EVENT}/reservations?limit=100").get_json()["items"]
+    assert {r["reservationId"] for r in listed} == mine
+    assert {r["partnerId"] for r in listed} == {alice_id}
+    own = a.get(f"/api/events/{EVENT}/reservations?partnerId={alice_id}").get_json()["items"]
+    assert {r["reservationId"] for r in own} == mine
+    assert_problem(a.get(f"/api/events/{EVENT}/reservations?partnerId={bob_id}"), 403, "forbidden")
+    everyone = operator.get(f"/api/events/{EVENT}/reservations?limit=100").get_json()["items"]
+    assert mine | theirs <= {r["reservationId"] for r in everyone}
+    only_bob = operator.get(f"/api/events/{EVENT}/reservations?partnerId={bob_id}").get_json()
+    assert {r["reservationId"] for r in only_bob["items"]} == theirs
+
+
+def test_summaries_and_event_reads_are_open_to_every_valid_key(alice):
+    _, client = alice
+    assert client.get("/api/reservations").status_code == 200
+    assert client.get(f"/api/events/{EVENT}").status_code == 200
+    assert client.get("/api/events").status_code == 200
+
+
+def test_only_operators_create_and_change_events(app, alice, operator):
+    _, partner = alice
+    event_id = f"ev-{uuid.uuid4().hex[:8]}"
+    body = {"eventId": event_id, "name": "Gala", "totalSeats": 10}
+    assert_problem(partner.post("/api/events", json=body), 403, "forbidden")
+    assert operator.post("/api/events", json=body).status_code == 201
+    assert_problem(
+        partner.patch(f"/api/events/{event_id}", json={"totalSeats": 20}), 403, "forbidden"
+    )
+    assert app.extensions["ticketboss"].summary(event_id).total_seats == 10
+    resized = operator.patch(f"/api/events/{event_id}", json={"totalSeats": 20})
+    assert resized.status_code == 200 and resized.get_json()["totalSeats"] == 20
+
+
+def test_an_operator_acts_for_any_partner(app, alice, operator):
+    alice_id, a = alice
+    made = reserve(operator, seats=4, partnerId=alice_id)
+    assert made.status_code == 201
+    reservation = made.headers["Location"]
+    # Alice's own key sees it; the operator reads and cancels it.
+    assert a.get(reservation).get_json()["partnerId"] == alice_id
+    assert operator.get(reservation).get_json()["partnerId"] == alice_id
+    assert operator.delete(reservation).status_code == 204
+    assert a.get(reservation).get_json()["status"] == "cancelled"
+
+
+def test_idempotency_keys_belong_to_the_authenticated_partner(app, alice, bob):
+    _, a = alice
+    _, b = bob
+    headers = {"Idempotency-Key": "order-1"}
+    first_a = a.post("/api/reservations", json={"seats": 1}, headers=headers)
+    first_b = b.post("/api/reservations", json={"seats": 1}, headers=headers)
+    assert first_a.status_code == first_b.status_code == 201
+    assert first_a.get_json()["reservationId"] != first_b.get_json()["reservationId"]
+    again_a = a.post("/api/reservations", json={"seats": 1}, headers=headers)
+    assert again_a.headers["Idempotent-Replayed"] == "true"
+    assert again_a.get_json() == first_a.get_json()
+
+
+# Rotation and revocation -------------------------------------------------------------------
+
+
+@pytest.fixture
+def quick_app(database_url):
+    """A worker that trusts a looked-up key for only 0.2 s."""
+    app = create_app(Settings(database_url=database_url, auth_cache_seconds=0.2, **PATIENT))
+    yield app
+    app.extensions["ticketboss"].engine.dispose()
+
+
+def test_a_rotated_key_works_beside_the_old_one_and_a_revoked_key_is_401_soon(quick_app):
+    engine = quick_app.extensions["ticketboss"].engine
+    partner_id = f"rotating-{uuid.uuid4().hex[:8]}"
+    old_info, old, _ = create_key(engine, partner_id, Role.PARTNER)
+    _, new, created = create_key(engine, partner_id, Role.PARTNER)
+    assert not created  # the second key joins the same partner
+    old_client, new_client = as_key(quick_app, old), as_key(quick_app, new)
+    made = reserve(old_client).get_json()["reservationId"]
+    assert new_client.get(f"/api/reservations/{made}").status_code == 200
+
+    assert revoke_key(engine, old_info.key_id)
+    assert not revoke_key(engine, old_info.key_id)  # already revoked
+    deadline = time.monotonic() + 5
+    while old_client.get("/api/reservations").status_code != 401:
+        assert time.monotonic() < deadline, "the revoked key still works"
+        time.sleep(0.05)
+    response = old_client.get("/api/reservations")
+    assert_problem(response, 401, "unauthenticated")
+    assert 'error="invalid_token"' in response.headers["WWW-Authenticate"]
+    assert new_client.get(f"/api/reservations/{made}").status_code == 200
+
+
+def test_a_key_records_when_it_was_last_used(app, new_key):
+    from ticketboss.services.partners import list_keys
+
+    partner_id, key_id, key = new_key()
+    engine = app.extensions["ticketboss"].engine
+    [(_, info)] = [(p, i) for p, i in list_keys(engine) if i and i.key_id == key_id]
+    assert info.last_used_at is None
+    assert as_key(app, key).get("/api/reservations").status_code == 200
+    [(_, info)] = [(p, i) for p, i in list_keys(engine) if i and i.key_id == key_id]
+    assert info.last_used_at is not None and info.partner_id == partner_id
+
+
+# Rate limit --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def limited_app(database_url):
+    app = create_app(
+        Settings(database_url=database_url, partner_rate_limit=2, partner_rate_burst=4, **PATIENT)
+    )
+    yield app
+    app.extensions["ticketboss"].engine.dispose()
+
+
+def test_a_partner_over_its_rate_gets_429_with_retry_after_and_others_are_served(limited_app):
+    engine = limited_app.extensions["ticketboss"].engine
+    greedy = as_key(limited_app, create_key(engine, f"g-{uuid.uuid4().hex[:6]}", Role.PARTNER)[1])
+    modest = as_key(limited_app, create_key(engine, f"m-{uuid.uuid4().hex[:6]}", Role.PARTNER)[1])
+    answers = [greedy.get("/api/reservations") for _ in range(4)]
+    assert [r.status_code for r in answers] == [200] * 4
+    assert answers[0].headers["RateLimit-Policy"] == '"partner";q=4;w=2'
+    assert answers[-1].headers["RateLimit"].startswith('"partner";r=0;t=')
+
+    refused = reserve(greedy)
+    body = assert_problem(refused, 429, "rate-limited")
+    assert 1 <= int(refused.headers["Retry-After"]) <= 3  # the window, rounded up
+    assert "4 per 2 second" in body["detail"]
+    assert refused.headers["RateLimit"].startswith('"partner";r=0;')
+    # Nothing was booked, the other partner is served, public routes are never limited.
+    assert modest.get("/api/reservations").status_code == 200
+    assert as_key(limited_app, None).get("/api/health").status_code == 200

@@ -1,0 +1,73 @@
+"""`ticketboss partner …`, as an operator runs it: the key alone on stdout, messages on
+stderr, never the key in a list."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from ticketboss.services.partners import KEY_SHAPE
+
+TICKETBOSS = Path(sys.executable).parent / "ticketboss"
+
+
+@pytest.fixture
+def run(database_url):
+    def ticketboss(*args: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "DATABASE_URL": database_url}
+        return subprocess.run(
+            [TICKETBOSS, *args], env=env, capture_output=True, text=True, timeout=60
+        )
+
+    return ticketboss
+
+
+def test_create_prints_the_key_alone_list_never_shows_it_and_revoke_stops_it(app, run):
+    partner_id = f"cli-{uuid.uuid4().hex[:8]}"
+    created = run("partner", "create", partner_id)
+    assert created.returncode == 0, created.stderr
+    key = created.stdout.strip()
+    assert created.stdout == f"{key}\n" and KEY_SHAPE.fullmatch(key)
+    assert f"created partner {partner_id}" in created.stderr and key not in created.stderr
+
+    operator = run("partner", "create", partner_id, "--operator")
+    assert operator.returncode == 0 and "created partner" not in operator.stderr  # it existed
+    assert operator.stdout.strip() != key
+
+    listed = run("partner", "list")
+    assert listed.returncode == 0
+    mine = [line for line in listed.stdout.splitlines() if line.startswith(partner_id)]
+    assert len(mine) == 2 and key[:11] in mine[0]
+    assert key not in listed.stdout and key[11:] not in listed.stdout
+    assert {line.split()[3] for line in mine} == {"partner", "operator"}
+    key_id = mine[0].split()[1]
+
+    client = app.test_client()
+    auth = {"Authorization": f"Bearer {key}"}
+    assert client.get("/api/reservations", headers=auth).status_code == 200
+    revoked = run("partner", "revoke", key_id)
+    assert revoked.returncode == 0 and f"revoked {key_id}" in revoked.stderr
+    again = run("partner", "revoke", key_id)
+    assert again.returncode == 1 and "no active key" in again.stderr
+    # This test's worker still trusts the key for AUTH_CACHE_SECONDS; a new one refuses it.
+    from ticketboss import create_app
+
+    fresh = create_app(app.extensions["ticketboss"].settings)
+    try:
+        assert fresh.test_client().get("/api/reservations", headers=auth).status_code == 401
+    finally:
+        fresh.extensions["ticketboss"].engine.dispose()
+    assert "-" not in [
+        line.split()[-1] for line in run("partner", "list").stdout.splitlines() if key_id in line
+    ]
+
+
+@pytest.mark.parametrize("partner_id", ["", "   ", "x" * 129])
+def test_create_refuses_a_partner_id_the_api_could_not_take(run, partner_id):
+    refused = run("partner", "create", partner_id)
+    assert refused.returncode == 2 and refused.stdout == ""
