@@ -4,18 +4,26 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: help install run migrate seed partner prune-keys test lint bench clean
+.PHONY: help install lock run migrate seed partner prune-keys test lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-$(BIN)/ticketboss: pyproject.toml setup.cfg
+$(BIN)/ticketboss: pyproject.toml setup.cfg constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet -c constraints.txt --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	touch $@
 
-install: $(BIN)/ticketboss  ## create .venv and install the project with its test tools
+install: $(BIN)/ticketboss  ## create .venv and install the project with its test tools, pinned by constraints.txt
+
+lock:  ## re-resolve pyproject.toml's ranges in a scratch venv and rewrite constraints.txt
+	rm -rf var/lock-venv && $(PYTHON) -m venv var/lock-venv
+	var/lock-venv/bin/pip install --quiet --upgrade pip
+	var/lock-venv/bin/pip install --quiet -e '.[test,bench]'
+	{ sed -n '1,2p' constraints.txt; var/lock-venv/bin/pip freeze --all --exclude-editable \
+	  | grep -v -e '^ticketboss' -e '^setuptools=='; } > constraints.new && mv constraints.new constraints.txt
+	rm -rf var/lock-venv
 
 migrate: install  ## apply the alembic migrations to DATABASE_URL
 	$(BIN)/ticketboss migrate
@@ -42,7 +50,7 @@ lint: install  ## ruff: the lint rules and the formatting of pyproject.toml
 	$(BIN)/ruff format --check src tests scripts migrations
 
 bench: install  ## load-test the service on a fresh PostgreSQL database (ARGS="--scenario hot --duration 10")
-	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install -q -e '.[test,bench]'
+	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install -q -c constraints.txt -e '.[test,bench]'
 	$(BIN)/python scripts/bench.py $(ARGS)
 
 clean:  ## remove the virtualenv, the SQLite file and caches

@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Fire N simultaneous reservation requests at a running TicketBoss and check the outcome.
 
-    python scripts/burst.py --url http://127.0.0.1:8000 --requests 200
+    TB_KEY=<operator key> python scripts/burst.py --url http://127.0.0.1:8000 --requests 200
+
+TB_KEY is sent as the bearer key (an operator's: it reserves for partner-0 … partner-6); it is
+read from the environment, never from the command line, which `ps` shows to everyone.
 
 Every request is sent at the same instant (threads lined up on a Barrier). Afterwards the
 event summary is read back and checked: seats sold = sum of the 201s, and every 409 was
@@ -14,11 +17,14 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
+import os
 import random
 import threading
 import time
 from collections import Counter
 from urllib.parse import urlsplit
+
+HEADERS = {"Authorization": f"Bearer {os.environ['TB_KEY']}"} if os.environ.get("TB_KEY") else {}
 
 
 def post(host: str, port: int, seats: int, start: threading.Barrier, results: list, i: int):
@@ -28,7 +34,8 @@ def post(host: str, port: int, seats: int, start: threading.Barrier, results: li
     start.wait()
     began = time.perf_counter()
     try:
-        conn.request("POST", "/api/reservations", body, {"Content-Type": "application/json"})
+        headers = {"Content-Type": "application/json", **HEADERS}
+        conn.request("POST", "/api/reservations", body, headers)
         response = conn.getresponse()
         response.read()
         results[i] = (response.status, seats, time.perf_counter() - began)
@@ -40,7 +47,7 @@ def post(host: str, port: int, seats: int, start: threading.Barrier, results: li
 
 def get_json(host: str, port: int, path: str) -> dict:
     conn = http.client.HTTPConnection(host, port, timeout=30)
-    conn.request("GET", path)
+    conn.request("GET", path, headers=HEADERS)
     return json.loads(conn.getresponse().read())
 
 
