@@ -76,6 +76,8 @@ COLUMNS = (
     "503 %",
     "retries/201",
     "201/commit",
+    "svc CPU ms/req",
+    "all CPU ms/req",
     "gen CPU %",
     "invariants",
 )
@@ -261,6 +263,27 @@ def other_5xx(statuses: dict) -> int:
     return sum(n for s, n in statuses.items() if s.isdigit() and s.startswith("5") and s != "503")
 
 
+def service_cpu_seconds(master_pid: int) -> float:
+    """User + system CPU of gunicorn's master and its workers so far (from /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with suppress(OSError):
+            # The command may hold spaces and parentheses: fields start after the last ')'.
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            pid, ppid = int(stat.parent.name), int(fields[1])
+            if master_pid in (pid, ppid):
+                total += (int(fields[11]) + int(fields[12])) / tick
+    return total
+
+
+def machine_cpu_seconds() -> float:
+    """CPU seconds every core spent busy so far (/proc/stat), whoever used them."""
+    jiffies = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = jiffies[3] + jiffies[4]  # idle + iowait
+    return (sum(jiffies[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def run_scenario(bench: dict, scenario: str, clients: int, duration: float) -> dict:
     """Reseed the event, drive one load run, and measure and check what it did."""
     engine, port, seats = bench["engine"], bench["port"], bench["args"].seats
@@ -269,9 +292,11 @@ def run_scenario(bench: dict, scenario: str, clients: int, duration: float) -> d
     ids_file = bench["workdir"] / f"ids-{scenario}-{clients}.txt"
     before = cas_counters(port)
     loadgen_scenario = "hot" if scenario == "sweep" else scenario
+    cpu_before = service_cpu_seconds(bench["service"].pid), machine_cpu_seconds()
     load = run_loadgen(
         port, loadgen_scenario, clients, duration, seats, ids_file, bench["keys_file"]
     )
+    cpu_after = service_cpu_seconds(bench["service"].pid), machine_cpu_seconds()
     after = cas_counters(port)
     books = read_books(engine)
     invariants = check_invariants(books, load, ids_file)
@@ -297,6 +322,14 @@ def run_scenario(bench: dict, scenario: str, clients: int, duration: float) -> d
         "other_5xx": other_5xx(statuses),
         "cas": cas,
         "retries_per_confirmed": retries / confirmed if retries is not None and confirmed else None,
+        # CPU per answered request: the service's (gunicorn master and workers), and the whole
+        # machine's (service, PostgreSQL, load generator and anything else running).
+        "service_cpu_ms_per_request": 1000
+        * (cpu_after[0] - cpu_before[0])
+        / max(load["requests"], 1),
+        "machine_cpu_ms_per_request": 1000
+        * (cpu_after[1] - cpu_before[1])
+        / max(load["requests"], 1),
         "reservations_per_commit": (
             (confirmed + statuses.get("204", 0)) / commits if commits else None
         ),
@@ -410,6 +443,8 @@ def table_row(run: dict) -> list[str]:
         f"{run['pct_503']:.2f}",
         fmt(run["retries_per_confirmed"]),
         fmt(run["reservations_per_commit"]),
+        fmt(run.get("service_cpu_ms_per_request")),
+        fmt(run.get("machine_cpu_ms_per_request")),
         f"{load['cpu_percent']:.0f}",
         "PASS" if not failed else "FAIL: " + "; ".join(failed),
     ]

@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import re
 import secrets
+import threading
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ KEY_PREFIX = "tb_"
 KEY_SHAPE = re.compile(r"tb_[A-Za-z0-9_-]{43}")
 _SHOWN_PREFIX = 11  # "tb_" and 8 characters: enough to tell keys apart in a list
 _CACHE_LIMIT = 10_000  # distinct keys a worker remembers; past that the cache starts over
+_LOOKUP_LOCKS = 64  # lookups of keys that share a lock run one at a time
 
 
 @dataclass(frozen=True)
@@ -98,16 +100,29 @@ class KeyCache:
         self.engine = engine
         self.ttl = ttl
         self._known: dict[str, tuple[Principal, float]] = {}
+        # When a key's entry expires, the many requests that carry it must not all look it up
+        # at once (and all stamp its row): one does, the others wait for its answer. (Under
+        # gunicorn's gevent workers, threading's locks are cooperative.)
+        self._locks = [threading.Lock() for _ in range(_LOOKUP_LOCKS)]
 
     def authenticate(self, key: str) -> Principal | None:
         """The principal of an active key; None for a malformed, unknown or revoked one."""
         if not KEY_SHAPE.fullmatch(key):
             return None
         digest = hash_key(key)
+        principal = self._fresh(digest)
+        if principal is not None:
+            return principal
+        with self._locks[int(digest[:8], 16) % _LOOKUP_LOCKS]:
+            return self._fresh(digest) or self._refresh(digest)
+
+    def _fresh(self, digest: str) -> Principal | None:
         known = self._known.get(digest)
-        now = time.monotonic()
-        if known is not None and known[1] > now:
+        if known is not None and known[1] > time.monotonic():
             return known[0]
+        return None
+
+    def _refresh(self, digest: str) -> Principal | None:
         principal = self._look_up(digest)
         if principal is None:
             # Unknown keys are not remembered: a new key works at once, and random guesses
@@ -116,7 +131,7 @@ class KeyCache:
             return None
         if len(self._known) >= _CACHE_LIMIT:
             self._known.clear()
-        self._known[digest] = (principal, now + self.ttl)
+        self._known[digest] = (principal, time.monotonic() + self.ttl)
         return principal
 
     def _look_up(self, digest: str) -> Principal | None:
