@@ -45,10 +45,13 @@ def _authenticate() -> None:
     if current_app.config["AUTH_MODE"] == "open":
         g.principal = ANYONE
         return
-    credentials = request.authorization
-    if credentials is None or credentials.type != "bearer" or not credentials.token:
+    # Split by hand: Werkzeug's request.authorization parses every scheme's parameters, and
+    # this runs on every request.
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
         raise Unauthenticated("Send an API key: Authorization: Bearer <key>.", given=False)
-    principal = current_app.extensions["ticketboss.keys"].authenticate(credentials.token)
+    principal = current_app.extensions["ticketboss.keys"].authenticate(token)
     if principal is None:
         # Never echo the key: a client's log would then hold it twice.
         raise Unauthenticated("The API key is malformed, unknown or revoked.", given=True)
