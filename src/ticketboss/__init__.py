@@ -15,6 +15,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_observability(app)
     register_extensions(app, settings)
     register_security(app, settings)
+    register_body_limits(app, settings)
     register_blueprints(app)
     register_errorhandlers(app)
     return app
@@ -75,6 +76,14 @@ def register_security(app: Flask, settings: Settings) -> None:
 
     register_auth(app, settings)
     register_rate_limit(app, settings)
+
+
+def register_body_limits(app: Flask, settings: Settings) -> None:
+    """Bodies are read whole, within MAX_BODY_BYTES and BODY_TIMEOUT_SECONDS, before a view
+    acts on them."""
+    from ticketboss.api import body
+
+    body.register_body_limits(app, settings)
 
 
 def register_blueprints(app: Flask) -> None:

@@ -33,6 +33,10 @@ class Settings:
     db_statement_timeout_ms: int = 5000
     # Sent in Retry-After with every 503.
     retry_after_seconds: int = 1
+    # A request body is read whole before anything acts on it: at most this big (a
+    # reservation is under 1 KB), arriving within this time.
+    max_body_bytes: int = 65_536
+    body_timeout_seconds: float = 10.0
     # Partner keys: `keys` (every partner route needs one) or `open` (the Node.js service's
     # keyless contract, for a migration period). A worker trusts a key it looked up for this
     # long, which bounds how late a revocation takes effect.

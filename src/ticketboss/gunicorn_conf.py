@@ -1,21 +1,30 @@
 """gunicorn settings (`gunicorn -c python:ticketboss.gunicorn_conf`), tuned by environment."""
 
 import os
+import resource
 import shutil
 import signal
 
 from ticketboss.config import PROJECT_ROOT
 
-bind = f"{os.environ.get('HOST', '127.0.0.1')}:{os.environ.get('PORT', '8000')}"
+port = os.environ.get("PORT") or "8000"
+bind = f"{os.environ.get('HOST') or '127.0.0.1'}:{port}"
 # One process per core keeps every core busy. gevent (the default) serves each request in a
 # greenlet: hundreds of concurrent requests cost no OS threads and no GIL contention, and
 # reservations of a hot event that arrive together join one group-committed transaction (see
 # README). WORKER_CLASS=gthread with GUNICORN_THREADS threads is the thread-based alternative.
 workers = int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 2)
-worker_class = os.environ.get("WORKER_CLASS") or "gevent"
-worker_connections = 1000
+# The gevent worker of ticketboss.workers: problem+json for what gunicorn refuses itself,
+# bounded reads, idle connections shed under a flood (see that module).
+worker_class = {"gevent": "ticketboss.workers.GeventWorker"}.get(
+    os.environ.get("WORKER_CLASS") or "gevent", os.environ.get("WORKER_CLASS")
+)
+# Connections one worker holds at once (an idle one costs a greenlet and a socket); past half
+# of them, new connections get SHED_SECONDS instead of `keepalive` to send their headers.
+worker_connections = int(os.environ.get("WORKER_CONNECTIONS") or 4096)
 threads = int(os.environ.get("GUNICORN_THREADS") or 64)
-keepalive = 30
+# Seconds a client may take to send a request's line and headers, first or next (keep-alive).
+keepalive = int(os.environ.get("KEEPALIVE_SECONDS") or 5)
 timeout = 30
 graceful_timeout = 10
 # The app (and its connection pool) is built in each worker, never shared across a fork.
@@ -27,12 +36,17 @@ loglevel = os.environ.get("LOG_LEVEL", "info")
 control_socket_disable = True
 
 # Workers write their Prometheus counters here; /metrics adds them up. Set before any worker
-# imports prometheus_client.
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(PROJECT_ROOT / "var" / "prometheus"))
+# imports prometheus_client. One directory per port: two servers of one checkout never share
+# (or wipe) each other's counters.
+os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(PROJECT_ROOT / "var" / f"prometheus-{port}"))
 
 
 def on_starting(server):
-    """Start every run with fresh counters."""
+    """Start every run with fresh counters, and allow as many open sockets as the system
+    lets us (each of worker_connections is one)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     path = os.environ["PROMETHEUS_MULTIPROC_DIR"]
     shutil.rmtree(path, ignore_errors=True)
     os.makedirs(path, exist_ok=True)
@@ -40,7 +54,7 @@ def on_starting(server):
 
 def post_fork(server, worker):
     """Under gevent, make psycopg2 wait for the database cooperatively instead of blocking."""
-    if server.cfg.worker_class_str.startswith("gevent"):
+    if "gevent" in server.cfg.worker_class_str.lower():
         from psycogreen.gevent import patch_psycopg
 
         patch_psycopg()

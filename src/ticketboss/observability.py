@@ -104,29 +104,50 @@ def _finish(response):
         method = request.method if request.method in _METHODS else "OTHER"
         HTTP_REQUESTS.labels(route, method, str(response.status_code)).inc()
         HTTP_LATENCY.labels(route, method).observe(seconds)
-    level = logging.WARNING if response.status_code >= 500 else logging.INFO
-    if access_log.isEnabledFor(level):
-        fields = {
-            "request_id": rid,
-            "method": request.method,
-            "path": request.path,
-            "route": route,
-            "status": response.status_code,
-            "duration_ms": round(seconds * 1000, 3),
-            "remote_addr": request.remote_addr,
-        }
-        # makeRecord + handle, not log(): log() walks the stack to find the caller on every
-        # request, which the JSON line does not use.
-        access_log.handle(
-            access_log.makeRecord(
-                access_log.name,
-                level,
-                __file__,
-                0,
-                "%s %s %s",
-                (request.method, request.path, response.status_code),
-                None,
-                extra={"fields": fields},
-            )
-        )
+    _log_line(
+        rid,
+        request.method,
+        request.path,
+        route,
+        response.status_code,
+        round(seconds * 1000, 3),
+        request.remote_addr,
+    )
     return response
+
+
+def log_unparsed(request_id: str, req, status: int, remote_addr: str) -> None:
+    """The access-log line of a request the server refused before the app saw it (route
+    `unparsed`; method and path as far as they were read)."""
+    method = getattr(req, "method", None)
+    path = getattr(req, "path", None)
+    _log_line(request_id, method, path, "unparsed", status, None, remote_addr)
+
+
+def _log_line(request_id, method, path, route, status, duration_ms, remote_addr) -> None:
+    level = logging.WARNING if status >= 500 else logging.INFO
+    if not access_log.isEnabledFor(level):
+        return
+    fields = {
+        "request_id": request_id,
+        "method": method,
+        "path": path,
+        "route": route,
+        "status": status,
+        "duration_ms": duration_ms,
+        "remote_addr": remote_addr,
+    }
+    # makeRecord + handle, not log(): log() walks the stack to find the caller on every
+    # request, which the JSON line does not use.
+    access_log.handle(
+        access_log.makeRecord(
+            access_log.name,
+            level,
+            __file__,
+            0,
+            "%s %s %s",
+            (method, path, status),
+            None,
+            extra={"fields": fields},
+        )
+    )

@@ -3,13 +3,8 @@ metrics) over real sockets, on PostgreSQL and on the SQLite default (two workers
 
 from __future__ import annotations
 
-import http.client
 import json
 import os
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -17,6 +12,7 @@ from collections import Counter
 
 import pytest
 
+from servers import request, serve
 from ticketboss.cli import seed_event
 from ticketboss.config import Settings
 from ticketboss.domain import Role
@@ -24,28 +20,6 @@ from ticketboss.services.partners import create_key, revoke_key
 from ticketboss.store.db import make_engine
 
 EVENT_ID = "node-meetup-2025"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def request(port, method, path, body=None, key=None, full=False):
-    """(status, body) of one request over a new connection; with `full`, also the headers."""
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-    try:
-        headers = {"Content-Type": "application/json"} if body is not None else {}
-        if key is not None:
-            headers["Authorization"] = f"Bearer {key}"
-        conn.request(method, path, json.dumps(body) if body is not None else None, headers)
-        response = conn.getresponse()
-        if full:
-            return response.status, response.read(), response.headers
-        return response.status, response.read()
-    finally:
-        conn.close()
 
 
 @pytest.fixture(scope="module")
@@ -62,50 +36,8 @@ def operator(engine) -> str:
 
 @pytest.fixture(scope="module")
 def server(database_url, tmp_path_factory):
-    yield from serve(database_url, tmp_path_factory)
-
-
-def serve(database_url, tmp_path_factory, **settings):
-    """gunicorn with the project's config on a free port, two workers; yields the port,
-    then stops it and checks that it stopped cleanly."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "PORT": str(port),
-        "WEB_CONCURRENCY": "2",
-        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path_factory.mktemp("prometheus")),
-        **settings,
-    }
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "-c",
-                "python:ticketboss.gunicorn_conf",
-                "ticketboss.wsgi:app",
-            ],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if request(port, "GET", "/api/health")[0] == 200:
-                break
-        except OSError:
-            pass
-        assert process.poll() is None, log.read_text()
-        assert time.monotonic() < deadline, "gunicorn did not come up"
-        time.sleep(0.1)
-    yield port
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=20) == 0, log.read_text()
-    assert "Traceback" not in log.read_text()
+    for served in serve(database_url, tmp_path_factory):
+        yield served.port
 
 
 def test_a_burst_through_gunicorn_sells_exactly_the_seats_and_metrics_add_up(
@@ -167,14 +99,15 @@ def secured(database_url, tmp_path_factory):
         redis.ping()
     except OSError as exc:  # redis-py's ConnectionError is an OSError
         pytest.fail(f"Redis does not answer at {REDIS_URL} ({exc}); .ci/run starts it")
-    yield from serve(
+    for served in serve(
         database_url,
         tmp_path_factory,
         AUTH_CACHE_SECONDS="1",
         PARTNER_RATE_LIMIT="5",
         PARTNER_RATE_BURST="10",
         RATELIMIT_STORAGE_URI=REDIS_URL,
-    )
+    ):
+        yield served.port
 
 
 def fire(port, key, n, path="/api/reservations"):

@@ -3,7 +3,7 @@
 import http
 
 from apispec import BasePlugin
-from flask import Flask
+from flask import Flask, request
 from flask_smorest import Api
 from flask_smorest.utils import prepare_response
 from flask_swagger_ui import get_swaggerui_blueprint
@@ -105,10 +105,21 @@ def register_blueprints(app: Flask) -> None:
     api.register_blueprint(reservations.blp)
     api.register_blueprint(events.blp)
     app.register_blueprint(metrics.blp)
+    app.after_request(_empty_answers)
     # The docs page serves Swagger UI's assets from the installed package: it works offline.
     app.register_blueprint(
         get_swaggerui_blueprint("/api/docs", "/api/openapi.json", config={"app_name": "TicketBoss"})
     )
+
+
+def _empty_answers(response):
+    """An answer without content has no Content-Type (Flask would say text/html): 204, 304,
+    and OPTIONS, which becomes a 204 with its Allow (and CORS) headers."""
+    if request.method == "OPTIONS" and response.status_code == 200 and not response.data:
+        response.status_code = 204
+    if response.status_code in (204, 304):
+        response.headers.pop("Content-Type", None)
+    return response
 
 
 __all__ = ["register_blueprints", "register_errorhandlers"]

@@ -7,6 +7,7 @@ import base64
 import json
 import re
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from uuid import UUID
 
 from flask import Response, current_app, jsonify, request
@@ -202,6 +203,15 @@ def decode_cursor(cursor: str, *types: Callable[[str], object]) -> list:
         return [convert(value) for convert, value in zip(types, values, strict=True)]
     except (TypeError, ValueError) as exc:
         raise BadRequest("cursor: Not a cursor this API gave out.") from exc
+
+
+def utc_timestamp(text: str) -> datetime:
+    """A cursor's timestamp: ISO 8601 in UTC, as we write them (any other offset, even one
+    Python accepts, could be out of the database's range)."""
+    moment = datetime.fromisoformat(text)
+    if moment.utcoffset() != timedelta(0):
+        raise ValueError("not UTC")
+    return moment
 
 
 def page(fetched: list, limit: int, key: Callable) -> dict:

@@ -6,7 +6,7 @@ import logging
 from http import HTTPStatus
 
 from flask import Flask, current_app, json
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
@@ -110,9 +110,17 @@ def register_errorhandlers(app: Flask) -> None:
     # Pool exhausted, database down or restarting, statement timeout, SQLite busy: all transient.
     for error_type in (PoolTimeout, OperationalError, InterfaceError):
         app.register_error_handler(error_type, _unavailable)
+    app.register_error_handler(DataError, _data_error)
     app.register_error_handler(Unauthenticated, _unauthenticated)
     app.register_error_handler(429, _rate_limited)
     app.register_error_handler(Exception, _unexpected)
+
+
+def _data_error(exc: DataError):
+    """The database refused a value as out of range: input validation let it through, so
+    it is logged, but it is the client's input all the same."""
+    log.warning("the database refused a value: %s", exc.orig.__class__.__name__)
+    return problem(400, "A value in the request is out of range.", "invalid-request")
 
 
 def _unauthenticated(exc: Unauthenticated):

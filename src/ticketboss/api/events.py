@@ -1,16 +1,17 @@
 """Many events: create, list, read, rename/resize, and reserve on any one of them."""
 
-from datetime import datetime
 from uuid import UUID
 
 from flask import url_for
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from ticketboss.api import common
 from ticketboss.api.auth import operator_only
+from ticketboss.api.body import Blueprint
 from ticketboss.api.common import ETAG, IF_MATCH, IF_NONE_MATCH, LOCATION, REPLAYED, problems
 from ticketboss.api.schemas import (
+    EVENT_ID_PARAMETER,
+    RESERVATION_ID_PARAMETER,
     EventAndReservationPath,
     EventCreate,
     EventIdPath,
@@ -64,7 +65,7 @@ class Events(MethodView):
         )
 
 
-@blp.route("/<event_id>")
+@blp.route("/<event_id>", parameters=[EVENT_ID_PARAMETER])
 class EventItem(MethodView):
     @blp.arguments(EVENT_ID, location="path", error_status_code=400)
     @blp.doc(**IF_NONE_MATCH)
@@ -93,7 +94,7 @@ class EventItem(MethodView):
         return event, 200, common.etag_header(event)
 
 
-@blp.route("/<event_id>/reservations")
+@blp.route("/<event_id>/reservations", parameters=[EVENT_ID_PARAMETER])
 class EventReservations(MethodView):
     @blp.arguments(EVENT_ID, location="path", error_status_code=400)
     @blp.arguments(ReservationQuery(), location="query", error_status_code=400)
@@ -104,7 +105,7 @@ class EventReservations(MethodView):
         partner key sees only its own; an operator key everyone's."""
         after = None
         if "cursor" in query:
-            after = tuple(common.decode_cursor(query["cursor"], datetime.fromisoformat, UUID))
+            after = tuple(common.decode_cursor(query["cursor"], common.utc_timestamp, UUID))
         fetched = common.events().reservations(
             path["event_id"],
             partner_id=common.listed_partner(query.get("partner_id")),
@@ -133,7 +134,10 @@ class EventReservations(MethodView):
         return common.reserve(event_id, body, headers, location)
 
 
-@blp.route("/<event_id>/reservations/<reservation_id>")
+@blp.route(
+    "/<event_id>/reservations/<reservation_id>",
+    parameters=[EVENT_ID_PARAMETER, RESERVATION_ID_PARAMETER],
+)
 class EventReservation(MethodView):
     @blp.arguments(ITEM, location="path", error_status_code=400)
     @blp.response(200, ReservationDetail)

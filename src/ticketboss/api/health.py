@@ -4,9 +4,9 @@ from functools import cache
 
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from flask_smorest import Blueprint
 from sqlalchemy import text
 
+from ticketboss.api.body import Blueprint
 from ticketboss.api.common import reservations
 from ticketboss.api.errors import problem
 from ticketboss.api.schemas import Health, Problem

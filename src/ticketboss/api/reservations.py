@@ -2,11 +2,12 @@
 
 from flask import current_app, url_for
 from flask.views import MethodView
-from flask_smorest import Blueprint
 
 from ticketboss.api import common
+from ticketboss.api.body import Blueprint
 from ticketboss.api.common import ETAG, IF_NONE_MATCH, LOCATION, REPLAYED, problems
 from ticketboss.api.schemas import (
+    RESERVATION_ID_PARAMETER,
     EventSummary,
     ReservationCreated,
     ReservationDetail,
@@ -57,7 +58,7 @@ class Reservations(MethodView):
         return common.reserve(_default_event_id(), body, headers, _location)
 
 
-@blp.route("/<reservation_id>")
+@blp.route("/<reservation_id>", parameters=[RESERVATION_ID_PARAMETER])
 class ReservationItem(MethodView):
     @blp.arguments(RESERVATION_ID, location="path", error_status_code=400)
     @blp.response(200, ReservationDetail)

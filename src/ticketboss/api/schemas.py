@@ -25,7 +25,54 @@ class Text(fields.String):
         return text
 
 
-_NOT_BLANK = validate.Regexp(r"(?s).*\S", error="Must not be blank.")
+class Whole(validate.Regexp):
+    """The whole value matches `core`. Documented as `^(?:core)$`, which ECMA-262 (the
+    dialect OpenAPI patterns are read in) matches exactly as Python's fullmatch does; `$`
+    in Python would also accept a trailing newline, `\\Z` is Python only."""
+
+    def __init__(self, core: str, error: str):
+        super().__init__(f"^(?:{core})$", error=error)
+        self.whole = re.compile(core)
+
+    def __call__(self, value: str) -> str:
+        if self.whole.fullmatch(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
+
+
+class Contains(validate.Regexp):
+    """Some part of the value matches, as a JSON Schema `pattern` does (an unanchored search),
+    so the documented pattern means the same in JavaScript."""
+
+    def __call__(self, value: str) -> str:
+        if self.regex.search(value) is None:
+            raise ValidationError(self._format_error(value))
+        return value
+
+
+# A visible character: not whitespace, not a control or zero-width format character. Spelled
+# out, because Python's \s and ECMA-262's \s differ at the edges (U+001C–1F, U+FEFF).
+_VISIBLE = (
+    "[^\\u0000-\\u0020\\u007f-\\u00a0\\u00ad\\u1680\\u180e\\u2000-\\u200f\\u2028-\\u202f"
+    "\\u205f-\\u206f\\u3000\\ufeff]"
+)
+_NOT_BLANK = Contains(_VISIBLE, error="Must contain a visible character.")
+_UUID = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
+
+
+class CanonicalUUID(fields.UUID):
+    """A UUID in its canonical 8-4-4-4-12 spelling (either case); braces, `urn:uuid:` and
+    undashed spellings are refused, so one reservation has one id."""
+
+    _SPELLING = re.compile(_UUID)
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs, metadata={"pattern": f"^{_UUID}$"})
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, str) or self._SPELLING.fullmatch(value) is None:
+            raise self.make_error("invalid_uuid")
+        return super()._deserialize(value, attr, data, **kwargs)
 
 
 class ReserveRequest(Schema):
@@ -46,13 +93,27 @@ class ReserveRequest(Schema):
 
 
 class ReservationIdPath(Schema):
-    reservation_id = fields.UUID(required=True)
+    reservation_id = CanonicalUUID(required=True)
 
 
-_EVENT_ID = validate.Regexp(
-    r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}\Z",
+_EVENT_ID = Whole(
+    "[A-Za-z0-9][A-Za-z0-9._-]{0,127}",
     error="1-128 letters, digits, '.', '_' or '-', starting with a letter or digit.",
 )
+
+
+# Path parameters as the document shows them at path level (flask-smorest would otherwise
+# say only "string" there); the schemas below validate them.
+EVENT_ID_PARAMETER = {
+    "in": "path",
+    "name": "event_id",
+    "schema": {"type": "string", "pattern": _EVENT_ID.regex.pattern, "maxLength": 128},
+}
+RESERVATION_ID_PARAMETER = {
+    "in": "path",
+    "name": "reservation_id",
+    "schema": {"type": "string", "format": "uuid", "pattern": f"^{_UUID}$"},
+}
 
 
 class EventIdPath(Schema):

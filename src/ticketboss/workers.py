@@ -1,0 +1,103 @@
+"""gunicorn's gevent worker, hardened for clients that are slow or hostile.
+
+- Errors gunicorn answers itself, before the app sees a request (a bad request line, 414, 431,
+  broken framing), are problem+json like every other error, with one JSON access-log line.
+- The request line and headers must arrive within `keepalive` seconds, and within
+  SHED_SECONDS while the worker holds more than half its `worker_connections`: a flood of
+  idle or slow connections is shed quickly, and the worker keeps room to answer
+  well-behaved clients. (The body's reads are bounded by the app: api/body.py.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from http import HTTPStatus
+
+import gevent
+from gunicorn.http import errors
+from gunicorn.util import write_nonblock
+from gunicorn.workers.ggevent import GeventWorker as _GeventWorker
+
+# Status of each error gunicorn raises while reading a request; anything else it parses is 400.
+_STATUS = {
+    errors.LimitRequestLine: 414,
+    errors.LimitRequestHeaders: 431,
+    errors.ExpectationFailed: 417,
+    errors.UnsupportedTransferCoding: 501,
+    errors.ForbiddenProxyRequest: 403,
+}
+# Raised while draining the body of a request the app has already answered (it read as
+# much as it could and refused it): there is nothing left to say on that connection.
+_BODY_FRAMING = (
+    errors.InvalidChunkSize,
+    errors.ChunkMissingTerminator,
+    errors.InvalidChunkExtension,
+    errors.NoMoreData,
+)
+
+
+def _seconds(name: str, default: float) -> float:
+    return float(os.environ.get(name) or default)
+
+
+class GeventWorker(_GeventWorker):
+    shed_seconds = _seconds("SHED_SECONDS", 1.0)
+
+    def init_process(self):
+        self.connections = 0
+        super().init_process()
+
+    def handle(self, listener, client, addr):
+        """One connection, counted while it is open."""
+        self.connections += 1
+        try:
+            super().handle(listener, client, addr)
+        finally:
+            self.connections -= 1
+
+    def timeout_ctx(self):
+        """How long the next request's line and headers may take to arrive."""
+        crowded = self.connections > self.worker_connections // 2
+        return gevent.Timeout(self.shed_seconds if crowded else self.cfg.keepalive, False)
+
+    def handle_error(self, req, client, addr, exc):
+        """Answer a request gunicorn could not parse as problem+json, and log it as JSON."""
+        if req is None and isinstance(exc, _BODY_FRAMING):
+            self.log.debug("Closing a connection whose body broke after the answer: %r", exc)
+            return
+        status = next((s for t, s in _STATUS.items() if isinstance(exc, t)), None)
+        if status is None:
+            if not isinstance(exc, errors.ParseException):
+                self.log.exception("Error handling request")
+            status = 400 if isinstance(exc, errors.ParseException) else 500
+        else:
+            self.log.debug("Refused request from %s: %r", addr, exc)
+        detail = "The request could not be parsed." if status == 400 else HTTPStatus(status).phrase
+        if status == 500:
+            detail = "An unexpected error occurred."
+        request_id = uuid.uuid4().hex
+        body = json.dumps(
+            {
+                "type": "about:blank",
+                "title": HTTPStatus(status).phrase,
+                "status": status,
+                "detail": detail,
+                "error": detail,
+            }
+        ).encode()
+        head = (
+            f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+            "Connection: close\r\n"
+            "Content-Type: application/problem+json\r\n"
+            f"Content-Length: {len(body)}\r\n"
+            f"X-Request-ID: {request_id}\r\n\r\n"
+        )
+        from ticketboss.observability import log_unparsed
+
+        log_unparsed(request_id, req, status, (addr or ("",))[0])
+        try:
+            write_nonblock(client, head.encode() + body)
+        except OSError:
+            self.log.debug("Failed to send the error response.")

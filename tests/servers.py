@@ -1,0 +1,85 @@
+"""gunicorn served as it is deployed, for tests over real sockets."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Served:
+    port: int
+    log: Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def request(port, method, path, body=None, key=None, full=False):
+    """(status, body) of one request over a new connection; with `full`, also the headers."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    try:
+        headers = {"Content-Type": "application/json"} if body is not None else {}
+        if key is not None:
+            headers["Authorization"] = f"Bearer {key}"
+        conn.request(method, path, json.dumps(body) if body is not None else None, headers)
+        response = conn.getresponse()
+        if full:
+            return response.status, response.read(), response.headers
+        return response.status, response.read()
+    finally:
+        conn.close()
+
+
+def serve(database_url, tmp_path_factory, **settings):
+    """gunicorn with the project's config on a free port, two workers, `settings` in its
+    environment; yields it, then stops it and checks that it stopped cleanly."""
+    port = free_port()
+    log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url,
+        "PORT": str(port),
+        "WEB_CONCURRENCY": "2",
+        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path_factory.mktemp("prometheus")),
+        **settings,
+    }
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "-c",
+                "python:ticketboss.gunicorn_conf",
+                "ticketboss.wsgi:app",
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            if request(port, "GET", "/api/health")[0] == 200:
+                break
+        except OSError:
+            pass
+        assert process.poll() is None, log.read_text()
+        assert time.monotonic() < deadline, "gunicorn did not come up"
+        time.sleep(0.1)
+    yield Served(port, log)
+    process.send_signal(signal.SIGTERM)
+    assert process.wait(timeout=20) == 0, log.read_text()
+    assert "Traceback" not in log.read_text()
