@@ -418,8 +418,12 @@ def machine_facts(engine, env: dict) -> dict:
 
 def gunicorn_shape(conf: dict) -> str:
     """E.g. "2 gthread workers x 64 threads"; threads count only for gthread."""
-    shape = f"{conf['workers']} {conf['worker_class'] or 'sync'} workers"
-    return shape + (f" x {conf['threads']} threads" if conf["worker_class"] == "gthread" else "")
+    kind = {
+        "ticketboss.workers.GeventWorker": "gevent",
+        "ticketboss.workers.ThreadWorker": "gthread",
+    }.get(conf["worker_class"], conf["worker_class"] or "sync")
+    shape = f"{conf['workers']} {kind} workers"
+    return shape + (f" x {conf['threads']} threads" if kind == "gthread" else "")
 
 
 def fmt(value, spec: str = ".2f") -> str:

@@ -16,9 +16,10 @@ bind = f"{os.environ.get('HOST') or '127.0.0.1'}:{port}"
 workers = int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 2)
 # The gevent worker of ticketboss.workers: problem+json for what gunicorn refuses itself,
 # bounded reads, idle connections shed under a flood (see that module).
-worker_class = {"gevent": "ticketboss.workers.GeventWorker"}.get(
-    os.environ.get("WORKER_CLASS") or "gevent", os.environ.get("WORKER_CLASS")
-)
+worker_class = {
+    "gevent": "ticketboss.workers.GeventWorker",
+    "gthread": "ticketboss.workers.ThreadWorker",
+}[os.environ.get("WORKER_CLASS") or "gevent"]
 # Connections one worker holds at once (an idle one costs a greenlet and a socket); past half
 # of them, new connections get SHED_SECONDS instead of `keepalive` to send their headers.
 worker_connections = int(os.environ.get("WORKER_CONNECTIONS") or 4096)

@@ -1,11 +1,12 @@
-"""gunicorn's gevent worker, hardened for clients that are slow or hostile.
+"""gunicorn's workers, hardened for clients that are slow or hostile.
 
 - Errors gunicorn answers itself, before the app sees a request (a bad request line, 414, 431,
   broken framing), are problem+json like every other error, with one JSON access-log line.
 - The request line and headers must arrive within `keepalive` seconds, and within
   SHED_SECONDS while the worker holds more than half its `worker_connections`: a flood of
   idle or slow connections is shed quickly, and the worker keeps room to answer
-  well-behaved clients. (The body's reads are bounded by the app: api/body.py.)
+  well-behaved clients (gevent worker; gthread keeps its own connection handling). The
+  body's reads are bounded by the app (api/body.py).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import gevent
 from gunicorn.http import errors
 from gunicorn.util import write_nonblock
 from gunicorn.workers.ggevent import GeventWorker as _GeventWorker
+from gunicorn.workers.gthread import ThreadWorker as _ThreadWorker
 
 # Status of each error gunicorn raises while reading a request; anything else it parses is 400.
 _STATUS = {
@@ -42,25 +44,9 @@ def _seconds(name: str, default: float) -> float:
     return float(os.environ.get(name) or default)
 
 
-class GeventWorker(_GeventWorker):
-    shed_seconds = _seconds("SHED_SECONDS", 1.0)
-
-    def init_process(self):
-        self.connections = 0
-        super().init_process()
-
-    def handle(self, listener, client, addr):
-        """One connection, counted while it is open."""
-        self.connections += 1
-        try:
-            super().handle(listener, client, addr)
-        finally:
-            self.connections -= 1
-
-    def timeout_ctx(self):
-        """How long the next request's line and headers may take to arrive."""
-        crowded = self.connections > self.worker_connections // 2
-        return gevent.Timeout(self.shed_seconds if crowded else self.cfg.keepalive, False)
+class ProblemAnswers:
+    """What gunicorn answers itself, answered as the app answers: problem+json, logged as
+    one JSON line."""
 
     def handle_error(self, req, client, addr, exc):
         """Answer a request gunicorn could not parse as problem+json, and log it as JSON."""
@@ -101,3 +87,28 @@ class GeventWorker(_GeventWorker):
             write_nonblock(client, head.encode() + body)
         except OSError:
             self.log.debug("Failed to send the error response.")
+
+
+class GeventWorker(ProblemAnswers, _GeventWorker):
+    shed_seconds = _seconds("SHED_SECONDS", 1.0)
+
+    def init_process(self):
+        self.connections = 0
+        super().init_process()
+
+    def handle(self, listener, client, addr):
+        """One connection, counted while it is open."""
+        self.connections += 1
+        try:
+            super().handle(listener, client, addr)
+        finally:
+            self.connections -= 1
+
+    def timeout_ctx(self):
+        """How long the next request's line and headers may take to arrive."""
+        crowded = self.connections > self.worker_connections // 2
+        return gevent.Timeout(self.shed_seconds if crowded else self.cfg.keepalive, False)
+
+
+class ThreadWorker(ProblemAnswers, _ThreadWorker):
+    pass

@@ -4,9 +4,12 @@ schemathesis fuzzes every operation (bounded) and checks each response against i
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from hypothesis.errors import Unsatisfiable
+from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    negative_data_rejection,
     response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
@@ -55,6 +58,51 @@ def test_every_operation_answers_as_documented_and_never_with_a_server_error(ope
             case.call_and_validate(checks=CHECKS)
 
         conforms()
+
+
+# Invalid inputs generated from the schema: each is refused with a 4xx, as problem+json.
+NEGATIVE_CHECKS = [
+    not_a_server_error,
+    negative_data_rejection,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+]
+
+
+def test_every_operation_refuses_what_the_document_rules_out(openapi):
+    operations = [result.ok() for result in openapi.get_all_operations()]
+    fuzzed = set()
+    for operation in operations:
+
+        @given(case=operation.as_strategy(generation_mode=GenerationMode.NEGATIVE))
+        @settings(
+            max_examples=60,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        )
+        def refused(case):
+            case.call_and_validate(checks=NEGATIVE_CHECKS)
+
+        try:
+            refused()
+        except Unsatisfiable:
+            continue  # nothing it takes can be invalid (no input, or any string goes)
+        fuzzed.add(operation.label)
+    # Every operation with a body, a path id or a bounded query was given invalid data.
+    assert {
+        "POST /api/reservations",
+        "GET /api/reservations/{reservation_id}",
+        "DELETE /api/reservations/{reservation_id}",
+        "GET /api/events",
+        "POST /api/events",
+        "GET /api/events/{event_id}",
+        "PATCH /api/events/{event_id}",
+        "GET /api/events/{event_id}/reservations",
+        "POST /api/events/{event_id}/reservations",
+        "GET /api/events/{event_id}/reservations/{reservation_id}",
+        "DELETE /api/events/{event_id}/reservations/{reservation_id}",
+    } <= fuzzed, fuzzed
 
 
 def test_the_document_lists_every_route_with_its_statuses_and_headers(fuzzed_app):
