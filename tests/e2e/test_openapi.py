@@ -160,3 +160,70 @@ def test_the_docs_page_works_offline(fuzzed_app):
     assert "/api/openapi.json" in html and "//cdn" not in html and "https://" not in html
     with client.get("/api/docs/swagger-ui-bundle.js") as asset:  # served from the package
         assert asset.status_code == 200 and b"SwaggerUI" in asset.data
+
+
+SAMPLES = [
+    "gala-2026",
+    "Gala.2026_x",
+    "a" * 128,
+    "a" * 129,
+    "-gala",
+    "gala\n",
+    "gala\nx",
+    "",
+    " ",
+    "\u200b\u200b",
+    "\u00a0\t",
+    "\ufeff",
+    "x\u200b",
+    "é",
+    "abc-corp",
+    "3fa85f64-5717-4562-b3fc-2c963f66afa6",
+    "3FA85F64-5717-4562-B3FC-2C963F66AFA6",
+    "3fa85f64-5717-4562-b3fc-2c963f66afa6\n",
+    "{3fa85f64-5717-4562-b3fc-2c963f66afa6}",
+    "3fa85f6457174562b3fc2c963f66afa6",
+]
+
+
+def patterns_of(node) -> set[str]:
+    if isinstance(node, dict):
+        found = {node["pattern"]} if isinstance(node.get("pattern"), str) else set()
+        return found.union(*(patterns_of(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(patterns_of(v) for v in node))
+    return set()
+
+
+def test_every_pattern_in_the_document_means_the_same_in_javascript(fuzzed_app):
+    """OpenAPI patterns are ECMA-262: each one, run by Node.js, must accept exactly what the
+    service's Python accepts (JSON Schema's unanchored search)."""
+    import json
+    import re
+    import shutil
+    import subprocess
+
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("Node.js is not installed: cannot run the patterns as JavaScript")
+    document = fuzzed_app.test_client().get("/api/openapi.json").get_json()
+    patterns = sorted(patterns_of(document))
+    assert len(patterns) >= 3  # event ids, visible text, UUIDs
+    script = (
+        "const [patterns, samples] = JSON.parse(require('fs').readFileSync(0, 'utf8'));"
+        "console.log(JSON.stringify(patterns.map(p => samples.map("
+        "s => [new RegExp(p).test(s), new RegExp(p, 'u').test(s)]))));"
+    )
+    done = subprocess.run(
+        [node, "-e", script],
+        input=json.dumps([patterns, SAMPLES]),
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
+    in_javascript = json.loads(done.stdout)
+    for pattern, answers in zip(patterns, in_javascript, strict=True):
+        in_python = [re.search(pattern, sample) is not None for sample in SAMPLES]
+        assert [plain for plain, _ in answers] == in_python, pattern
+        assert [unicode for _, unicode in answers] == in_python, pattern

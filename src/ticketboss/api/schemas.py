@@ -25,24 +25,16 @@ class Text(fields.String):
         return text
 
 
-class Whole(validate.Regexp):
-    """The whole value matches `core`. Documented as `^(?:core)$`, which ECMA-262 (the
-    dialect OpenAPI patterns are read in) matches exactly as Python's fullmatch does; `$`
-    in Python would also accept a trailing newline, `\\Z` is Python only."""
-
-    def __init__(self, core: str, error: str):
-        super().__init__(f"^(?:{core})$", error=error)
-        self.whole = re.compile(core)
-
-    def __call__(self, value: str) -> str:
-        if self.whole.fullmatch(value) is None:
-            raise ValidationError(self._format_error(value))
-        return value
+def whole(core: str) -> str:
+    """A pattern the whole value must match, spelled so that it means the same in ECMA-262
+    (the dialect of OpenAPI patterns) and in Python: `$` would also accept a trailing
+    newline in Python, and `\\Z` is Python only; "no character follows" is both."""
+    return f"^(?:{core})(?![\\s\\S])"
 
 
-class Contains(validate.Regexp):
-    """Some part of the value matches, as a JSON Schema `pattern` does (an unanchored search),
-    so the documented pattern means the same in JavaScript."""
+class Pattern(validate.Regexp):
+    """Validated as JSON Schema validates a `pattern` (an unanchored search) and documented as
+    written, so the document's pattern and the service agree in every language."""
 
     def __call__(self, value: str) -> str:
         if self.regex.search(value) is None:
@@ -56,7 +48,7 @@ _VISIBLE = (
     "[^\\u0000-\\u0020\\u007f-\\u00a0\\u00ad\\u1680\\u180e\\u2000-\\u200f\\u2028-\\u202f"
     "\\u205f-\\u206f\\u3000\\ufeff]"
 )
-_NOT_BLANK = Contains(_VISIBLE, error="Must contain a visible character.")
+_NOT_BLANK = Pattern(_VISIBLE, error="Must contain a visible character.")
 _UUID = "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}"
 
 
@@ -67,7 +59,7 @@ class CanonicalUUID(fields.UUID):
     _SPELLING = re.compile(_UUID)
 
     def __init__(self, **kwargs):
-        super().__init__(**kwargs, metadata={"pattern": f"^{_UUID}$"})
+        super().__init__(**kwargs, metadata={"pattern": whole(_UUID)})
 
     def _deserialize(self, value, attr, data, **kwargs):
         if not isinstance(value, str) or self._SPELLING.fullmatch(value) is None:
@@ -96,8 +88,8 @@ class ReservationIdPath(Schema):
     reservation_id = CanonicalUUID(required=True)
 
 
-_EVENT_ID = Whole(
-    "[A-Za-z0-9][A-Za-z0-9._-]{0,127}",
+_EVENT_ID = Pattern(
+    whole("[A-Za-z0-9][A-Za-z0-9._-]{0,127}"),
     error="1-128 letters, digits, '.', '_' or '-', starting with a letter or digit.",
 )
 
@@ -112,7 +104,7 @@ EVENT_ID_PARAMETER = {
 RESERVATION_ID_PARAMETER = {
     "in": "path",
     "name": "reservation_id",
-    "schema": {"type": "string", "format": "uuid", "pattern": f"^{_UUID}$"},
+    "schema": {"type": "string", "format": "uuid", "pattern": whole(_UUID)},
 }
 
 
