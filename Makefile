@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: help install lock run migrate seed partner prune-keys test lint bench clean
+.PHONY: help install system-packages lock run migrate seed partner prune-keys test lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -15,7 +15,10 @@ $(BIN)/ticketboss: pyproject.toml setup.cfg constraints.txt
 	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
 	touch $@
 
-install: $(BIN)/ticketboss  ## create .venv and install the project with its test tools, pinned by constraints.txt
+install: $(BIN)/ticketboss system-packages  ## create .venv and install the project with its test tools, pinned by constraints.txt
+
+system-packages:  ## the Debian packages the tests run for real (pgbouncer), installed where missing
+	@scripts/system-packages.sh
 
 lock:  ## re-resolve pyproject.toml's ranges in a scratch venv and rewrite constraints.txt
 	rm -rf var/lock-venv && $(PYTHON) -m venv var/lock-venv

@@ -25,7 +25,10 @@ class Settings:
     group_commit_max_batch: int = 200
     # Idempotency-Key: how long an answer is kept, and how long a claim may stay unanswered.
     idempotency_ttl_seconds: int = 86_400
-    idempotency_lease_seconds: int = 30
+    # The lease is short on purpose: a request whose database went away cannot release its
+    # claim, and a retry waits at most this long; exactly-once never depends on it (the
+    # answer is written only under the claim's current owner).
+    idempotency_lease_seconds: int = 3
     # Connection pool, per worker process.
     db_pool_size: int = 10
     db_max_overflow: int = 20

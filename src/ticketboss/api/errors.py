@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from http import HTTPStatus
 
 from flask import Flask, current_app, json
@@ -132,8 +133,24 @@ def _rate_limited(exc: HTTPException):
     return problem(429, f"Rate limit exceeded ({exc.description}); retry later.", "rate-limited")
 
 
+# During an outage every request fails the same way: a worker logs the traceback once, then
+# a short line per failed request, until the database has been quiet for this long.
+_TRACEBACK_EVERY_SECONDS = 60.0
+_last_traceback = -_TRACEBACK_EVERY_SECONDS
+
+
 def _unavailable(exc: Exception):
-    log.warning("database unavailable: %s", exc.__class__.__name__, exc_info=exc)
+    global _last_traceback
+    now = time.monotonic()
+    first = now - _last_traceback >= _TRACEBACK_EVERY_SECONDS
+    _last_traceback = now if first else _last_traceback
+    reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
+    log.warning(
+        "database unavailable: %s: %s",
+        exc.__class__.__name__,
+        reason[0] if reason else "",
+        exc_info=exc if first else None,
+    )
     return problem(
         503, "The service is overloaded or its database is unreachable; retry later.", "unavailable"
     )

@@ -13,7 +13,7 @@ def make_engine(settings: Settings) -> Engine:
     url = make_url(settings.database_url)
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(url, settings)
-    return create_engine(
+    engine = create_engine(
         url,
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
@@ -27,11 +27,20 @@ def make_engine(settings: Settings) -> Engine:
             "keepalives_interval": 2,
             "keepalives_count": 3,
             "tcp_user_timeout": 10_000,
-            # A stuck statement becomes a 503 instead of a hung worker.
-            "options": f"-c statement_timeout={settings.db_statement_timeout_ms}",
             "application_name": "ticketboss",
         },
     )
+    timeout = f"SET LOCAL statement_timeout = {int(settings.db_statement_timeout_ms)}"
+
+    @event.listens_for(engine, "begin")
+    def _statement_timeout(conn):
+        # A stuck statement becomes a 503 instead of a hung worker. Set in each transaction,
+        # not per connection (a startup `options` parameter or a session SET): behind
+        # pgbouncer in transaction mode, consecutive transactions of one client connection
+        # run on different server connections, and pgbouncer refuses `options`.
+        conn.exec_driver_sql(timeout)
+
+    return engine
 
 
 def _sqlite_engine(url, settings: Settings) -> Engine:
