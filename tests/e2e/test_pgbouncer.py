@@ -17,11 +17,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from pgbouncer import PgBouncer
-from servers import request, serve
-from sqlalchemy import create_engine, select, text
+from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 
+from pgbouncer import PgBouncer
+from servers import request, serve
 from ticketboss.cli import seed_event
 from ticketboss.config import Settings
 from ticketboss.domain import Role
@@ -135,7 +135,12 @@ def test_idempotency_key_replays_through_pgbouncer(served, direct, key):
     headers = {"Idempotency-Key": f"order-{uuid.uuid4().hex}"}
     answers = [
         request(
-            served.port, "POST", "/api/reservations", {"partnerId": "p", "seats": 3}, key, True,
+            served.port,
+            "POST",
+            "/api/reservations",
+            {"partnerId": "p", "seats": 3},
+            key,
+            True,
             headers=headers,
         )
         for _ in range(3)
