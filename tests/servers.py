@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from pathlib import Path
 class Served:
     port: int
     log: Path
+    process: subprocess.Popen
 
 
 def free_port() -> int:
@@ -82,10 +84,17 @@ def serve(database_url, tmp_path_factory, max_tracebacks=0, **settings):
         assert process.poll() is None, log.read_text()
         assert time.monotonic() < deadline, "gunicorn did not come up"
         time.sleep(0.1)
-    yield Served(port, log)
-    process.send_signal(signal.SIGTERM)
-    assert process.wait(timeout=20) == 0, log.read_text()
+    try:
+        yield Served(port, log, process)
+    finally:  # stopped even when the test failed
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        code = process.wait(timeout=30)
+    assert code == 0, log.read_text()
     assert tracebacks(log.read_text()) <= max_tracebacks, log.read_text()
+
+
+serving = contextmanager(serve)
 
 
 def tracebacks(text: str) -> int:

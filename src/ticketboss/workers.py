@@ -7,16 +7,24 @@
   idle or slow connections is shed quickly, and the worker keeps room to answer
   well-behaved clients (gevent worker; gthread keeps its own connection handling). The
   body's reads are bounded by the app (api/body.py).
+- Shutdown (SIGTERM, or the old workers of a `kill -HUP` reload) stops accepting at once,
+  first taking in every connection already waiting in the listen queue (the kernel would
+  reset those when the last process closes the socket), answers every request received
+  with `Connection: close`, lets idle keep-alive connections end, then exits.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 import uuid
+from functools import partial
 from http import HTTPStatus
 
 import gevent
+from gevent.pool import Pool
+from gevent.server import StreamServer
 from gunicorn.http import errors
 from gunicorn.util import write_nonblock
 from gunicorn.workers.ggevent import GeventWorker as _GeventWorker
@@ -109,6 +117,63 @@ class GeventWorker(ProblemAnswers, _GeventWorker):
         crowded = self.connections > self.worker_connections // 2
         return gevent.Timeout(self.shed_seconds if crowded else self.cfg.keepalive, False)
 
+    def run(self):
+        """gunicorn's gevent run loop (plain HTTP), with a prompt and lossless shutdown."""
+        servers = []
+        for listener in self.sockets:
+            listener.setblocking(1)
+            # Handlers only ask the listener its name; they may run after it is closed.
+            server = StreamServer(
+                listener,
+                handle=partial(self.handle, _Named(listener.getsockname())),
+                spawn=Pool(self.worker_connections),
+            )
+            if self.cfg.workers > 1:
+                server.max_accept = 1  # share new connections with the other workers
+            server.start()
+            servers.append((listener, server))
+
+        while self.alive:
+            self.notify()
+            gevent.sleep(0.1)  # notice a stop signal within 0.1 s, not gunicorn's 1 s
+
+        for listener, server in servers:
+            server.stop_accepting()
+            self._take_in_waiting(listener, server)
+            server.close()
+        deadline = time.monotonic() + self.cfg.graceful_timeout
+        while any(server.pool.free_count() != server.pool.size for _, server in servers):
+            if time.monotonic() > deadline:
+                self.log.warning("Worker graceful timeout (pid:%s)", self.pid)
+                for _, server in servers:
+                    server.stop(timeout=1)
+                return
+            self.notify()
+            gevent.sleep(0.1)
+
+    def _take_in_waiting(self, listener, server):
+        """Accept the connections already queued on the listening socket and serve them
+        (their requests get `Connection: close`); closing it would reset them."""
+        listener.setblocking(0)
+        while True:
+            try:
+                client, addr = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:
+                return
+            server.pool.spawn(server.handle, client, addr)
+
 
 class ThreadWorker(ProblemAnswers, _ThreadWorker):
     pass
+
+
+class _Named:
+    """A closed listener's name: all a connection's handler asks of its listener."""
+
+    def __init__(self, name):
+        self._name = name
+
+    def getsockname(self):
+        return self._name

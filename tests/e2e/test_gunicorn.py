@@ -12,7 +12,7 @@ from collections import Counter
 
 import pytest
 
-from servers import request, serve
+from servers import request, serving
 from ticketboss.cli import seed_event
 from ticketboss.config import Settings
 from ticketboss.domain import Role
@@ -36,7 +36,7 @@ def operator(engine) -> str:
 
 @pytest.fixture(scope="module")
 def server(database_url, tmp_path_factory):
-    for served in serve(database_url, tmp_path_factory):
+    with serving(database_url, tmp_path_factory) as served:
         yield served.port
 
 
@@ -99,14 +99,14 @@ def secured(database_url, tmp_path_factory):
         redis.ping()
     except OSError as exc:  # redis-py's ConnectionError is an OSError
         pytest.fail(f"Redis does not answer at {REDIS_URL} ({exc}); .ci/run starts it")
-    for served in serve(
+    with serving(
         database_url,
         tmp_path_factory,
         AUTH_CACHE_SECONDS="1",
         PARTNER_RATE_LIMIT="5",
         PARTNER_RATE_BURST="10",
         RATELIMIT_STORAGE_URI=REDIS_URL,
-    ):
+    ) as served:
         yield served.port
 
 
