@@ -42,7 +42,7 @@ def _event_location(event_id: str) -> str:
 
 @blp.route("", strict_slashes=False)
 class Events(MethodView):
-    @blp.arguments(PageQuery(), location="query", error_status_code=400)
+    @blp.arguments(PageQuery(), location="query")
     @blp.response(200, EventPage)
     @problems(blp, 400, 503)
     def get(self, query):
@@ -51,7 +51,7 @@ class Events(MethodView):
         fetched = common.events().list(after, query["limit"] + 1)
         return common.page(fetched, query["limit"], lambda e: (e.event_id,))
 
-    @blp.arguments(EventCreate(), error_status_code=400)
+    @blp.arguments(EventCreate())
     @blp.response(201, EventSummary, headers={**ETAG, **LOCATION})
     @problems(blp, 400, 403, 409, 503)
     @operator_only
@@ -67,7 +67,7 @@ class Events(MethodView):
 
 @blp.route("/<event_id>", parameters=[EVENT_ID_PARAMETER])
 class EventItem(MethodView):
-    @blp.arguments(EVENT_ID, location="path", error_status_code=400)
+    @blp.arguments(EVENT_ID, location="path")
     @blp.doc(**IF_NONE_MATCH)
     @blp.response(200, EventSummary, headers=ETAG)
     @blp.alt_response(304, description="Not modified: If-None-Match has the ETag.", headers=ETAG)
@@ -76,8 +76,8 @@ class EventItem(MethodView):
         """The event's summary."""
         return common.summary_response(common.reservations().summary(path["event_id"]))
 
-    @blp.arguments(EVENT_ID, location="path", error_status_code=400)
-    @blp.arguments(EventPatch(), error_status_code=400)
+    @blp.arguments(EVENT_ID, location="path")
+    @blp.arguments(EventPatch())
     @blp.doc(**IF_MATCH)
     @blp.response(200, EventSummary, headers=ETAG)
     @problems(blp, 400, 403, 404, 409, 412, 503)
@@ -96,8 +96,8 @@ class EventItem(MethodView):
 
 @blp.route("/<event_id>/reservations", parameters=[EVENT_ID_PARAMETER])
 class EventReservations(MethodView):
-    @blp.arguments(EVENT_ID, location="path", error_status_code=400)
-    @blp.arguments(ReservationQuery(), location="query", error_status_code=400)
+    @blp.arguments(EVENT_ID, location="path")
+    @blp.arguments(ReservationQuery(), location="query")
     @blp.response(200, ReservationPage)
     @problems(blp, 400, 403, 404, 503)
     def get(self, path, query, **_):
@@ -117,9 +117,9 @@ class EventReservations(MethodView):
             fetched, query["limit"], lambda r: (r.created_at.isoformat(), str(r.reservation_id))
         )
 
-    @blp.arguments(EVENT_ID, location="path", error_status_code=400)
-    @blp.arguments(ReserveRequest(), error_status_code=400)
-    @blp.arguments(RESERVE_HEADERS, location="headers", error_status_code=400)
+    @blp.arguments(EVENT_ID, location="path")
+    @blp.arguments(ReserveRequest())
+    @blp.arguments(RESERVE_HEADERS, location="headers")
     @blp.response(201, ReservationCreated, headers={**LOCATION, **REPLAYED})
     @problems(blp, 400, 403, 404, 409, 412, 422, 503)
     def post(self, path, body, headers, **_):
@@ -139,15 +139,15 @@ class EventReservations(MethodView):
     parameters=[EVENT_ID_PARAMETER, RESERVATION_ID_PARAMETER],
 )
 class EventReservation(MethodView):
-    @blp.arguments(ITEM, location="path", error_status_code=400)
+    @blp.arguments(ITEM, location="path")
     @blp.response(200, ReservationDetail)
     @problems(blp, 400, 404, 503)
     def get(self, path, **_):
         """A reservation of this event, confirmed or cancelled."""
         return common.get_reservation(path["event_id"], path["reservation_id"])
 
-    @blp.arguments(ITEM, location="path", error_status_code=400)
-    @blp.arguments(WRITE, location="headers", error_status_code=400)
+    @blp.arguments(ITEM, location="path")
+    @blp.arguments(WRITE, location="headers")
     @blp.response(204, headers=REPLAYED)
     @problems(blp, 400, 404, 409, 422, 503)
     def delete(self, path, headers, **_):

@@ -49,8 +49,8 @@ class Reservations(MethodView):
         """Summary of the default event: seats left, confirmed reservations, version."""
         return common.summary_response(common.reservations().summary(_default_event_id()))
 
-    @blp.arguments(RESERVE_REQUEST, error_status_code=400)
-    @blp.arguments(RESERVE_HEADERS, location="headers", error_status_code=400)
+    @blp.arguments(RESERVE_REQUEST)
+    @blp.arguments(RESERVE_HEADERS, location="headers")
     @blp.response(201, ReservationCreated, headers={**LOCATION, **REPLAYED})
     @problems(blp, 400, 403, 404, 409, 412, 422, 503)
     def post(self, body, headers):
@@ -60,15 +60,15 @@ class Reservations(MethodView):
 
 @blp.route("/<reservation_id>", parameters=[RESERVATION_ID_PARAMETER])
 class ReservationItem(MethodView):
-    @blp.arguments(RESERVATION_ID, location="path", error_status_code=400)
+    @blp.arguments(RESERVATION_ID, location="path")
     @blp.response(200, ReservationDetail)
     @problems(blp, 400, 404, 503)
     def get(self, path, **_):
         """A reservation of the default event, confirmed or cancelled."""
         return common.get_reservation(_default_event_id(), path["reservation_id"])
 
-    @blp.arguments(RESERVATION_ID, location="path", error_status_code=400)
-    @blp.arguments(WRITE_HEADERS, location="headers", error_status_code=400)
+    @blp.arguments(RESERVATION_ID, location="path")
+    @blp.arguments(WRITE_HEADERS, location="headers")
     @blp.response(204, headers=REPLAYED)
     @problems(blp, 400, 404, 409, 422, 503)
     def delete(self, path, headers, **_):

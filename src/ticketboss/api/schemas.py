@@ -67,10 +67,14 @@ class CanonicalUUID(fields.UUID):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
-class ReserveRequest(Schema):
-    class Meta:
-        unknown = EXCLUDE  # extra fields are ignored, as the Node.js API did
+class RequestSchema(Schema):
+    """Every request's schema: unknown fields are ignored, as the Node.js API did."""
 
+    class Meta:
+        unknown = EXCLUDE
+
+
+class ReserveRequest(RequestSchema):
     partner_id = Text(
         data_key="partnerId",
         validate=[validate.Length(min=1, max=128), _NOT_BLANK],
@@ -84,7 +88,7 @@ class ReserveRequest(Schema):
     )
 
 
-class ReservationIdPath(Schema):
+class ReservationIdPath(RequestSchema):
     reservation_id = CanonicalUUID(required=True)
 
 
@@ -108,7 +112,7 @@ RESERVATION_ID_PARAMETER = {
 }
 
 
-class EventIdPath(Schema):
+class EventIdPath(RequestSchema):
     event_id = Text(required=True, validate=_EVENT_ID)
 
 
@@ -116,11 +120,8 @@ class EventAndReservationPath(EventIdPath, ReservationIdPath):
     pass
 
 
-class WriteHeaders(Schema):
+class WriteHeaders(RequestSchema):
     """Idempotency-Key of a DELETE, validated here."""
-
-    class Meta:
-        unknown = EXCLUDE
 
     idempotency_key = Text(
         data_key="Idempotency-Key",
@@ -142,10 +143,7 @@ class ReserveHeaders(WriteHeaders):
 _EVENT_NAME = [validate.Length(min=1, max=200), _NOT_BLANK]
 
 
-class EventCreate(Schema):
-    class Meta:
-        unknown = EXCLUDE
-
+class EventCreate(RequestSchema):
     event_id = Text(data_key="eventId", required=True, validate=_EVENT_ID)
     name = Text(required=True, validate=_EVENT_NAME)
     total_seats = fields.Integer(
@@ -153,10 +151,7 @@ class EventCreate(Schema):
     )
 
 
-class EventPatch(Schema):
-    class Meta:
-        unknown = EXCLUDE
-
+class EventPatch(RequestSchema):
     name = Text(validate=_EVENT_NAME)
     total_seats = fields.Integer(
         data_key="totalSeats", strict=True, validate=validate.Range(0, 1_000_000)
@@ -168,10 +163,7 @@ class EventPatch(Schema):
             raise ValidationError("Give name and/or totalSeats.")
 
 
-class PageQuery(Schema):
-    class Meta:
-        unknown = EXCLUDE
-
+class PageQuery(RequestSchema):
     limit = fields.Integer(load_default=20, validate=validate.Range(1, 100))
     cursor = Text(
         validate=validate.Length(max=1000),
