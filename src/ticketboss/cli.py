@@ -128,7 +128,9 @@ def _when(moment) -> str:
 
 def seed_event(engine: Engine, event_id: str, name: str, seats: int, reset: bool) -> str:
     """Create or reset one event in one transaction; returns what was done, for the operator."""
-    with engine.begin() as conn:
+    from ticketboss.services.unit_of_work import transaction
+
+    with transaction(engine, f"event '{event_id}'") as conn:
         existing = queries.load_event(conn, event_id)
         if existing is None:
             queries.create_event(conn, event_id, name, seats)

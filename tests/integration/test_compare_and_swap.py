@@ -17,6 +17,7 @@ from conftest import as_operator
 from ticketboss.cli import seed_event
 from ticketboss.domain import NotEnoughSeats, Reservation, VersionConflict
 from ticketboss.services import CancelRequest, ReservationService, SeatRequest
+from ticketboss.services.reservations import Submitted
 from ticketboss.store import queries
 from ticketboss.store.tables import reservations
 
@@ -293,7 +294,7 @@ def test_a_batch_whose_idempotency_claim_was_taken_over_answers_in_flight_and_th
     with service.engine.begin() as conn:  # its lease lapsed and a retry took the key over
         conn.execute(update(idempotency_keys).values(owner=uuid.uuid4()))
     outcomes = service.commit_batch(
-        EVENT_ID, [SeatRequest("a", 1, None, held), SeatRequest("b", 2), SeatRequest("c", 3)]
+        EVENT_ID, [Submitted(SeatRequest("a", 1), held), SeatRequest("b", 2), SeatRequest("c", 3)]
     )
     assert isinstance(outcomes[0], IdempotencyKeyInFlight)
     assert [o.seats for o in outcomes[1:]] == [2, 3]

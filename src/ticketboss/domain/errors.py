@@ -42,12 +42,12 @@ class OutcomeUnknown(DomainError):
     """The database may or may not have committed (connection lost at COMMIT, or the batch
     was interrupted): never retried automatically, since a retry could book twice."""
 
-    def __init__(self, event_id: str):
+    def __init__(self, subject: str):
         super().__init__(
-            f"The outcome of this change to event '{event_id}' is unknown; "
+            f"The outcome of this change to {subject} is unknown; "
             "check the reservation before retrying."
         )
-        self.event_id = event_id
+        self.subject = subject
 
 
 class VersionConflict(DomainError):

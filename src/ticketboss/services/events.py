@@ -13,7 +13,8 @@ from sqlalchemy.exc import IntegrityError
 from ticketboss import metrics
 from ticketboss.config import Settings
 from ticketboss.domain import Event, EventExists, EventNotFound, PreconditionFailed, Reservation
-from ticketboss.services.retry import commit, with_retries
+from ticketboss.services.retry import with_retries
+from ticketboss.services.unit_of_work import transaction
 from ticketboss.store import queries
 
 
@@ -25,7 +26,7 @@ class EventService:
     def create(self, event_id: str, name: str, total_seats: int) -> Event:
         """A new event with every seat available, at version 0; EventExists if taken."""
         try:
-            with self.engine.begin() as conn:
+            with transaction(self.engine, f"event '{event_id}'") as conn:
                 queries.create_event(conn, event_id, name, total_seats)
         except IntegrityError as exc:
             raise EventExists(event_id) from exc
@@ -52,7 +53,7 @@ class EventService:
         )
 
     def _update_once(self, event_id, name, total_seats, if_versions) -> Event:
-        with self.engine.connect() as conn:
+        with transaction(self.engine, f"event '{event_id}'") as conn:
             event = queries.load_event(conn, event_id)
             if event is None:
                 raise EventNotFound(event_id)
@@ -61,7 +62,6 @@ class EventService:
             after = event if total_seats is None else event.resize(total_seats)
             after = after if name is None else replace(after, name=name)
             queries.compare_and_swap(conn, event, after, changes=1)
-            commit(conn, event_id)
         metrics.AVAILABLE_SEATS.labels(event_id).set(after.available_seats)
         return replace(after, version=event.version + 1)
 

@@ -19,6 +19,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ticketboss.config import Settings
 from ticketboss.domain import IdempotencyKeyInFlight, IdempotencyKeyReused
+from ticketboss.services.unit_of_work import transaction
 from ticketboss.store import queries
 
 
@@ -57,52 +58,51 @@ def claim(engine: Engine, settings: Settings, key: IdempotencyKey) -> Claim | Re
     """Claim the key, or return its stored answer; IdempotencyKeyReused if it came with
     another request, IdempotencyKeyInFlight while its first request is still running."""
     owner = uuid4()
+    subject = f"Idempotency-Key '{key.key}'"
     for _ in range(3):  # a row that expires or lapses under our feet: look again
         now = datetime.now(UTC)
         locked_until = now + timedelta(seconds=settings.idempotency_lease_seconds)
-        with engine.connect() as conn:
-            try:
+        expires_at = now + timedelta(seconds=settings.idempotency_ttl_seconds)
+        try:
+            with transaction(engine, subject) as conn:
                 queries.insert_claim(
-                    conn,
-                    key.scope,
-                    key.key,
-                    key.fingerprint,
-                    owner,
-                    locked_until,
-                    now + timedelta(seconds=settings.idempotency_ttl_seconds),
+                    conn, key.scope, key.key, key.fingerprint, owner, locked_until, expires_at
                 )
-                conn.commit()
-                return Claim(key, owner)
-            except IntegrityError:
-                conn.rollback()
+            return Claim(key, owner)
+        except IntegrityError:
+            pass  # the key exists: what state is it in?
+        with engine.connect() as conn:
             row = queries.load_claim(conn, key.scope, key.key)
-            if row is None:
-                continue
-            running = row.status_code is None and row.locked_until > now
-            if row.expires_at <= now and not running:
+        if row is None:
+            continue
+        running = row.status_code is None and row.locked_until > now
+        if row.expires_at <= now and not running:
+            with transaction(engine, subject) as conn:
                 queries.delete_claim(conn, key.scope, key.key, row.owner)
-                conn.commit()
-                continue
-            if row.fingerprint != key.fingerprint:
-                raise IdempotencyKeyReused(key.key)
-            if row.status_code is not None:
-                return Replay(row.status_code, row.reservation_id, row.detail)
-            if running:
-                raise IdempotencyKeyInFlight(key.key)
-            # Its request died without an answer (nothing was written): take it over.
-            if queries.take_over_claim(conn, key.scope, key.key, row.owner, owner, locked_until):
-                conn.commit()
-                return Claim(key, owner)
+            continue
+        if row.fingerprint != key.fingerprint:
+            raise IdempotencyKeyReused(key.key)
+        if row.status_code is not None:
+            return Replay(row.status_code, row.reservation_id, row.detail)
+        if running:
+            raise IdempotencyKeyInFlight(key.key)
+        # Its request died without an answer (nothing was written): take it over.
+        with transaction(engine, subject) as conn:
+            taken = queries.take_over_claim(
+                conn, key.scope, key.key, row.owner, owner, locked_until
+            )
+        if taken:
+            return Claim(key, owner)
     raise IdempotencyKeyInFlight(key.key)
 
 
 def release(engine: Engine, held: Claim) -> None:
     """Give the key up unanswered (the request failed before changing anything)."""
-    with engine.begin() as conn:
+    with transaction(engine, f"Idempotency-Key '{held.key.key}'") as conn:
         queries.delete_claim(conn, held.key.scope, held.key.key, held.owner)
 
 
 def prune(engine: Engine) -> int:
     """Delete expired keys."""
-    with engine.begin() as conn:
+    with transaction(engine, "expired Idempotency-Keys") as conn:
         return queries.prune_claims(conn, datetime.now(UTC))

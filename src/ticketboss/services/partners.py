@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine
 
 from ticketboss.domain import Principal, Role
+from ticketboss.services.unit_of_work import transaction
 from ticketboss.store import queries
 
 KEY_PREFIX = "tb_"
@@ -56,7 +57,7 @@ def create_key(engine: Engine, partner_id: str, role: Role) -> tuple[KeyInfo, st
         prefix=key[:_SHOWN_PREFIX],
         created_at=datetime.now(UTC),
     )
-    with engine.begin() as conn:
+    with transaction(engine, f"partner '{partner_id}'") as conn:
         created = queries.ensure_partner(conn, partner_id)
         queries.insert_key(
             conn, info.key_id, partner_id, role.value, info.prefix, hash_key(key), info.created_at
@@ -89,7 +90,7 @@ def list_keys(engine: Engine) -> list[tuple[str, KeyInfo | None]]:
 
 def revoke_key(engine: Engine, key_id: str) -> bool:
     """Revoke an active key; False if no active key has that id."""
-    with engine.begin() as conn:
+    with transaction(engine, f"key '{key_id}'") as conn:
         return queries.revoke_key(conn, key_id, datetime.now(UTC))
 
 
@@ -136,7 +137,7 @@ class KeyCache:
 
     def _look_up(self, digest: str) -> Principal | None:
         """One indexed read by hash, and last-used stamped (once per ttl per worker)."""
-        with self.engine.begin() as conn:
+        with transaction(self.engine, "a key's last use") as conn:
             row = queries.load_active_key(conn, digest)
             # The index found it by hash; compare in constant time all the same.
             if row is None or not hmac.compare_digest(row.key_hash, digest):

@@ -1,12 +1,29 @@
-"""Reserve and cancel seats with a versioned compare-and-swap, retried by tenacity."""
+"""Reserve and cancel seats with a versioned compare-and-swap, retried by tenacity.
+
+The write path of `POST /api/reservations`, hop by hop:
+
+1. `api/reservations.py` → `api/common.reserve`: the key's partner, the Idempotency-Key.
+2. `ReservationService.reserve` (below): claims the key (`services/idempotency.claim`),
+   then queues the change for its event (`services/group_commit.GroupCommit.submit`).
+3. The request that leads its event's queue runs `ReservationService.commit_batch` for the
+   whole batch, retried whole by `services/retry.with_retries` when it loses the CAS;
+   each attempt is `_commit_batch_once`, one `services/unit_of_work.transaction`:
+   - `store/queries.load_event` and `load_confirmed_seats` read;
+   - `domain/batch.plan` decides every change of the batch, in order;
+   - `store/queries.compare_and_swap` writes the event at the version it read,
+     `insert_reservations` the granted rows (**here the reservation is written**),
+     `mark_cancelled` the released ones, `record_outcome` the keys' answers;
+   - the transaction commits, and every request of the batch gets its outcome.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from uuid import UUID, uuid4
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from ticketboss import metrics
@@ -17,39 +34,36 @@ from ticketboss.domain import (
     IdempotencyKeyInFlight,
     NotEnoughSeats,
     OutcomeUnknown,
-    PreconditionFailed,
     Reservation,
     ReservationNotFound,
     Status,
     VersionConflict,
 )
+from ticketboss.domain.batch import (
+    CancelRequest,
+    Change,
+    Confirmed,
+    Granted,
+    Plan,
+    Released,
+    SeatRequest,
+    plan,
+)
 from ticketboss.services import idempotency
 from ticketboss.services.group_commit import GroupCommit
 from ticketboss.services.idempotency import Claim, IdempotencyKey, Replay
-from ticketboss.services.retry import commit, with_retries
+from ticketboss.services.retry import with_retries
+from ticketboss.services.unit_of_work import transaction
 from ticketboss.store import queries
 
 
 @dataclass(frozen=True)
-class SeatRequest:
-    """Reserve `seats` for a partner; only at one of `if_versions` when given (If-Match)."""
+class Submitted:
+    """A change as the group commit carries it, with the Idempotency-Key claim that its
+    answer is written onto beside it (not inside: the domain knows nothing of keys)."""
 
-    partner_id: str
-    seats: int
-    if_versions: frozenset[int] | None = None
+    change: Change
     claim: Claim | None = None
-
-
-@dataclass(frozen=True)
-class CancelRequest:
-    """Cancel a confirmed reservation; only one of `owner`'s when given (a partner key)."""
-
-    reservation_id: UUID
-    claim: Claim | None = None
-    owner: str | None = None
-
-
-Change = SeatRequest | CancelRequest
 
 
 class _LostClaim(Exception):
@@ -60,18 +74,22 @@ class _LostClaim(Exception):
         self.index = index
 
 
-def _answer(request: Change, outcome: object) -> tuple[int, UUID | None, str | None] | None:
+def _answer(change: Change, outcome: object) -> tuple[int, UUID | None, str | None] | None:
     """What an Idempotency-Key keeps of an outcome: (status, reservation id, detail), or None
     for outcomes that are not kept (the key is released and may be used again)."""
     if isinstance(outcome, Reservation):
         return 201, outcome.reservation_id, None
     if outcome is None:
-        return 204, request.reservation_id, None
+        return 204, change.reservation_id, None
     if isinstance(outcome, NotEnoughSeats):
         return 409, None, str(outcome)
     if isinstance(outcome, ReservationNotFound):
         return 404, None, str(outcome)
     return None
+
+
+def _event(event_id: str) -> str:
+    return f"event '{event_id}'"
 
 
 class ReservationService:
@@ -86,7 +104,9 @@ class ReservationService:
         self.engine = engine
         self.settings = settings
         self._changes = GroupCommit(
-            self.commit_batch, settings.group_commit_max_batch, interrupted=OutcomeUnknown
+            self.commit_batch,
+            settings.group_commit_max_batch,
+            interrupted=lambda event_id: OutcomeUnknown(_event(event_id)),
         )
 
     def summary(self, event_id: str) -> Event:
@@ -122,9 +142,7 @@ class ReservationService:
         """Take `seats` for a partner: NotEnoughSeats if they are not there,
         PreconditionFailed if the event is not at one of `if_versions`, VersionConflict if
         the retries ran out; with a key already answered, that answer (a Replay)."""
-        return self._submit(
-            event_id, key, lambda held: SeatRequest(partner_id, seats, if_versions, held)
-        )
+        return self._submit(event_id, key, SeatRequest(partner_id, seats, if_versions))
 
     def cancel(
         self,
@@ -136,9 +154,9 @@ class ReservationService:
     ) -> Replay | None:
         """Cancel a confirmed reservation of that event (one of `owner`'s, when given); its
         seats return to the pool."""
-        return self._submit(event_id, key, lambda held: CancelRequest(reservation_id, held, owner))
+        return self._submit(event_id, key, CancelRequest(reservation_id, owner))
 
-    def _submit(self, event_id: str, key: IdempotencyKey | None, request_for):
+    def _submit(self, event_id: str, key: IdempotencyKey | None, change: Change):
         held = None
         if key is not None:
             held = idempotency.claim(self.engine, self.settings, key)
@@ -146,7 +164,7 @@ class ReservationService:
                 metrics.IDEMPOTENT_REPLAYS.inc()
                 return held
         try:
-            return self._changes.submit(event_id, request_for(held))
+            return self._changes.submit(event_id, Submitted(change, held))
         except (VersionConflict, SQLAlchemyError):
             # Nothing was written: let the client's retry use the key afresh. (After an
             # OutcomeUnknown the claim stays: the answer may be on it, or it lapses.)
@@ -154,100 +172,88 @@ class ReservationService:
                 idempotency.release(self.engine, held)
             raise
 
-    def commit_batch(self, event_id: str, requests: list[Change]) -> list[object]:
+    def commit_batch(self, event_id: str, requests: Sequence[Submitted | Change]) -> list[object]:
         """Apply reservations and cancellations of one event in order, as one transaction
         retried whole on conflict: an outcome per request (a Reservation, None for a done
         cancel, or the error to raise). The group commit calls it; anyone may."""
+        batch = [r if isinstance(r, Submitted) else Submitted(r) for r in requests]
         lost: dict[int, Exception] = {}
         while True:
-            live = [i for i in range(len(requests)) if i not in lost]
+            live = [i for i in range(len(batch)) if i not in lost]
             try:
                 outcomes = with_retries(
-                    self.settings, self._commit_batch_once, event_id, [requests[i] for i in live]
+                    self.settings, self._commit_batch_once, event_id, [batch[i] for i in live]
                 )
             except _LostClaim as exc:
                 # That request's key now belongs to a retry of it, which will answer: this
                 # one says "in flight", and the rest of the batch goes on without it.
                 index = live[exc.index]
-                lost[index] = IdempotencyKeyInFlight(requests[index].claim.key.key)
+                lost[index] = IdempotencyKeyInFlight(batch[index].claim.key.key)
                 continue
             answered = dict(zip(live, outcomes, strict=True))
-            return [lost[i] if i in lost else answered[i] for i in range(len(requests))]
+            return [lost[i] if i in lost else answered[i] for i in range(len(batch))]
 
-    def _commit_batch_once(self, event_id: str, requests: list[Change]) -> list[object]:
-        with self.engine.connect() as conn:  # rolls back unless commit() ran
+    def _commit_batch_once(self, event_id: str, batch: list[Submitted]) -> list[object]:
+        """One attempt: read, plan, write, commit."""
+        changes = [s.change for s in batch]
+        with transaction(self.engine, _event(event_id)) as conn:
             event = queries.load_event(conn, event_id)
-            if event is None:
-                outcomes = [EventNotFound(event_id) for _ in requests]
-                self._keep_answers(conn, event_id, requests, outcomes)
-                commit(conn, event_id)
-                return outcomes
-            cancellable = queries.load_confirmed_seats(
-                conn, event_id, [r.reservation_id for r in requests if isinstance(r, CancelRequest)]
-            )
-            current, outcomes, granted, cancelled = event, [], [], []
-            for request in requests:
-                # Each request sees the event as the requests ahead of it in the batch left it.
-                version = event.version + len(granted) + len(cancelled)
-                if isinstance(request, CancelRequest):
-                    found = cancellable.get(request.reservation_id)
-                    if found is None or request.owner not in (None, found[1]):
-                        # Another partner's reservation is not found, as if it did not exist.
-                        refused = ReservationNotFound(request.reservation_id, confirmed_only=True)
-                        outcomes.append(refused)
-                        continue
-                    # A second cancel of the same reservation in this batch finds nothing.
-                    del cancellable[request.reservation_id]
-                    current = current.release(found[0])
-                    cancelled.append(request.reservation_id)
-                    outcomes.append(None)
-                    continue
-                if request.if_versions is not None and version not in request.if_versions:
-                    outcomes.append(PreconditionFailed(event_id, version))
-                    continue
-                try:
-                    current = current.reserve(request.seats)
-                except NotEnoughSeats as refused:
-                    outcomes.append(refused)
-                    continue
-                granted.append(len(outcomes))
-                outcomes.append(request)  # becomes its Reservation once stamped, below
-            if granted or cancelled:
-                queries.compare_and_swap(conn, event, current, len(granted) + len(cancelled))
-                # Stamped after the compare-and-swap, which orders one event's commits:
-                # created_at then follows commit order, so paging never skips a late row.
-                now = datetime.now(UTC)
-                for i in granted:
-                    seat_request = outcomes[i]
-                    outcomes[i] = Reservation(
-                        uuid4(),
-                        event_id,
-                        seat_request.partner_id,
-                        seat_request.seats,
-                        Status.CONFIRMED,
-                        now,
-                    )
-                if granted:
-                    queries.insert_reservations(conn, [outcomes[i] for i in granted])
-                if cancelled and queries.mark_cancelled(conn, cancelled, now) != len(cancelled):
-                    # Cancelled elsewhere after our read: our whole write rolls back.
-                    raise VersionConflict(event_id)
-            self._keep_answers(conn, event_id, requests, outcomes)
-            commit(conn, event_id)
-        if granted or cancelled:
-            metrics.CAS_COMMITS.inc()
-            metrics.RESERVATIONS.inc(len(granted))
-            metrics.CANCELLATIONS.inc(len(cancelled))
-            metrics.AVAILABLE_SEATS.labels(event_id).set(current.available_seats)
+            decided = plan(event_id, event, changes, self._confirmed(conn, event, changes))
+            outcomes = self._write(conn, event_id, decided)
+            self._keep_answers(conn, batch, outcomes)
+        if decided.changes:
+            self._count(event_id, decided)
         return outcomes
 
-    def _keep_answers(self, conn, event_id: str, requests: list[Change], outcomes: list) -> None:
+    def _confirmed(self, conn: Connection, event: Event | None, changes) -> dict:
+        """The still confirmed reservations that the batch's cancels name."""
+        ids = [c.reservation_id for c in changes if isinstance(c, CancelRequest)]
+        if event is None or not ids:
+            return {}
+        found = queries.load_confirmed_seats(conn, event.event_id, ids)
+        return {rid: Confirmed(seats, partner) for rid, (seats, partner) in found.items()}
+
+    def _write(self, conn: Connection, event_id: str, decided: Plan) -> list[object]:
+        """Write the plan (CAS, new rows, cancelled rows); the outcome of each change: its
+        Reservation, None for a cancel, or the domain error that refused it."""
+        if not decided.changes:
+            return list(decided.outcomes)
+        queries.compare_and_swap(conn, decided.before, decided.after, decided.changes)
+        # Stamped after the compare-and-swap, which orders one event's commits: created_at
+        # then follows commit order, so paging never skips a late row.
+        now = datetime.now(UTC)
+        outcomes: list[object] = []
+        for outcome in decided.outcomes:
+            if isinstance(outcome, Granted):
+                request = outcome.request
+                outcome = Reservation(
+                    uuid4(), event_id, request.partner_id, request.seats, Status.CONFIRMED, now
+                )
+            elif isinstance(outcome, Released):
+                outcome = None
+            outcomes.append(outcome)
+        granted = [o for o in outcomes if isinstance(o, Reservation)]
+        if granted:
+            queries.insert_reservations(conn, granted)
+        released = decided.released
+        if released and queries.mark_cancelled(conn, released, now) != len(released):
+            raise VersionConflict(event_id)  # cancelled elsewhere after our read: roll back
+        return outcomes
+
+    @staticmethod
+    def _count(event_id: str, decided: Plan) -> None:
+        metrics.CAS_COMMITS.inc()
+        metrics.RESERVATIONS.inc(len(decided.granted))
+        metrics.CANCELLATIONS.inc(len(decided.released))
+        metrics.AVAILABLE_SEATS.labels(event_id).set(decided.after.available_seats)
+
+    def _keep_answers(self, conn, batch: list[Submitted], outcomes: list) -> None:
         """Write each keyed request's answer onto its claim, in the batch's transaction."""
-        for index, (request, outcome) in enumerate(zip(requests, outcomes, strict=True)):
-            held = request.claim
+        for index, (submitted, outcome) in enumerate(zip(batch, outcomes, strict=True)):
+            held = submitted.claim
             if held is None:
                 continue
-            answer = _answer(request, outcome)
+            answer = _answer(submitted.change, outcome)
             if answer is None:
                 queries.delete_claim(conn, held.key.scope, held.key.key, held.owner)
             elif not queries.record_outcome(

@@ -16,7 +16,7 @@ from tenacity import (
 
 from ticketboss import metrics
 from ticketboss.config import Settings
-from ticketboss.domain import OutcomeUnknown, VersionConflict
+from ticketboss.domain import VersionConflict
 
 T = TypeVar("T")
 
@@ -46,11 +46,3 @@ def with_retries(settings: Settings, unit_of_work: Callable[..., T], *args) -> T
     except VersionConflict:
         metrics.CAS_EXHAUSTED.inc()
         raise
-
-
-def commit(conn, event_id: str) -> None:
-    """COMMIT; if the connection fails now, the changes may or may not have landed."""
-    try:
-        conn.commit()
-    except DBAPIError as exc:
-        raise OutcomeUnknown(event_id) from exc
