@@ -15,10 +15,11 @@ from flask_smorest import abort
 from werkzeug.exceptions import BadRequest
 
 from ticketboss.api.auth import principal
-from ticketboss.api.errors import PROBLEM_JSON, problem
+from ticketboss.api.errors import PROBLEM_JSON, problem, status_of
 from ticketboss.api.schemas import Problem, ReservationCreated, storable
 from ticketboss.domain import Event, Forbidden
 from ticketboss.services import EventService, IdempotencyKey, Replay, ReservationService
+from ticketboss.services.idempotency import Kept
 
 _VERSION = re.compile(r"0|[1-9][0-9]{0,17}")  # the exact text of an ETag we send
 RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}}
@@ -175,16 +176,16 @@ def listed_partner(asked: str | None) -> str | None:
 def replay(stored: Replay, seats: int | None, location: Callable[[UUID], str] | None):
     """The first answer again, marked as a replay."""
     marked = {"Idempotent-Replayed": "true"}
-    if stored.status_code == 201:
+    if stored.kind is Kept.RESERVED:
         created = {"reservation_id": stored.reservation_id, "seats": seats, "status": "confirmed"}
         response = jsonify(_RESERVATION_CREATED.dump(created))
         response.status_code = 201
         response.headers.update({**marked, "Location": location(stored.reservation_id)})
         return response
-    if stored.status_code == 204:
+    if stored.kind is Kept.CANCELLED:
         return Response(status=204, headers=marked)
-    slug = {409: "not-enough-seats", 404: "reservation-not-found"}[stored.status_code]
-    return problem(stored.status_code, stored.detail, slug, marked)
+    # A refusal: said as the error table says that kind of problem.
+    return problem(status_of(stored.kind), stored.detail, stored.kind.value, marked)
 
 
 def encode_cursor(*values) -> str:

@@ -45,6 +45,14 @@ _DOMAIN_STATUS = {
     VersionConflict: (503, "too-busy"),
     OutcomeUnknown: (503, "outcome-unknown"),
 }
+_STATUS_OF_SLUG = {slug: status for status, slug in _DOMAIN_STATUS.values()}
+
+
+def status_of(slug: str) -> int:
+    """The status of a kind of problem, by its slug (replays of stored refusals use it)."""
+    return _STATUS_OF_SLUG[slug]
+
+
 # Answers after which the same request may succeed later: they say when to try again.
 _RETRY_LATER = {"idempotency-key-in-flight", "too-busy", "outcome-unknown", "unavailable"}
 # RFC 6750: a 401 names the scheme, and says whether the key that came was bad.

@@ -8,6 +8,7 @@ after the lease, and a later retry takes it over.
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 from dataclasses import dataclass
@@ -45,11 +46,20 @@ class Claim:
     owner: UUID
 
 
+class Kept(enum.StrEnum):
+    """The kinds of answer a key keeps (the API decides how each is said in HTTP)."""
+
+    RESERVED = "reserved"
+    CANCELLED = "cancelled"
+    NOT_ENOUGH_SEATS = "not-enough-seats"
+    RESERVATION_NOT_FOUND = "reservation-not-found"
+
+
 @dataclass(frozen=True)
 class Replay:
     """The key was answered before: the same answer again."""
 
-    status_code: int
+    kind: Kept
     reservation_id: UUID | None
     detail: str | None
 
@@ -75,15 +85,15 @@ def claim(engine: Engine, settings: Settings, key: IdempotencyKey) -> Claim | Re
             row = queries.load_claim(conn, key.scope, key.key)
         if row is None:
             continue
-        running = row.status_code is None and row.locked_until > now
+        running = row.outcome is None and row.locked_until > now
         if row.expires_at <= now and not running:
             with transaction(engine, subject) as conn:
                 queries.delete_claim(conn, key.scope, key.key, row.owner)
             continue
         if row.fingerprint != key.fingerprint:
             raise IdempotencyKeyReused(key.key)
-        if row.status_code is not None:
-            return Replay(row.status_code, row.reservation_id, row.detail)
+        if row.outcome is not None:
+            return Replay(Kept(row.outcome), row.reservation_id, row.detail)
         if running:
             raise IdempotencyKeyInFlight(key.key)
         # Its request died without an answer (nothing was written): take it over.

@@ -51,7 +51,7 @@ from ticketboss.domain.batch import (
 )
 from ticketboss.services import idempotency
 from ticketboss.services.group_commit import GroupCommit
-from ticketboss.services.idempotency import Claim, IdempotencyKey, Replay
+from ticketboss.services.idempotency import Claim, IdempotencyKey, Kept, Replay
 from ticketboss.services.retry import with_retries
 from ticketboss.services.unit_of_work import transaction
 from ticketboss.store import queries
@@ -74,17 +74,17 @@ class _LostClaim(Exception):
         self.index = index
 
 
-def _answer(change: Change, outcome: object) -> tuple[int, UUID | None, str | None] | None:
-    """What an Idempotency-Key keeps of an outcome: (status, reservation id, detail), or None
+def _answer(change: Change, outcome: object) -> tuple[Kept, UUID | None, str | None] | None:
+    """What an Idempotency-Key keeps of an outcome: (kind, reservation id, detail), or None
     for outcomes that are not kept (the key is released and may be used again)."""
     if isinstance(outcome, Reservation):
-        return 201, outcome.reservation_id, None
+        return Kept.RESERVED, outcome.reservation_id, None
     if outcome is None:
-        return 204, change.reservation_id, None
+        return Kept.CANCELLED, change.reservation_id, None
     if isinstance(outcome, NotEnoughSeats):
-        return 409, None, str(outcome)
+        return Kept.NOT_ENOUGH_SEATS, None, str(outcome)
     if isinstance(outcome, ReservationNotFound):
-        return 404, None, str(outcome)
+        return Kept.RESERVATION_NOT_FOUND, None, str(outcome)
     return None
 
 

@@ -251,7 +251,7 @@ def take_over_claim(conn: Connection, scope, key, old_owner, new_owner, locked_u
             idempotency_keys.c.scope == scope,
             idempotency_keys.c.key == key,
             idempotency_keys.c.owner == old_owner,
-            idempotency_keys.c.status_code.is_(None),
+            idempotency_keys.c.outcome.is_(None),
         )
         .values(owner=new_owner, locked_until=locked_until)
     )
@@ -266,7 +266,7 @@ _RECORD_OUTCOME = (
         idempotency_keys.c.owner == bindparam("b_owner"),
     )
     .values(
-        status_code=bindparam("b_status"),
+        outcome=bindparam("b_outcome"),
         reservation_id=bindparam("b_reservation_id"),
         detail=bindparam("b_detail"),
         locked_until=None,
@@ -274,7 +274,7 @@ _RECORD_OUTCOME = (
 )
 
 
-def record_outcome(conn: Connection, scope, key, owner, status, reservation_id, detail) -> bool:
+def record_outcome(conn: Connection, scope, key, owner, outcome, reservation_id, detail) -> bool:
     """Store the answer on the claim we hold; False if the claim is no longer ours."""
     result = conn.execute(
         _RECORD_OUTCOME,
@@ -282,7 +282,7 @@ def record_outcome(conn: Connection, scope, key, owner, status, reservation_id, 
             "b_scope": scope,
             "b_key": key,
             "b_owner": owner,
-            "b_status": status,
+            "b_outcome": outcome,
             "b_reservation_id": reservation_id,
             "b_detail": detail,
         },
@@ -303,7 +303,7 @@ def delete_claim(conn: Connection, scope: str, key: str, owner: UUID | None = No
 def prune_claims(conn: Connection, now: datetime) -> int:
     """Delete expired keys, except those whose request is still running; returns how many."""
     answered_or_lapsed = or_(
-        idempotency_keys.c.status_code.is_not(None), idempotency_keys.c.locked_until < now
+        idempotency_keys.c.outcome.is_not(None), idempotency_keys.c.locked_until < now
     )
     return conn.execute(
         delete(idempotency_keys).where(idempotency_keys.c.expires_at < now, answered_or_lapsed)

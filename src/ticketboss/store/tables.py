@@ -97,7 +97,7 @@ idempotency_keys = Table(
     Column("owner", Uuid, nullable=False),
     Column("locked_until", UtcDateTime(), nullable=True),
     # The answer, written in the same transaction as the change it describes.
-    Column("status_code", Integer, nullable=True),
+    Column("outcome", String(32), nullable=True),
     Column("reservation_id", Uuid, nullable=True),
     Column("detail", Text, nullable=True),
     Column("created_at", UtcDateTime(), nullable=False, server_default=func.now()),
