@@ -11,7 +11,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from ticketboss import create_app
+from ticketboss import create_app, services_of
 from ticketboss.cli import seed_event
 from ticketboss.config import Settings
 from ticketboss.domain import Role
@@ -111,7 +111,7 @@ def as_operator(app):
     """Tests of the API's behaviour (not of its keys) run in the default AUTH_MODE=keys, as an
     operator, who may do everything for any partner: every `app.test_client()` sends a new
     operator key. tests/e2e/test_auth.py checks the keys themselves."""
-    engine = app.extensions["ticketboss"].engine
+    engine = services_of(app).engine
     app.config["TEST_OPERATOR_KEY"] = create_key(engine, "ops", Role.OPERATOR)[1]
     app.test_client_class = OperatorClient
     return app
@@ -121,13 +121,13 @@ def as_operator(app):
 def session_app(database_url):
     app = as_operator(create_app(Settings(database_url=database_url, **PATIENT)))
     yield app
-    app.extensions["ticketboss"].engine.dispose()
+    services_of(app).engine.dispose()
 
 
 @pytest.fixture
 def app(session_app):
     """The app on one engine, with the default event reset to 500 seats."""
-    seed_event(session_app.extensions["ticketboss"].engine, EVENT_ID, "Node.js Meet-up", 500, True)
+    seed_event(services_of(session_app).engine, EVENT_ID, "Node.js Meet-up", 500, True)
     return session_app
 
 

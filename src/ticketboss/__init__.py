@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from flask import Flask
+from typing import TYPE_CHECKING
+
+from flask import Flask, current_app
 
 from ticketboss.config import Settings
+
+if TYPE_CHECKING:
+    from ticketboss.services import Services
 
 
 def create_app(settings: Settings | None = None) -> Flask:
@@ -19,6 +24,12 @@ def create_app(settings: Settings | None = None) -> Flask:
     register_blueprints(app)
     register_errorhandlers(app)
     return app
+
+
+def services_of(app: Flask | None = None) -> Services:
+    """The app's services (the current app's by default): views, health checks and tests
+    all find them here."""
+    return (app or current_app).extensions["ticketboss"]
 
 
 def register_config(app: Flask, settings: Settings) -> None:
@@ -46,12 +57,9 @@ def register_observability(app: Flask) -> None:
 def register_extensions(app: Flask, settings: Settings) -> None:
     from flask_cors import CORS
 
-    from ticketboss.services import EventService, ReservationService
-    from ticketboss.store.db import make_engine
+    from ticketboss.services import Services
 
-    engine = make_engine(settings)
-    app.extensions["ticketboss"] = ReservationService(engine, settings)
-    app.extensions["ticketboss.events"] = EventService(engine, settings)
+    app.extensions["ticketboss"] = Services.build(settings)
     # Browser-based partner tools called the Node.js API cross-origin (it ran cors()).
     CORS(
         app,

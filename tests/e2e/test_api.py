@@ -7,7 +7,7 @@ import uuid
 import pytest
 
 from conftest import PATIENT
-from ticketboss import create_app
+from ticketboss import create_app, services_of
 from ticketboss.config import Settings
 
 
@@ -15,7 +15,7 @@ from ticketboss.config import Settings
 def session_app(database_url):
     app = create_app(Settings(database_url=database_url, auth_mode="open", **PATIENT))
     yield app
-    app.extensions["ticketboss"].engine.dispose()
+    services_of(app).engine.dispose()
 
 
 @pytest.fixture
@@ -254,7 +254,7 @@ def test_browsers_may_call_the_api_from_any_origin_as_they_could_the_node_servic
 def test_the_default_event_routes_never_reach_another_events_reservations(app):
     from ticketboss.cli import seed_event
 
-    service = app.extensions["ticketboss"]
+    service = services_of(app).reservations
     seed_event(service.engine, "gala", "Gala", 10, reset=True)
     other = service.reserve("gala", "abc", 3)
     client = app.test_client()

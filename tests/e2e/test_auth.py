@@ -11,7 +11,7 @@ import pytest
 from flask.testing import FlaskClient
 
 from conftest import PATIENT
-from ticketboss import create_app
+from ticketboss import create_app, services_of
 from ticketboss.config import Settings
 from ticketboss.domain import Role
 from ticketboss.services.partners import create_key, revoke_key
@@ -35,7 +35,7 @@ def new_key(app):
 
     def make(partner_id: str | None = None, role: Role = Role.PARTNER):
         partner_id = partner_id or f"partner-{uuid.uuid4().hex[:8]}"
-        info, key, _ = create_key(app.extensions["ticketboss"].engine, partner_id, role)
+        info, key, _ = create_key(services_of(app).engine, partner_id, role)
         return partner_id, info.key_id, key
 
     return make
@@ -73,7 +73,7 @@ def reserve(client, seats=2, path="/api/reservations", **body):
 
 
 def books(app):
-    event = app.extensions["ticketboss"].summary(EVENT)
+    event = services_of(app).reservations.summary(EVENT)
     return event.available_seats, event.reservation_count
 
 
@@ -245,7 +245,7 @@ def test_only_operators_create_and_change_events(app, alice, operator):
     assert_problem(
         partner.patch(f"/api/events/{event_id}", json={"totalSeats": 20}), 403, "forbidden"
     )
-    assert app.extensions["ticketboss"].summary(event_id).total_seats == 10
+    assert services_of(app).reservations.summary(event_id).total_seats == 10
     resized = operator.patch(f"/api/events/{event_id}", json={"totalSeats": 20})
     assert resized.status_code == 200 and resized.get_json()["totalSeats"] == 20
 
@@ -283,11 +283,11 @@ def quick_app(database_url):
     """A worker that trusts a looked-up key for only 0.2 s."""
     app = create_app(Settings(database_url=database_url, auth_cache_seconds=0.2, **PATIENT))
     yield app
-    app.extensions["ticketboss"].engine.dispose()
+    services_of(app).engine.dispose()
 
 
 def test_a_rotated_key_works_beside_the_old_one_and_a_revoked_key_is_401_soon(quick_app):
-    engine = quick_app.extensions["ticketboss"].engine
+    engine = services_of(quick_app).engine
     partner_id = f"rotating-{uuid.uuid4().hex[:8]}"
     old_info, old, _ = create_key(engine, partner_id, Role.PARTNER)
     _, new, created = create_key(engine, partner_id, Role.PARTNER)
@@ -312,7 +312,7 @@ def test_a_key_records_when_it_was_last_used(app, new_key):
     from ticketboss.services.partners import list_keys
 
     partner_id, key_id, key = new_key()
-    engine = app.extensions["ticketboss"].engine
+    engine = services_of(app).engine
     [(_, info)] = [(p, i) for p, i in list_keys(engine) if i and i.key_id == key_id]
     assert info.last_used_at is None
     assert as_key(app, key).get("/api/reservations").status_code == 200
@@ -329,11 +329,11 @@ def limited_app(database_url):
         Settings(database_url=database_url, partner_rate_limit=2, partner_rate_burst=4, **PATIENT)
     )
     yield app
-    app.extensions["ticketboss"].engine.dispose()
+    services_of(app).engine.dispose()
 
 
 def test_a_partner_over_its_rate_gets_429_with_retry_after_and_others_are_served(limited_app):
-    engine = limited_app.extensions["ticketboss"].engine
+    engine = services_of(limited_app).engine
     greedy = as_key(limited_app, create_key(engine, f"g-{uuid.uuid4().hex[:6]}", Role.PARTNER)[1])
     modest = as_key(limited_app, create_key(engine, f"m-{uuid.uuid4().hex[:6]}", Role.PARTNER)[1])
     answers = [greedy.get("/api/reservations") for _ in range(4)]

@@ -55,13 +55,13 @@ def test_create_prints_the_key_alone_list_never_shows_it_and_revoke_stops_it(app
     again = run("partner", "revoke", key_id)
     assert again.returncode == 1 and "no active key" in again.stderr
     # This test's worker still trusts the key for AUTH_CACHE_SECONDS; a new one refuses it.
-    from ticketboss import create_app
+    from ticketboss import create_app, services_of
 
-    fresh = create_app(app.extensions["ticketboss"].settings)
+    fresh = create_app(services_of(app).settings)
     try:
         assert fresh.test_client().get("/api/reservations", headers=auth).status_code == 401
     finally:
-        fresh.extensions["ticketboss"].engine.dispose()
+        services_of(fresh).engine.dispose()
     assert "-" not in [
         line.split()[-1] for line in run("partner", "list").stdout.splitlines() if key_id in line
     ]

@@ -4,6 +4,8 @@ import uuid
 
 import pytest
 
+from ticketboss import services_of
+
 PROBLEM = "application/problem+json"
 
 
@@ -27,7 +29,7 @@ def summary(client, event_id="gala"):
 def client(app):
     from ticketboss.store.tables import events, idempotency_keys, reservations
 
-    engine = app.extensions["ticketboss"].engine
+    engine = services_of(app).engine
     with engine.begin() as conn:  # only the default event, as the app fixture reset it
         conn.execute(idempotency_keys.delete())
         conn.execute(reservations.delete().where(reservations.c.event_id != "node-meetup-2025"))

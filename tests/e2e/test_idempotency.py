@@ -5,7 +5,7 @@ from dataclasses import replace
 import pytest
 
 from conftest import as_operator
-from ticketboss import create_app
+from ticketboss import create_app, services_of
 from ticketboss.cli import seed_event
 from ticketboss.services import IdempotencyKey, idempotency
 from ticketboss.store.tables import idempotency_keys
@@ -18,7 +18,7 @@ SCOPE = "operator:ops:partner:abc-corp"
 
 @pytest.fixture
 def client(app):
-    with app.extensions["ticketboss"].engine.begin() as conn:
+    with services_of(app).engine.begin() as conn:
         conn.execute(idempotency_keys.delete())
     return app.test_client()
 
@@ -47,11 +47,11 @@ def test_a_retried_post_gets_the_first_answer_and_books_once(client):
 def test_replays_hold_across_workers_and_restarts(app, client):
     first = post(client, "order-17")
     # Another worker, or the service after a restart: a new app on the same database.
-    other = as_operator(create_app(app.extensions["ticketboss"].settings))
+    other = as_operator(create_app(services_of(app).settings))
     try:
         again = post(other.test_client(), "order-17")
     finally:
-        other.extensions["ticketboss"].engine.dispose()
+        services_of(other).engine.dispose()
     assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
     assert again.get_json() == first.get_json()
     assert books(client) == (498, 1, 1)
@@ -66,7 +66,7 @@ def test_the_same_key_with_another_body_is_a_422(client):
 
 
 def test_a_409_is_replayed_even_once_seats_are_back(app, client):
-    seed_event(app.extensions["ticketboss"].engine, EVENT, "Node.js Meet-up", 2, reset=True)
+    seed_event(services_of(app).engine, EVENT, "Node.js Meet-up", 2, reset=True)
     refused = post(client, "big-order", seats=3)
     assert refused.status_code == 409
     client.patch(f"/api/events/{EVENT}", json={"totalSeats": 10})
@@ -89,7 +89,7 @@ def test_without_the_header_nothing_changes(client):
 
 
 def test_a_key_still_in_flight_is_a_409_with_retry_after(app, client):
-    service = app.extensions["ticketboss"]
+    service = services_of(app).reservations
     body = {"eventId": EVENT, "partnerId": "abc-corp", "seats": 2}
     # Another request holds the key (its lease has not lapsed).
     idempotency.claim(service.engine, service.settings, IdempotencyKey.of(SCOPE, "busy", body))
@@ -100,7 +100,7 @@ def test_a_key_still_in_flight_is_a_409_with_retry_after(app, client):
 
 
 def test_a_claim_whose_request_died_is_taken_over_after_its_lease(app, client):
-    service = app.extensions["ticketboss"]
+    service = services_of(app).reservations
     body = {"eventId": EVENT, "partnerId": "abc-corp", "seats": 2}
     no_lease = replace(service.settings, idempotency_lease_seconds=0)
     idempotency.claim(service.engine, no_lease, IdempotencyKey.of(SCOPE, "died", body))
@@ -141,7 +141,7 @@ def test_a_key_must_be_1_to_255_characters(client, key):
 
 
 def test_expired_keys_are_forgotten_and_pruned_but_never_while_their_request_runs(app, client):
-    service = app.extensions["ticketboss"]
+    service = services_of(app).reservations
     running = replace(service.settings, idempotency_ttl_seconds=0)
     expiring = replace(running, idempotency_lease_seconds=0)
     body = {"eventId": EVENT, "partnerId": "abc-corp", "seats": 2}

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from ticketboss import create_app
+from ticketboss import create_app, services_of
 from ticketboss.config import Settings
 from ticketboss.observability import JsonFormatter
 from ticketboss.store.migrate import upgrade
@@ -155,7 +155,7 @@ def test_building_many_apps_still_writes_one_line_per_request(database_url, caps
         assert len(ours) == 1 and logger.propagate is False
     finally:
         for app in apps:
-            app.extensions["ticketboss"].engine.dispose()
+            services_of(app).engine.dispose()
 
 
 # --- Prometheus ---------------------------------------------------------------------------
@@ -263,7 +263,7 @@ def test_ready_on_the_migrated_database(pg_url):
         assert response.status_code == 200
         assert response.get_json() == {"status": "READY"}
     finally:
-        app.extensions["ticketboss"].engine.dispose()
+        services_of(app).engine.dispose()
 
 
 def test_not_ready_until_the_database_reaches_the_head_revision(scratch_pg_url):
@@ -278,7 +278,7 @@ def test_not_ready_until_the_database_reaches_the_head_revision(scratch_pg_url):
         upgrade(scratch_pg_url)
         assert app.test_client().get("/api/ready").status_code == 200
     finally:
-        app.extensions["ticketboss"].engine.dispose()
+        services_of(app).engine.dispose()
 
 
 def test_not_ready_when_the_database_does_not_answer(capsys):
@@ -292,7 +292,7 @@ def test_not_ready_when_the_database_does_not_answer(capsys):
         assert (line["level"], line["status"]) == ("warning", 503)
         assert line["request_id"] == response.headers["X-Request-ID"]
     finally:
-        app.extensions["ticketboss"].engine.dispose()
+        services_of(app).engine.dispose()
 
 
 def test_ready_is_documented_with_its_503_and_retry_after(client):

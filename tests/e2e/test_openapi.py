@@ -16,7 +16,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from conftest import as_operator
-from ticketboss import create_app
+from ticketboss import create_app, services_of
 from ticketboss.cli import seed_event
 
 # No 5xx, and every status, content type, header and body as the document says.
@@ -33,12 +33,12 @@ CHECKS = [
 def fuzzed_app(pg_settings):
     app = as_operator(create_app(pg_settings))
     yield app
-    app.extensions["ticketboss"].engine.dispose()
+    services_of(app).engine.dispose()
 
 
 @pytest.fixture
 def openapi(fuzzed_app):
-    seed_event(fuzzed_app.extensions["ticketboss"].engine, "node-meetup-2025", "Meet-up", 500, True)
+    seed_event(services_of(fuzzed_app).engine, "node-meetup-2025", "Meet-up", 500, True)
     return schemathesis.openapi.from_wsgi("/api/openapi.json", fuzzed_app)
 
 

@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import event, select
 
 from conftest import as_operator
+from ticketboss import services_of
 from ticketboss.cli import seed_event
 from ticketboss.domain import NotEnoughSeats, Reservation, VersionConflict
 from ticketboss.services import CancelRequest, ReservationService, SeatRequest
@@ -161,13 +162,13 @@ def test_when_the_retries_run_out_the_conflict_surfaces_and_nothing_is_written(
 
 
 def test_retries_exhausted_over_http_is_a_503_with_retry_after(pg_url):
-    from ticketboss import create_app
+    from ticketboss import create_app, services_of
     from ticketboss.config import Settings
 
     # Two apps stand for two gunicorn workers.
     settings = Settings(database_url=pg_url, cas_max_attempts=1, retry_after_seconds=2)
     apps = [as_operator(create_app(settings)), as_operator(create_app(settings))]
-    engines = [app.extensions["ticketboss"].engine for app in apps]
+    engines = [services_of(app).engine for app in apps]
     seed_event(engines[0], EVENT_ID, "Node.js Meet-up", 500, reset=True)
 
     def post(app):
@@ -257,7 +258,7 @@ def test_a_connection_lost_at_commit_is_a_503_and_never_retried(pg_url, pg_engin
     from ticketboss.config import Settings
 
     app = as_operator(create_app(Settings(database_url=pg_url)))
-    engine = app.extensions["ticketboss"].engine
+    engine = services_of(app).engine
     seed_event(engine, EVENT_ID, "Node.js Meet-up", 500, reset=True)
     client = app.test_client()
     client.get("/api/reservations")  # the worker now knows the key: no commit to look it up

@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY
 from sqlalchemy import select
 
 from conftest import as_operator
-from ticketboss import create_app
+from ticketboss import create_app, services_of
 from ticketboss.cli import seed_event
 from ticketboss.store.tables import idempotency_keys, reservations
 
@@ -38,7 +38,7 @@ def pg_apps(pg_settings):
     apps = [as_operator(create_app(pg_settings)) for _ in range(3)]
     yield apps
     for app in apps:
-        app.extensions["ticketboss"].engine.dispose()
+        services_of(app).engine.dispose()
 
 
 @pytest.fixture(scope="module")
@@ -90,7 +90,7 @@ def run_client(app, script, start: threading.Barrier, outcome: Outcome):
 def test_concurrent_reserves_and_cancels_never_oversell_nor_lose_a_201(pg_apps, workload):
     pg_app = pg_apps[0]
     workers = pg_apps[: workload["workers"]]
-    engine = pg_app.extensions["ticketboss"].engine
+    engine = services_of(pg_app).engine
     total = workload["total_seats"]
     seed_event(engine, EVENT_ID, "Node.js Meet-up", total, reset=True)
     scripts = workload["clients"]
@@ -138,7 +138,7 @@ def test_concurrent_reserves_and_cancels_never_oversell_nor_lose_a_201(pg_apps, 
 
 
 def test_a_burst_bigger_than_the_event_sells_exactly_the_seats(pg_app):
-    service = pg_app.extensions["ticketboss"]
+    service = services_of(pg_app).reservations
     seed_event(service.engine, EVENT_ID, "Node.js Meet-up", 100, reset=True)
     batches_before = REGISTRY.get_sample_value("ticketboss_cas_commits_total")
     outcomes = [Outcome() for _ in range(32)]
@@ -178,7 +178,7 @@ def test_a_burst_bigger_than_the_event_sells_exactly_the_seats(pg_app):
 def test_concurrent_duplicates_of_one_idempotency_key_book_exactly_once(
     pg_apps, threads, workers, seats, key
 ):
-    engine = pg_apps[0].extensions["ticketboss"].engine
+    engine = services_of(pg_apps[0]).engine
     seed_event(engine, EVENT_ID, "Node.js Meet-up", 100, reset=True)
     with engine.begin() as conn:
         conn.execute(idempotency_keys.delete())

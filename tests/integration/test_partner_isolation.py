@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from ticketboss import create_app
+from ticketboss import create_app, services_of
 from ticketboss.cli import seed_event
 from ticketboss.domain import Role
 from ticketboss.services.partners import create_key
@@ -30,13 +30,13 @@ def workers(pg_settings):
     apps = [create_app(pg_settings) for _ in range(3)]
     yield apps
     for app in apps:
-        app.extensions["ticketboss"].engine.dispose()
+        services_of(app).engine.dispose()
 
 
 @pytest.fixture(scope="module")
 def partner_keys(workers):
     """Four partners with a key each."""
-    engine = workers[0].extensions["ticketboss"].engine
+    engine = services_of(workers[0]).engine
     partners = [f"p{i}-{uuid.uuid4().hex[:6]}" for i in range(4)]
     return {partner: create_key(engine, partner, Role.PARTNER)[1] for partner in partners}
 
@@ -131,7 +131,7 @@ def act(app, partner, key, script, board: Board, start: threading.Barrier, seen:
 def test_no_partner_ever_sees_changes_or_cancels_another_partners_reservation(
     workers, partner_keys, workload
 ):
-    engine = workers[0].extensions["ticketboss"].engine
+    engine = services_of(workers[0]).engine
     seed_event(engine, EVENT_ID, "Isolation", workload["total_seats"], reset=True)
     partners = list(partner_keys.items())[: workload["partners"]]
     apps = workers[: workload["workers"]]
@@ -172,7 +172,7 @@ def test_no_partner_ever_sees_changes_or_cancels_another_partners_reservation(
     assert set(rows) == {r for s in seen for r in s.created}
 
     # The books balance.
-    summary = workers[0].extensions["ticketboss"].summary(EVENT_ID)
+    summary = services_of(workers[0]).reservations.summary(EVENT_ID)
     confirmed = [row.seats for row in rows.values() if row.status == "confirmed"]
     assert summary.available_seats + sum(confirmed) == workload["total_seats"]
     assert summary.reservation_count == len(confirmed)

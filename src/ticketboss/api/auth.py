@@ -10,9 +10,9 @@ import time
 
 from flask import Flask, current_app, g, request
 
+from ticketboss import services_of
 from ticketboss.config import Settings
 from ticketboss.domain import ANYONE, Principal, Unauthenticated
-from ticketboss.services.partners import KeyCache
 
 # Liveness, readiness, the API document and its viewer, the metrics scrape: no key.
 PUBLIC_ENDPOINTS = frozenset({"health.health", "health.ready", "api-docs.openapi_json", "static"})
@@ -26,8 +26,6 @@ def register_auth(app: Flask, settings: Settings) -> None:
             "AUTH_MODE=open: no API keys are checked, and every client may do everything "
             "(the Node.js service's contract). Move to AUTH_MODE=keys; see the README."
         )
-    engine = app.extensions["ticketboss"].engine
-    app.extensions["ticketboss.keys"] = KeyCache(engine, settings.auth_cache_seconds)
     app.config["AUTH_MODE"] = settings.auth_mode
     app.before_request(_authenticate)
 
@@ -51,7 +49,7 @@ def _authenticate() -> None:
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise Unauthenticated("Send an API key: Authorization: Bearer <key>.", given=False)
-    principal = current_app.extensions["ticketboss.keys"].authenticate(token)
+    principal = services_of().keys.authenticate(token)
     if principal is None:
         # Never echo the key: a client's log would then hold it twice.
         raise Unauthenticated("The API key is malformed, unknown or revoked.", given=True)

@@ -10,10 +10,11 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from uuid import UUID
 
-from flask import Response, current_app, jsonify, request
+from flask import Response, jsonify, request
 from flask_smorest import abort
 from werkzeug.exceptions import BadRequest
 
+from ticketboss import services_of
 from ticketboss.api.auth import principal
 from ticketboss.api.errors import PROBLEM_JSON, problem, status_of
 from ticketboss.api.schemas import Problem, ReservationCreated, storable
@@ -80,11 +81,11 @@ def problems(blp, *statuses: int):
 
 
 def reservations() -> ReservationService:
-    return current_app.extensions["ticketboss"]
+    return services_of().reservations
 
 
 def events() -> EventService:
-    return current_app.extensions["ticketboss.events"]
+    return services_of().events
 
 
 def etag(event: Event) -> str:

@@ -6,8 +6,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
+from ticketboss import services_of
 from ticketboss.api.body import Blueprint
-from ticketboss.api.common import reservations
 from ticketboss.api.errors import problem
 from ticketboss.api.schemas import Health, Problem
 from ticketboss.store.migrate import alembic_config
@@ -25,7 +25,7 @@ _RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "S
 )
 def health():
     """200 when the database answers a trivial query."""
-    with reservations().engine.connect() as conn:
+    with services_of().engine.connect() as conn:
         conn.execute(text("SELECT 1"))
     return {"status": "UP"}
 
@@ -42,7 +42,7 @@ def health():
 def ready():
     """200 when the database's alembic revision is the head of this code's migrations."""
     # A database that does not answer raises here; errors.py turns that into a 503 as well.
-    with reservations().engine.connect() as conn:
+    with services_of().engine.connect() as conn:
         current = MigrationContext.configure(conn).get_current_revision()
     head = head_revision()
     if current != head:

@@ -1,5 +1,6 @@
 """Use cases: reserve, cancel, summary, lookup, events. The only layer that opens transactions."""
 
+from ticketboss.services.container import Services
 from ticketboss.services.events import EventService
 from ticketboss.services.idempotency import IdempotencyKey, Replay
 from ticketboss.services.reservations import CancelRequest, ReservationService, SeatRequest
@@ -11,4 +12,5 @@ __all__ = [
     "Replay",
     "ReservationService",
     "SeatRequest",
+    "Services",
 ]

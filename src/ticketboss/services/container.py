@@ -1,0 +1,34 @@
+"""The services of one app (one gunicorn worker): one engine and the use cases over it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+
+from ticketboss.config import Settings
+from ticketboss.services.events import EventService
+from ticketboss.services.partners import KeyCache
+from ticketboss.services.reservations import ReservationService
+from ticketboss.store.db import make_engine
+
+
+@dataclass(frozen=True)
+class Services:
+    settings: Settings
+    engine: Engine
+    reservations: ReservationService
+    events: EventService
+    keys: KeyCache
+
+    @classmethod
+    def build(cls, settings: Settings) -> Services:
+        """Create the engine (so call it after fork: each worker has its own pool)."""
+        engine = make_engine(settings)
+        return cls(
+            settings,
+            engine,
+            ReservationService(engine, settings),
+            EventService(engine, settings),
+            KeyCache(engine, settings.auth_cache_seconds),
+        )
