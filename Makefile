@@ -48,9 +48,10 @@ prune-keys: migrate  ## delete expired Idempotency-Keys (cron it, e.g. hourly)
 test: install  ## the whole suite against a fresh PostgreSQL database (TEST_DATABASE_URL)
 	$(BIN)/pytest $(ARGS)
 
-lint: install  ## ruff: the lint rules and the formatting of pyproject.toml
+lint: install  ## ruff (the rules and formatting of pyproject.toml) and mypy over src/
 	$(BIN)/ruff check src tests scripts migrations
 	$(BIN)/ruff format --check src tests scripts migrations
+	$(BIN)/mypy
 
 bench: install  ## load-test the service on a fresh PostgreSQL database (ARGS="--scenario hot --duration 10")
 	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install -q -c constraints.txt -e '.[test,bench]'

@@ -60,9 +60,20 @@ class Settings:
     @classmethod
     def from_env(cls, environ=os.environ) -> Settings:
         """Settings from environment variables; unset or empty ones keep their default."""
-        values = {}
+        values: dict[str, object] = {}
         for f in fields(cls):
             raw = environ.get(f.name.upper())
             if raw:
-                values[f.name] = type(f.default)(raw)
-        return cls(**values)
+                values[f.name] = _parse(type(f.default), raw)
+        return cls(**values)  # type: ignore[arg-type]  # each value has its field's type
+
+
+def _parse(kind: type, raw: str) -> object:
+    """An environment variable's text as a setting's type; booleans are 1/0, true/false,
+    yes/no, on/off (bool("0") would be True)."""
+    if kind is bool:
+        value = raw.strip().lower()
+        if value not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
+            raise ValueError(f"not a boolean: {raw!r}")
+        return value in ("1", "true", "yes", "on")
+    return kind(raw)

@@ -80,6 +80,7 @@ def problem(status: int, detail: str, slug: str | None = None, headers=None, **e
 
 def http_problem(exc: HTTPException):
     """Routing errors (404, 405), aborts and webargs validation failures (400)."""
+    status = exc.code or 500
     headers = {k: v for k, v in exc.get_headers() if k.lower() != "content-type"}
     messages = (getattr(exc, "data", None) or {}).get("messages")
     if messages:
@@ -91,9 +92,9 @@ def http_problem(exc: HTTPException):
         }
         detail = "; ".join(f"{name}: {' '.join(_flat(msgs))}" for name, msgs in errors.items())
         return problem(
-            exc.code, f"Invalid request: {detail}", "invalid-request", headers, errors=errors
+            status, f"Invalid request: {detail}", "invalid-request", headers, errors=errors
         )
-    return problem(exc.code, exc.description or HTTPStatus(exc.code).description, None, headers)
+    return problem(status, exc.description or HTTPStatus(status).description, None, headers)
 
 
 def _as_dict(messages) -> dict:

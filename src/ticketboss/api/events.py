@@ -48,7 +48,7 @@ class Events(MethodView):
     def get(self, query):
         """Events in id order, `limit` at a time; follow `nextCursor` for the next page."""
         after = common.decode_cursor(query["cursor"], str)[0] if "cursor" in query else None
-        fetched = common.events().list(after, query["limit"] + 1)
+        fetched = common.events().page(after, query["limit"] + 1)
         return common.page(fetched, query["limit"], lambda e: (e.event_id,))
 
     @blp.arguments(EventCreate())

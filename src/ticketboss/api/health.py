@@ -56,4 +56,4 @@ def ready():
 def head_revision() -> str:
     """The head of migrations/, read from disk once per process (it changes only on deploy)."""
     # The head is a property of the scripts, so the config's database URL is never used.
-    return ScriptDirectory.from_config(alembic_config("")).get_current_head()
+    return ScriptDirectory.from_config(alembic_config("")).get_current_head() or "base"

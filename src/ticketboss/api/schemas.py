@@ -36,7 +36,7 @@ class Pattern(validate.Regexp):
     """Validated as JSON Schema validates a `pattern` (an unanchored search) and documented as
     written, so the document's pattern and the service agree in every language."""
 
-    def __call__(self, value: str) -> str:
+    def __call__(self, value):  # type: ignore[override]  # marshmallow's own is untyped
         if self.regex.search(value) is None:
             raise ValidationError(self._format_error(value))
         return value

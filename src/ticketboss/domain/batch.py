@@ -52,8 +52,9 @@ class Released:
 
 
 # What a change can come to: granted, released, or refused with the reason as a domain error.
-Outcome = Granted | Released | NotEnoughSeats | ReservationNotFound | PreconditionFailed
-Outcome = Outcome | EventNotFound
+Outcome = (
+    Granted | Released | NotEnoughSeats | ReservationNotFound | PreconditionFailed | EventNotFound
+)
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,8 @@ def plan(
     cancels name and that were still confirmed when the event was read."""
     if event is None:
         return Plan(None, None, [EventNotFound(event_id) for _ in changes])
-    current, outcomes, left = event, [], dict(confirmed)
+    current, left = event, dict(confirmed)
+    outcomes: list[Outcome] = []
     for change in changes:
         version = event.version + sum(isinstance(o, Granted | Released) for o in outcomes)
         if isinstance(change, CancelRequest):

@@ -32,7 +32,7 @@ class EventService:
             raise EventExists(event_id) from exc
         return Event(event_id, name, total_seats, total_seats, version=0)
 
-    def list(self, after: str | None, limit: int) -> list[Event]:
+    def page(self, after: str | None, limit: int) -> list[Event]:
         """Up to `limit` events after the event id `after`, in id order."""
         with self.engine.connect() as conn:
             return queries.list_events(conn, after, limit)

@@ -79,7 +79,7 @@ def _answer(change: Change, outcome: object) -> tuple[Kept, UUID | None, str | N
     for outcomes that are not kept (the key is released and may be used again)."""
     if isinstance(outcome, Reservation):
         return Kept.RESERVED, outcome.reservation_id, None
-    if outcome is None:
+    if outcome is None and isinstance(change, CancelRequest):
         return Kept.CANCELLED, change.reservation_id, None
     if isinstance(outcome, NotEnoughSeats):
         return Kept.NOT_ENOUGH_SEATS, None, str(outcome)
@@ -157,12 +157,13 @@ class ReservationService:
         return self._submit(event_id, key, CancelRequest(reservation_id, owner))
 
     def _submit(self, event_id: str, key: IdempotencyKey | None, change: Change):
-        held = None
+        held: Claim | None = None
         if key is not None:
-            held = idempotency.claim(self.engine, self.settings, key)
-            if isinstance(held, Replay):
+            claimed = idempotency.claim(self.engine, self.settings, key)
+            if isinstance(claimed, Replay):
                 metrics.IDEMPOTENT_REPLAYS.inc()
-                return held
+                return claimed
+            held = claimed
         try:
             return self._changes.submit(event_id, Submitted(change, held))
         except (VersionConflict, SQLAlchemyError):
@@ -188,7 +189,9 @@ class ReservationService:
                 # That request's key now belongs to a retry of it, which will answer: this
                 # one says "in flight", and the rest of the batch goes on without it.
                 index = live[exc.index]
-                lost[index] = IdempotencyKeyInFlight(batch[index].claim.key.key)
+                claim = batch[index].claim
+                assert claim is not None  # only a keyed request can lose its claim
+                lost[index] = IdempotencyKeyInFlight(claim.key.key)
                 continue
             answered = dict(zip(live, outcomes, strict=True))
             return [lost[i] if i in lost else answered[i] for i in range(len(batch))]
@@ -218,18 +221,20 @@ class ReservationService:
         Reservation, None for a cancel, or the domain error that refused it."""
         if not decided.changes:
             return list(decided.outcomes)
+        assert decided.before is not None and decided.after is not None  # there were changes
         queries.compare_and_swap(conn, decided.before, decided.after, decided.changes)
         # Stamped after the compare-and-swap, which orders one event's commits: created_at
         # then follows commit order, so paging never skips a late row.
         now = datetime.now(UTC)
         outcomes: list[object] = []
-        for outcome in decided.outcomes:
-            if isinstance(outcome, Granted):
-                request = outcome.request
+        for decision in decided.outcomes:
+            outcome: object = decision
+            if isinstance(decision, Granted):
+                request = decision.request
                 outcome = Reservation(
                     uuid4(), event_id, request.partner_id, request.seats, Status.CONFIRMED, now
                 )
-            elif isinstance(outcome, Released):
+            elif isinstance(decision, Released):
                 outcome = None
             outcomes.append(outcome)
         granted = [o for o in outcomes if isinstance(o, Reservation)]
@@ -245,7 +250,8 @@ class ReservationService:
         metrics.CAS_COMMITS.inc()
         metrics.RESERVATIONS.inc(len(decided.granted))
         metrics.CANCELLATIONS.inc(len(decided.released))
-        metrics.AVAILABLE_SEATS.labels(event_id).set(decided.after.available_seats)
+        if decided.after is not None:
+            metrics.AVAILABLE_SEATS.labels(event_id).set(decided.after.available_seats)
 
     def _keep_answers(self, conn, batch: list[Submitted], outcomes: list) -> None:
         """Write each keyed request's answer onto its claim, in the batch's transaction."""

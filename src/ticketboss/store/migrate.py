@@ -32,7 +32,7 @@ def create_database_if_missing(database_url: str) -> None:
                 text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": url.database}
             )
             if not exists:
-                quoted = conn.dialect.identifier_preparer.quote(url.database)
+                quoted = conn.dialect.identifier_preparer.quote(url.database or "")
                 conn.execute(text(f"CREATE DATABASE {quoted}"))
     finally:
         admin.dispose()

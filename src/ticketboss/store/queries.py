@@ -367,7 +367,7 @@ def list_keys(conn: Connection) -> list:
         .select_from(partners.outerjoin(api_keys))
         .order_by(partners.c.partner_id, api_keys.c.created_at)
     )
-    return conn.execute(query).all()
+    return list(conn.execute(query).all())
 
 
 def revoke_key(conn: Connection, key_id: str, at: datetime) -> bool:
