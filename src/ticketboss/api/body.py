@@ -47,8 +47,17 @@ def read_whole_body() -> None:
     if length is not None and length > limit:
         raise RequestEntityTooLarge(f"The body may be at most {limit} bytes.")
     want = length if length is not None else limit + 1
-    seconds = current_app.config["BODY_TIMEOUT_SECONDS"]
-    deadline = time.monotonic() + seconds
+    body = _read(environ, want, time.monotonic() + current_app.config["BODY_TIMEOUT_SECONDS"])
+    if len(body) > limit:
+        raise RequestEntityTooLarge(f"The body may be at most {limit} bytes.")
+    if length is not None and len(body) < length:
+        raise IncompleteBody()
+    environ["wsgi.input"] = io.BytesIO(body)
+    environ["CONTENT_LENGTH"] = str(len(body))
+
+
+def _read(environ: dict, want: int, deadline: float) -> bytes:
+    """Up to `want` bytes of the body, or less if it ends; RequestTimeout past `deadline`."""
     # gunicorn lends the client's socket: bound each read by the time left. (Headers of the
     # next request are the worker's to time; see workers.py.)
     client = environ.get("gunicorn.socket")
@@ -73,13 +82,7 @@ def read_whole_body() -> None:
     finally:
         if client is not None:
             client.settimeout(None)
-    if size > limit:
-        raise RequestEntityTooLarge(f"The body may be at most {limit} bytes.")
-    if length is not None and size < length:
-        raise IncompleteBody()
-    body = b"".join(chunks)
-    environ["wsgi.input"] = io.BytesIO(body)
-    environ["CONTENT_LENGTH"] = str(len(body))
+    return b"".join(chunks)
 
 
 class JsonParser(FlaskParser):
