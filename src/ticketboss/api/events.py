@@ -5,10 +5,10 @@ from uuid import UUID
 from flask import url_for
 from flask.views import MethodView
 
-from ticketboss.api import common
+from ticketboss.api import conditional, cursors, writes
 from ticketboss.api.auth import operator_only
 from ticketboss.api.body import Blueprint
-from ticketboss.api.common import ETAG, IF_MATCH, IF_NONE_MATCH, LOCATION, REPLAYED, problems
+from ticketboss.api.docs import ETAG, IF_MATCH, IF_NONE_MATCH, LOCATION, REPLAYED, problems
 from ticketboss.api.schemas import (
     EVENT_ID_PARAMETER,
     RESERVATION_ID_PARAMETER,
@@ -47,9 +47,9 @@ class Events(MethodView):
     @problems(blp, 400, 503)
     def get(self, query):
         """Events in id order, `limit` at a time; follow `nextCursor` for the next page."""
-        after = common.decode_cursor(query["cursor"], str)[0] if "cursor" in query else None
-        fetched = common.events().page(after, query["limit"] + 1)
-        return common.page(fetched, query["limit"], lambda e: (e.event_id,))
+        after = cursors.decode_cursor(query["cursor"], str)[0] if "cursor" in query else None
+        fetched = writes.events().page(after, query["limit"] + 1)
+        return cursors.page(fetched, query["limit"], lambda e: (e.event_id,))
 
     @blp.arguments(EventCreate())
     @blp.response(201, EventSummary, headers={**ETAG, **LOCATION})
@@ -57,11 +57,11 @@ class Events(MethodView):
     @operator_only
     def post(self, body):
         """Create an event with all its seats available (version 0). Operator keys only."""
-        event = common.events().create(body["event_id"], body["name"], body["total_seats"])
+        event = writes.events().create(body["event_id"], body["name"], body["total_seats"])
         return (
             event,
             201,
-            {"Location": _event_location(event.event_id), **common.etag_header(event)},
+            {"Location": _event_location(event.event_id), **conditional.etag_header(event)},
         )
 
 
@@ -74,7 +74,7 @@ class EventItem(MethodView):
     @problems(blp, 404, 503)
     def get(self, path, **_):
         """The event's summary."""
-        return common.summary_response(common.reservations().summary(path["event_id"]))
+        return conditional.summary_response(writes.reservations().summary(path["event_id"]))
 
     @blp.arguments(EVENT_ID, location="path")
     @blp.arguments(EventPatch())
@@ -85,13 +85,13 @@ class EventItem(MethodView):
     def patch(self, path, body, **_):
         """Rename, or change totalSeats (never below the seats already reserved). Operator
         keys only."""
-        event = common.events().update(
+        event = writes.events().update(
             path["event_id"],
             name=body.get("name"),
             total_seats=body.get("total_seats"),
-            if_versions=common.if_match_versions(),
+            if_versions=conditional.if_match_versions(),
         )
-        return event, 200, common.etag_header(event)
+        return event, 200, conditional.etag_header(event)
 
 
 @blp.route("/<event_id>/reservations", parameters=[EVENT_ID_PARAMETER])
@@ -105,15 +105,15 @@ class EventReservations(MethodView):
         partner key sees only its own; an operator key everyone's."""
         after = None
         if "cursor" in query:
-            after = tuple(common.decode_cursor(query["cursor"], common.utc_timestamp, UUID))
-        fetched = common.events().reservations(
+            after = tuple(cursors.decode_cursor(query["cursor"], cursors.utc_timestamp, UUID))
+        fetched = writes.events().reservations(
             path["event_id"],
-            partner_id=common.listed_partner(query.get("partner_id")),
+            partner_id=writes.listed_partner(query.get("partner_id")),
             status=query.get("status"),
             after=after,
             limit=query["limit"] + 1,
         )
-        return common.page(
+        return cursors.page(
             fetched, query["limit"], lambda r: (r.created_at.isoformat(), str(r.reservation_id))
         )
 
@@ -131,7 +131,7 @@ class EventReservations(MethodView):
                 "events.EventReservation", event_id=event_id, reservation_id=reservation_id
             )
 
-        return common.reserve(event_id, body, headers, location)
+        return writes.reserve(event_id, body, headers, location)
 
 
 @blp.route(
@@ -144,7 +144,7 @@ class EventReservation(MethodView):
     @problems(blp, 400, 404, 503)
     def get(self, path, **_):
         """A reservation of this event, confirmed or cancelled."""
-        return common.get_reservation(path["event_id"], path["reservation_id"])
+        return writes.get_reservation(path["event_id"], path["reservation_id"])
 
     @blp.arguments(ITEM, location="path")
     @blp.arguments(WRITE, location="headers")
@@ -152,4 +152,4 @@ class EventReservation(MethodView):
     @problems(blp, 400, 404, 409, 422, 503)
     def delete(self, path, headers, **_):
         """Cancel a confirmed reservation of this event."""
-        return common.cancel(path["event_id"], path["reservation_id"], headers)
+        return writes.cancel(path["event_id"], path["reservation_id"], headers)

@@ -3,9 +3,9 @@
 from flask import current_app, url_for
 from flask.views import MethodView
 
-from ticketboss.api import common
+from ticketboss.api import conditional, writes
 from ticketboss.api.body import Blueprint
-from ticketboss.api.common import ETAG, IF_NONE_MATCH, LOCATION, REPLAYED, problems
+from ticketboss.api.docs import ETAG, IF_NONE_MATCH, LOCATION, REPLAYED, problems
 from ticketboss.api.schemas import (
     RESERVATION_ID_PARAMETER,
     EventSummary,
@@ -47,7 +47,7 @@ class Reservations(MethodView):
     @problems(blp, 404, 503)
     def get(self):
         """Summary of the default event: seats left, confirmed reservations, version."""
-        return common.summary_response(common.reservations().summary(_default_event_id()))
+        return conditional.summary_response(writes.reservations().summary(_default_event_id()))
 
     @blp.arguments(RESERVE_REQUEST)
     @blp.arguments(RESERVE_HEADERS, location="headers")
@@ -55,7 +55,7 @@ class Reservations(MethodView):
     @problems(blp, 400, 403, 404, 409, 412, 422, 503)
     def post(self, body, headers):
         """Reserve 1–10 seats for a partner (a partner key: its own partnerId)."""
-        return common.reserve(_default_event_id(), body, headers, _location)
+        return writes.reserve(_default_event_id(), body, headers, _location)
 
 
 @blp.route("/<reservation_id>", parameters=[RESERVATION_ID_PARAMETER])
@@ -65,7 +65,7 @@ class ReservationItem(MethodView):
     @problems(blp, 400, 404, 503)
     def get(self, path, **_):
         """A reservation of the default event, confirmed or cancelled."""
-        return common.get_reservation(_default_event_id(), path["reservation_id"])
+        return writes.get_reservation(_default_event_id(), path["reservation_id"])
 
     @blp.arguments(RESERVATION_ID, location="path")
     @blp.arguments(WRITE_HEADERS, location="headers")
@@ -73,4 +73,4 @@ class ReservationItem(MethodView):
     @problems(blp, 400, 404, 409, 422, 503)
     def delete(self, path, headers, **_):
         """Cancel a confirmed reservation; its seats return to the pool."""
-        return common.cancel(_default_event_id(), path["reservation_id"], headers)
+        return writes.cancel(_default_event_id(), path["reservation_id"], headers)

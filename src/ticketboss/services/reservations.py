@@ -2,7 +2,7 @@
 
 The write path of `POST /api/reservations`, hop by hop:
 
-1. `api/reservations.py` → `api/common.reserve`: the key's partner, the Idempotency-Key.
+1. `api/reservations.py` → `api/writes.reserve`: the key's partner, the Idempotency-Key.
 2. `ReservationService.reserve` (below): claims the key (`services/idempotency.claim`),
    then queues the change for its event (`services/group_commit.GroupCommit.submit`).
 3. The request that leads its event's queue runs `ReservationService.commit_batch` for the

@@ -1,0 +1,103 @@
+"""SQL of the events table, including the versioned compare-and-swap."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Connection,
+    bindparam,
+    delete,
+    func,
+    insert,
+    select,
+    update,
+)
+
+from ticketboss.domain import Event, VersionConflict
+from ticketboss.store.tables import events, reservations
+
+_LOAD_EVENT = select(
+    events.c.event_id,
+    events.c.name,
+    events.c.total_seats,
+    events.c.available_seats,
+    events.c.version,
+    events.c.reservation_count,
+).where(events.c.event_id == bindparam("event_id"))
+
+_COMPARE_AND_SWAP = (
+    update(events)
+    .where(events.c.event_id == bindparam("seen_id"), events.c.version == bindparam("seen"))
+    .values(
+        name=bindparam("new_name"),
+        total_seats=bindparam("new_total"),
+        available_seats=bindparam("new_available"),
+        reservation_count=bindparam("new_count"),
+        version=events.c.version + bindparam("changes"),
+        updated_at=func.now(),
+    )
+)
+
+
+def load_event(conn: Connection, event_id: str) -> Event | None:
+    row = conn.execute(_LOAD_EVENT, {"event_id": event_id}).first()
+    return Event(*row) if row else None
+
+
+def compare_and_swap(conn: Connection, seen: Event, after: Event, changes: int = 1) -> None:
+    """Write `after`'s seats only if the event's version is still the one we read (`seen`);
+    else VersionConflict.
+
+    `changes` is how many reservations or cancellations this write applies: the version rises
+    by exactly that many.
+    """
+    result = conn.execute(
+        _COMPARE_AND_SWAP,
+        {
+            "seen_id": seen.event_id,
+            "seen": seen.version,
+            "new_name": after.name,
+            "new_total": after.total_seats,
+            "new_available": after.available_seats,
+            "new_count": after.reservation_count,
+            "changes": changes,
+        },
+    )
+    if result.rowcount != 1:
+        raise VersionConflict(seen.event_id)
+
+
+def create_event(conn: Connection, event_id: str, name: str, total_seats: int) -> None:
+    conn.execute(
+        insert(events).values(
+            event_id=event_id,
+            name=name,
+            total_seats=total_seats,
+            available_seats=total_seats,
+            version=0,
+        )
+    )
+
+
+def reset_event(conn: Connection, event_id: str, name: str, total_seats: int) -> None:
+    """Delete the event's reservations and give it all its seats back at version 0."""
+    conn.execute(delete(reservations).where(reservations.c.event_id == event_id))
+    conn.execute(
+        update(events)
+        .where(events.c.event_id == event_id)
+        .values(
+            name=name,
+            total_seats=total_seats,
+            available_seats=total_seats,
+            version=0,
+            reservation_count=0,
+            updated_at=func.now(),
+        )
+    )
+
+
+def list_events(conn: Connection, after: str | None, limit: int) -> list[Event]:
+    """Events in event_id order, after the given id."""
+    query = select(*_LOAD_EVENT.selected_columns).order_by(events.c.event_id).limit(limit)
+    if after is not None:
+        query = query.where(events.c.event_id > after)
+    return [Event(*row) for row in conn.execute(query)]
