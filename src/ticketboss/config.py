@@ -60,12 +60,49 @@ class Settings:
     @classmethod
     def from_env(cls, environ=os.environ) -> Settings:
         """Settings from environment variables; unset or empty ones keep their default."""
-        values: dict[str, object] = {}
-        for f in fields(cls):
-            raw = environ.get(f.name.upper())
-            if raw:
-                values[f.name] = _parse(type(f.default), raw)
-        return cls(**values)  # type: ignore[arg-type]  # each value has its field's type
+        return cls(**_from_env(cls, environ))
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """How gunicorn serves the app (gunicorn_conf.py and workers.py read these)."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    web_concurrency: int = 0  # worker processes; 0: one per core
+    worker_class: str = "gevent"  # or gthread
+    gunicorn_threads: int = 64  # with gthread only
+    worker_connections: int = 4096
+    keepalive_seconds: int = 5
+    shed_seconds: float = 1.0
+    reuse_port: bool = True
+    access_log: str = ""
+    log_level: str = "info"
+    prometheus_multiproc_dir: str = ""  # default: var/prometheus-<port>
+
+    @classmethod
+    def from_env(cls, environ=os.environ) -> ServerSettings:
+        return cls(**_from_env(cls, environ))
+
+    @property
+    def workers(self) -> int:
+        return self.web_concurrency or os.cpu_count() or 2
+
+    @property
+    def metrics_dir(self) -> str:
+        default = PROJECT_ROOT / "var" / f"prometheus-{self.port}"
+        return self.prometheus_multiproc_dir or str(default)
+
+
+def _from_env(cls, environ) -> dict:
+    """The fields of a settings class found in the environment (upper-cased names); unset or
+    empty ones are left out, so they keep their defaults."""
+    values = {}
+    for f in fields(cls):
+        raw = environ.get(f.name.upper())
+        if raw:
+            values[f.name] = _parse(type(f.default), raw)
+    return values
 
 
 def _parse(kind: type, raw: str) -> object:

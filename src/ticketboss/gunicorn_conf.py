@@ -5,45 +5,46 @@ import resource
 import shutil
 import signal
 
-from ticketboss.config import PROJECT_ROOT
+from ticketboss.config import ServerSettings
 
-port = os.environ.get("PORT") or "8000"
-bind = f"{os.environ.get('HOST') or '127.0.0.1'}:{port}"
+server = ServerSettings.from_env()
+port = server.port
+bind = f"{server.host}:{server.port}"
 # One process per core keeps every core busy. gevent (the default) serves each request in a
 # greenlet: hundreds of concurrent requests cost no OS threads and no GIL contention, and
 # reservations of a hot event that arrive together join one group-committed transaction (see
 # README). WORKER_CLASS=gthread with GUNICORN_THREADS threads is the thread-based alternative.
-workers = int(os.environ.get("WEB_CONCURRENCY") or os.cpu_count() or 2)
-# The gevent worker of ticketboss.workers: problem+json for what gunicorn refuses itself,
-# bounded reads, idle connections shed under a flood (see that module).
+workers = server.workers
+# The workers of ticketboss.workers: problem+json for what gunicorn refuses itself, header
+# deadlines, idle connections shed under a flood, lossless shutdown (see that module).
 worker_class = {
     "gevent": "ticketboss.workers.GeventWorker",
     "gthread": "ticketboss.workers.ThreadWorker",
-}[os.environ.get("WORKER_CLASS") or "gevent"]
+}[server.worker_class]
 # Connections one worker holds at once (an idle one costs a greenlet and a socket); past half
 # of them, new connections get SHED_SECONDS instead of `keepalive` to send their headers.
-worker_connections = int(os.environ.get("WORKER_CONNECTIONS") or 4096)
-threads = int(os.environ.get("GUNICORN_THREADS") or 64)
+worker_connections = server.worker_connections
+threads = server.gunicorn_threads
 # Each worker listens on its own SO_REUSEPORT socket and the kernel spreads new connections
 # evenly over them (with one shared socket, one worker often took most of a burst: 33/17,
 # 35/15, 6/44 of 50 keep-alive connections; with this, 24/26, 23/27, 23/27).
-reuse_port = (os.environ.get("REUSE_PORT") or "1") != "0"
+reuse_port = server.reuse_port
 # Seconds a client may take to send a request's line and headers, first or next (keep-alive).
-keepalive = int(os.environ.get("KEEPALIVE_SECONDS") or 5)
+keepalive = server.keepalive_seconds
 timeout = 30
 graceful_timeout = 10
 # The app (and its connection pool) is built in each worker, never shared across a fork.
 preload_app = False
-accesslog = os.environ.get("ACCESS_LOG") or None
+accesslog = server.access_log or None
 errorlog = "-"
-loglevel = os.environ.get("LOG_LEVEL", "info")
+loglevel = server.log_level
 # gunicorn ≥ 25 opens a control socket in ~/.gunicorn; two servers on one machine would clash.
 control_socket_disable = True
 
 # Workers write their Prometheus counters here; /metrics adds them up. Set before any worker
 # imports prometheus_client. One directory per port: two servers of one checkout never share
 # (or wipe) each other's counters.
-os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", str(PROJECT_ROOT / "var" / f"prometheus-{port}"))
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = server.metrics_dir
 
 
 def on_starting(server):

@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 import uuid
 from functools import partial
@@ -29,6 +28,8 @@ from gunicorn.http import errors
 from gunicorn.util import write_nonblock
 from gunicorn.workers.ggevent import GeventWorker as _GeventWorker
 from gunicorn.workers.gthread import ThreadWorker as _ThreadWorker
+
+from ticketboss.config import ServerSettings
 
 # Status of each error gunicorn raises while reading a request; anything else it parses is 400.
 _STATUS = {
@@ -46,10 +47,6 @@ _BODY_FRAMING = (
     errors.InvalidChunkExtension,
     errors.NoMoreData,
 )
-
-
-def _seconds(name: str, default: float) -> float:
-    return float(os.environ.get(name) or default)
 
 
 class ProblemAnswers:
@@ -98,7 +95,7 @@ class ProblemAnswers:
 
 
 class GeventWorker(ProblemAnswers, _GeventWorker):
-    shed_seconds = _seconds("SHED_SECONDS", 1.0)
+    shed_seconds = ServerSettings.from_env().shed_seconds
 
     def init_process(self):
         self.connections = 0
