@@ -75,10 +75,16 @@ class ServerSettings:
     worker_connections: int = 4096
     keepalive_seconds: int = 5
     shed_seconds: float = 1.0
+    send_timeout_seconds: float = 10.0
     reuse_port: bool = True
     access_log: str = ""
     log_level: str = "info"
     prometheus_multiproc_dir: str = ""  # default: var/prometheus-<port>
+
+    def __post_init__(self) -> None:
+        # gunicorn gives a request's headers no deadline at all with keepalive 0.
+        if self.keepalive_seconds < 1:
+            raise ValueError("KEEPALIVE_SECONDS must be at least 1 (it bounds header reads)")
 
     @classmethod
     def from_env(cls, environ=os.environ) -> ServerSettings:

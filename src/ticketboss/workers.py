@@ -96,6 +96,7 @@ class ProblemAnswers:
 
 class GeventWorker(ProblemAnswers, _GeventWorker):
     shed_seconds = ServerSettings.from_env().shed_seconds
+    send_timeout = ServerSettings.from_env().send_timeout_seconds
 
     def init_process(self):
         self.connections = 0
@@ -109,6 +110,19 @@ class GeventWorker(ProblemAnswers, _GeventWorker):
         finally:
             self.connections -= 1
 
+    def handle_request(self, listener_name, req, sock, addr):
+        """One request: its answer must be taken by the client within SEND_TIMEOUT_SECONDS
+        of each write, or the connection is dropped (a reader that never reads would hold
+        the greenlet forever)."""
+        sock.settimeout(self.send_timeout)
+        try:
+            return super().handle_request(listener_name, req, sock, addr)
+        except TimeoutError:
+            self.log.debug("Dropped a client that stopped reading its answer")
+            raise StopIteration() from None
+        finally:
+            sock.settimeout(None)  # the next request's headers are timeout_ctx's to time
+
     def timeout_ctx(self):
         """How long the next request's line and headers may take to arrive."""
         crowded = self.connections > self.worker_connections // 2
@@ -116,6 +130,8 @@ class GeventWorker(ProblemAnswers, _GeventWorker):
 
     def run(self):
         """gunicorn's gevent run loop (plain HTTP), with a prompt and lossless shutdown."""
+        if self.cfg.is_ssl:  # this loop does not set TLS up: refuse rather than serve plain
+            raise RuntimeError("ticketboss workers serve plain HTTP: terminate TLS in front")
         servers = []
         for listener in self.sockets:
             listener.setblocking(1)
@@ -152,14 +168,16 @@ class GeventWorker(ProblemAnswers, _GeventWorker):
         """Accept the connections already queued on the listening socket and serve them
         (their requests get `Connection: close`); closing it would reset them."""
         listener.setblocking(0)
-        while True:
+        # Bounded: connections keep arriving until the socket closes, and the arbiter needs
+        # our heartbeat.
+        deadline = time.monotonic() + self.cfg.graceful_timeout / 2
+        while time.monotonic() < deadline and server.pool.free_count() > 0:
             try:
                 client, addr = listener.accept()
-            except (BlockingIOError, InterruptedError):
-                return
-            except OSError:
+            except OSError:  # nothing waiting (EAGAIN), or the socket is gone
                 return
             server.pool.spawn(server.handle, client, addr)
+            self.notify()
 
 
 class ThreadWorker(ProblemAnswers, _ThreadWorker):

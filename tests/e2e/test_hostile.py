@@ -48,6 +48,7 @@ def served(database_url, tmp_path_factory, engine):
         READ_TIMEOUT_SECONDS="1",
         BODY_TIMEOUT_SECONDS="2",
         KEEPALIVE_SECONDS="2",
+        SEND_TIMEOUT_SECONDS="1",
     )
 
 
@@ -328,6 +329,26 @@ def test_every_request_is_one_json_log_line(served):
     assert not others, others[:5]
     assert {"unparsed"} <= {line["route"] for line in access}
     assert not [line for line in access if line["status"] >= 500]
+
+
+def test_a_client_that_never_reads_its_answer_is_dropped(served):
+    """Big answers (ten pipelined 1.6 MB documents: more than the kernel's buffers hold) to a
+    reader with a tiny window that reads nothing: the server gives up after
+    SEND_TIMEOUT_SECONDS instead of holding a greenlet for ever."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", served.port))
+        sock.sendall(http("GET", "/api/docs/swagger-ui-bundle.js") * 10)
+        time.sleep(4)  # read nothing meanwhile
+        sock.settimeout(5)
+        received = 0
+        try:
+            while chunk := sock.recv(1 << 20):
+                received += len(chunk)
+        except (ConnectionResetError, TimeoutError):
+            pass
+    one = len(request(served.port, "GET", "/api/docs/swagger-ui-bundle.js")[1])
+    assert one > 500_000 and received < 10 * one  # cut off: the server stopped waiting
 
 
 # Floods ---------------------------------------------------------------------------------------

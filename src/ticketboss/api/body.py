@@ -17,6 +17,7 @@ from werkzeug.exceptions import (
     UnsupportedMediaType,
 )
 
+from ticketboss.api.auth import needs_key
 from ticketboss.config import Settings
 
 _CHUNK = 16 * 1024
@@ -41,8 +42,8 @@ def read_whole_body() -> None:
     environ = request.environ
     length = request.content_length
     chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
-    if length is None and not chunked:
-        return
+    if (length is None and not chunked) or not needs_key():
+        return  # no body; or a route that takes none (public, unrouted, OPTIONS): not read
     limit = current_app.config["MAX_CONTENT_LENGTH"]
     if length is not None and length > limit:
         raise RequestEntityTooLarge(f"The body may be at most {limit} bytes.")
@@ -61,6 +62,7 @@ def _read(environ: dict, want: int, deadline: float) -> bytes:
     # gunicorn lends the client's socket: bound each read by the time left. (Headers of the
     # next request are the worker's to time; see workers.py.)
     client = environ.get("gunicorn.socket")
+    previous = client.gettimeout() if client is not None else None
     stream, chunks, size = environ["wsgi.input"], [], 0
     try:
         while size < want:
@@ -81,7 +83,7 @@ def _read(environ: dict, want: int, deadline: float) -> bytes:
         raise IncompleteBody() from exc
     finally:
         if client is not None:
-            client.settimeout(None)
+            client.settimeout(previous)
     return b"".join(chunks)
 
 
