@@ -41,6 +41,17 @@ def submit_all(group, key, requests, results):
     return threads
 
 
+class Group(GroupCommit):
+    """The group commit with one commit function for every submit, as these tests use it."""
+
+    def __init__(self, commit, max_batch, interrupted):
+        super().__init__(max_batch, interrupted)
+        self._run = commit
+
+    def submit(self, key, request):
+        return super().submit(key, request, self._run)
+
+
 def _outcome(group, key, request):
     try:
         return group.submit(key, request)
@@ -57,7 +68,7 @@ def wait_until(predicate, seconds=5.0):
 
 def test_requests_that_queue_behind_a_leader_commit_together_in_arrival_order():
     commit = Recorder()
-    group = GroupCommit(commit, max_batch=100, interrupted=Interrupted)
+    group = Group(commit, max_batch=100, interrupted=Interrupted)
     results = {}
     leader = submit_all(group, "e", [0], results)
     commit.entered.wait(5)  # the leader's transaction is open: the rest must queue
@@ -76,7 +87,7 @@ def test_requests_that_queue_behind_a_leader_commit_together_in_arrival_order():
 def test_a_batch_never_exceeds_the_maximum_and_every_request_is_answered():
     commit = Recorder()
     commit.release.set()
-    group = GroupCommit(commit, max_batch=3, interrupted=Interrupted)
+    group = Group(commit, max_batch=3, interrupted=Interrupted)
     results = {}
     threads = submit_all(group, "e", list(range(50)), results)
     for t in threads:
@@ -88,7 +99,7 @@ def test_a_batch_never_exceeds_the_maximum_and_every_request_is_answered():
 
 def test_a_failing_batch_raises_in_every_request_of_it_and_the_next_batch_still_runs():
     commit = Recorder(fail_on=1)
-    group = GroupCommit(commit, max_batch=100, interrupted=Interrupted)
+    group = Group(commit, max_batch=100, interrupted=Interrupted)
     results = {}
     leader = submit_all(group, "e", [0], results)
     commit.entered.wait(5)
@@ -114,7 +125,7 @@ def test_different_events_do_not_wait_for_each_other():
             gate.wait(10)
         return [f"{key}:{r}" for r in requests]
 
-    group = GroupCommit(commit, max_batch=100, interrupted=Interrupted)
+    group = Group(commit, max_batch=100, interrupted=Interrupted)
     results = {}
     held = submit_all(group, "a", [0], results)
     wait_until(lambda: "a" in group._queues)
@@ -129,7 +140,7 @@ def test_different_events_do_not_wait_for_each_other():
 def test_a_maximum_of_one_commits_each_request_alone(max_batch):
     commit = Recorder()
     commit.release.set()
-    group = GroupCommit(commit, max_batch=max_batch, interrupted=Interrupted)
+    group = Group(commit, max_batch=max_batch, interrupted=Interrupted)
     results = {}
     for t in submit_all(group, "e", list(range(10)), results):
         t.join(10)
@@ -145,14 +156,14 @@ def commit(key, requests):
     gevent.sleep(0.2)  # the leader's transaction is slow: followers queue
     return [f"{key}:{r}" for r in requests]
 
-group = GroupCommit(commit, max_batch=1, interrupted=RuntimeError)
-leader = gevent.spawn(group.submit, "e", 0)
+group = GroupCommit(max_batch=1, interrupted=RuntimeError)
+leader = gevent.spawn(group.submit, "e", 0, commit)
 gevent.sleep(0.05)
-doomed = gevent.spawn(group.submit, "e", 1)   # next in line for the lead
-behind = gevent.spawn(group.submit, "e", 2)
+doomed = gevent.spawn(group.submit, "e", 1, commit)   # next in line for the lead
+behind = gevent.spawn(group.submit, "e", 2, commit)
 gevent.sleep(0.05)
 doomed.kill()                                 # gives up while queued
-print(leader.get(timeout=5), behind.get(timeout=5), group.submit("e", 3))
+print(leader.get(timeout=5), behind.get(timeout=5), group.submit("e", 3, commit))
 """
 
 

@@ -28,26 +28,25 @@ class _Ticket(Generic[Request]):
         self.outcome: object = None
 
 
+Commit = Callable[[str, list[Request]], Sequence[object]]
+
+
 class GroupCommit(Generic[Request]):
-    """Runs `commit(key, requests) -> outcomes` for batches of requests that share a key.
+    """Batches requests that share a key; the caller names what commits a batch,
+    `commit(key, requests) -> outcomes`, where it submits.
 
     An outcome that is an exception is raised in the thread of the request it belongs to.
     """
 
-    def __init__(
-        self,
-        commit: Callable[[str, list[Request]], Sequence[object]],
-        max_batch: int,
-        interrupted: Callable[[str], Exception],
-    ):
-        self._commit = commit
+    def __init__(self, max_batch: int, interrupted: Callable[[str], Exception]):
         self._max_batch = max(1, max_batch)
         self._interrupted = interrupted  # the outcome of a batch whose leader was killed
         self._lock = threading.Lock()
         self._queues: dict[str, deque[_Ticket]] = {}
 
-    def submit(self, key: str, request: Request) -> object:
-        """Queue the request, wait for the batch that commits it, return its outcome."""
+    def submit(self, key: str, request: Request, commit: Commit) -> object:
+        """Queue the request, wait for the batch that commits it, return its outcome. The
+        request that leads the batch runs `commit` for all of it."""
         ticket = _Ticket(request)
         with self._lock:
             queue = self._queues.get(key)
@@ -62,19 +61,19 @@ class GroupCommit(Generic[Request]):
                 self._abandon(key, ticket)
                 raise
         if ticket.leads:  # from the start, or handed over by the previous leader
-            self._lead(key)
+            self._lead(key, commit)
         if isinstance(ticket.outcome, BaseException):
             raise ticket.outcome
         return ticket.outcome
 
-    def _lead(self, key: str) -> None:
+    def _lead(self, key: str, commit: Commit) -> None:
         with self._lock:
             queue = self._queues[key]
             batch = [queue.popleft() for _ in range(min(len(queue), self._max_batch))]
         # Every ticket of the batch is answered and the lead handed on, whatever happens here.
         outcomes: Sequence[object] = [self._interrupted(key) for _ in batch]
         try:
-            outcomes = self._commit(key, [t.request for t in batch])
+            outcomes = commit(key, [t.request for t in batch])
         except Exception as exc:  # the whole batch failed: every request gets the error
             outcomes = [exc] * len(batch)
         finally:

@@ -4,7 +4,7 @@ The write path of `POST /api/reservations`, hop by hop:
 
 1. `api/reservations.py` → `api/writes.reserve`: the key's partner, the Idempotency-Key.
 2. `ReservationService.reserve` (below): claims the key (`services/idempotency.claim`),
-   then queues the change for its event (`services/group_commit.GroupCommit.submit`).
+   then queues the change for its event: `GroupCommit.submit(event, change, commit_batch)`.
 3. The request that leads its event's queue runs `ReservationService.commit_batch` for the
    whole batch, retried whole by `services/retry.with_retries` when it loses the CAS;
    each attempt is `_commit_batch_once`, one `services/unit_of_work.transaction`:
@@ -103,8 +103,7 @@ class ReservationService:
     def __init__(self, engine: Engine, settings: Settings):
         self.engine = engine
         self.settings = settings
-        self._changes = GroupCommit(
-            self.commit_batch,
+        self._changes: GroupCommit[Submitted] = GroupCommit(
             settings.group_commit_max_batch,
             interrupted=lambda event_id: OutcomeUnknown(_event(event_id)),
         )
@@ -165,7 +164,9 @@ class ReservationService:
                 return claimed
             held = claimed
         try:
-            return self._changes.submit(event_id, Submitted(change, held))
+            # Queued with the changes of this event; whichever request leads the batch runs
+            # commit_batch (below) for all of them.
+            return self._changes.submit(event_id, Submitted(change, held), self.commit_batch)
         except (VersionConflict, SQLAlchemyError):
             # Nothing was written: let the client's retry use the key afresh. (After an
             # OutcomeUnknown the claim stays: the answer may be on it, or it lapses.)
