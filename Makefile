@@ -9,23 +9,23 @@ ARGS   ?=
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
-$(BIN)/ticketboss: pyproject.toml setup.cfg constraints.txt
+$(BIN)/ticketboss: pyproject.toml setup.cfg scripts/constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -c constraints.txt --upgrade pip
-	$(BIN)/pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/pip install --quiet -c scripts/constraints.txt --upgrade pip
+	$(BIN)/pip install --quiet -c scripts/constraints.txt -e '.[test]'
 	touch $@
 
-install: $(BIN)/ticketboss system-packages  ## create .venv and install the project with its test tools, pinned by constraints.txt
+install: $(BIN)/ticketboss system-packages  ## create .venv and install the project with its test tools, pinned by scripts/constraints.txt
 
 system-packages:  ## the Debian packages the tests run for real (pgbouncer), installed where missing
 	@scripts/system-packages.sh
 
-lock:  ## re-resolve pyproject.toml's ranges in a scratch venv and rewrite constraints.txt
+lock:  ## re-resolve pyproject.toml's ranges in a scratch venv and rewrite scripts/constraints.txt
 	rm -rf var/lock-venv && $(PYTHON) -m venv var/lock-venv
 	var/lock-venv/bin/pip install --quiet --upgrade pip
 	var/lock-venv/bin/pip install --quiet -e '.[test,bench]'
-	{ sed -n '1,2p' constraints.txt; var/lock-venv/bin/pip freeze --all --exclude-editable \
-	  | grep -v -e '^ticketboss' -e '^setuptools=='; } > constraints.new && mv constraints.new constraints.txt
+	{ sed -n '1,2p' scripts/constraints.txt; var/lock-venv/bin/pip freeze --all --exclude-editable \
+	  | grep -v -e '^ticketboss' -e '^setuptools=='; } > var/constraints.new && mv var/constraints.new scripts/constraints.txt
 	rm -rf var/lock-venv
 
 migrate: install  ## apply the alembic migrations to DATABASE_URL
@@ -54,7 +54,7 @@ lint: install  ## ruff (the rules and formatting of pyproject.toml) and mypy ove
 	$(BIN)/mypy
 
 bench: install  ## load-test the service on a fresh PostgreSQL database (ARGS="--scenario hot --duration 10")
-	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install -q -c constraints.txt -e '.[test,bench]'
+	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install -q -c scripts/constraints.txt -e '.[test,bench]'
 	$(BIN)/python scripts/bench.py $(ARGS)
 
 clean:  ## remove the virtualenv, the SQLite file and caches
