@@ -100,6 +100,17 @@ class ServerSettings:
         return self.prometheus_multiproc_dir or str(default)
 
 
+@dataclass(frozen=True)
+class BenchSettings:
+    """`make bench`: the database it drops, recreates and loads (its name must say bench)."""
+
+    bench_database_url: str = "postgresql+psycopg2://root@127.0.0.1:5432/ticketboss_bench"
+
+    @classmethod
+    def from_env(cls, environ=os.environ) -> BenchSettings:
+        return cls(**_from_env(cls, environ))
+
+
 def _from_env(cls, environ) -> dict:
     """The fields of a settings class found in the environment (upper-cased names); unset or
     empty ones are left out, so they keep their defaults."""

@@ -1,0 +1,1 @@
+"""`make bench`: see __main__.py."""

@@ -1,0 +1,147 @@
+#!/usr/bin/env python3
+"""Benchmark TicketBoss end to end: a fresh PostgreSQL database, real gunicorn, closed-loop load.
+
+    make bench                                                    # every scenario, 2–3 minutes
+    make bench ARGS="--scenario hot --clients 100 --duration 10"
+
+Each scenario reseeds the default event, runs scripts/loadgen.py in its own process (so its
+CPU is its own), reads the CAS counters of /metrics before and after, and checks the books in
+the database. Right after `hot`, pgbench runs the same transaction straight against
+PostgreSQL at the same client count: the ceiling the service is compared with. The report
+goes to stdout and to results/. Exit status 1 if an invariant failed; targets are only printed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlalchemy.engine import make_url
+
+from bench.measure import run_all
+from bench.report import plot_sweep, render, targets, write_results
+from bench.service import (
+    free_port,
+    fresh_database,
+    machine_facts,
+    partner_keys,
+    start_service,
+    stop_service,
+    wait_healthy,
+)
+from bench.settings import EVENT_ID, RESULTS, SCENARIOS
+from ticketboss.config import BenchSettings, Settings
+from ticketboss.store.db import make_engine
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--scenario", choices=(*SCENARIOS, "all"), default="all")
+    parser.add_argument("--clients", type=int, default=100, help="of hot, sellout and mixed")
+    parser.add_argument(
+        "--duration",
+        type=float,
+        default=10.0,
+        help="seconds of each timed run: hot, pgbench, mixed, every sweep step",
+    )
+    parser.add_argument("--seats", default="1-10", help="seats per reservation: N or MIN-MAX")
+    parser.add_argument("--port", type=int, default=8765, help="taken if free, else any free one")
+    parser.add_argument(
+        "--auth",
+        choices=("keys", "open"),
+        default="keys",
+        help="AUTH_MODE of the service: keys (the default; clients send partner keys) or open",
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    """Run the benchmark; 0 if every invariant held, 1 otherwise."""
+    args = parse_args(argv)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` stops gunicorn
+    url = BenchSettings.from_env().bench_database_url
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    RESULTS.mkdir(exist_ok=True)
+    fresh_database(url)
+    engine = make_engine(Settings(database_url=url))
+    port = free_port(args.port)
+    log_path = RESULTS / f"service-{stamp}.log"
+    with tempfile.TemporaryDirectory(prefix="ticketboss-bench-") as workdir:
+        metrics_dir = Path(workdir) / "prometheus"
+        metrics_dir.mkdir()
+        env = {
+            **os.environ,
+            "DATABASE_URL": url,
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+            "AUTH_MODE": args.auth,
+        }
+        bench = {"args": args, "url": url, "engine": engine, "port": port, "workdir": Path(workdir)}
+        bench["keys_file"] = partner_keys(engine, Path(workdir)) if args.auth == "keys" else None
+        print(
+            f"bench database {make_url(url).database}, service on 127.0.0.1:{port}, log {log_path}"
+        )
+        service = bench["service"] = start_service(env, log_path)
+        try:
+            wait_healthy(service, port, log_path)
+            runs, ceiling = run_all(bench)
+        finally:
+            stop_service(service)
+    machine = machine_facts(engine, env)
+    engine.dispose()
+
+    sweep = [r for r in runs if r["scenario"] == "sweep"]
+    plot = f"sweep-{stamp}.png" if sweep else None
+    if plot:
+        title = (
+            f"hot sweep, seats {args.seats}, {machine['nproc']} CPUs, "
+            f"gunicorn {machine['gunicorn']}"
+        )
+        plot_sweep(sweep, RESULTS / plot, title)
+    report = {
+        "timestamp": stamp,
+        "machine": machine,
+        "config": {
+            "scenario": args.scenario,
+            "clients": args.clients,
+            "duration_s": args.duration,
+            "seats": args.seats,
+            "auth": args.auth,
+            "event_id": EVENT_ID,
+            "port": port,
+            "database": make_url(url).render_as_string(hide_password=True),
+        },
+        "runs": runs,
+        "pgbench": ceiling,
+        "targets": [
+            dict(zip(("target", "measured", "met"), t, strict=True)) for t in targets(runs, ceiling)
+        ],
+        "ok": all(r["ok"] for r in runs),
+        "plot": plot,
+        "service_log": str(log_path),
+    }
+    write_results(report, stamp)
+    print()
+    print(render(report), end="")
+    print(
+        f"\nwrote {RESULTS}/bench-{stamp}.md, .json"
+        + (f", {plot}" if plot else "")
+        + " and latest.*"
+    )
+    return 0 if report["ok"] else 1
+
+
+if __name__ == "__main__":
+    try:
+        raise SystemExit(main())
+    except KeyboardInterrupt:
+        raise SystemExit(130) from None
+    except RuntimeError as exc:
+        raise SystemExit(f"bench failed: {exc}") from exc

@@ -1,0 +1,257 @@
+"""One load run measured: the load generator, the CAS counters, the books and their
+invariants; and pgbench, the one-commit-per-reservation ceiling."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from urllib.error import URLError
+from urllib.request import urlopen
+
+from sqlalchemy import select, text
+from sqlalchemy.engine import make_url
+
+from bench.report import fmt, other_5xx
+from bench.service import machine_cpu_seconds, service_cpu_seconds
+from bench.settings import (
+    COUNTERS,
+    DRAIN_S,
+    EVENT_ID,
+    HUGE,
+    ROOT,
+    SAMPLE,
+    SCENARIOS,
+    SELLOUT_CAP_S,
+    SELLOUT_SEATS,
+    SWEEP_CLIENTS,
+    TPS,
+)
+from ticketboss.cli import seed_event
+from ticketboss.store.tables import events, reservations
+
+
+def cas_counters(port: int) -> dict[str, float] | None:
+    """Each CAS counter summed over its samples in /metrics; None when /metrics does not answer."""
+    try:
+        with urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+            body = response.read().decode()
+    except URLError:
+        return None
+    totals: dict[str, float] = {}
+    for line in body.splitlines():
+        sample = SAMPLE.match(line)
+        if sample and sample.group(1) in COUNTERS:
+            key = COUNTERS[sample.group(1)]
+            totals[key] = totals.get(key, 0.0) + float(sample.group(2))
+    return totals
+
+
+def run_loadgen(
+    port: int, scenario: str, clients: int, duration: float, seats: str, ids_file, keys_file
+):
+    """scripts/loadgen.py as a separate process; its JSON report."""
+    options = f"--port {port} --scenario {scenario} --clients {clients} --duration {duration}"
+    options += f" --drain {DRAIN_S} --seats {seats}"
+    command = [
+        sys.executable,
+        ROOT / "scripts" / "loadgen.py",
+        *options.split(),
+        "--ids-file",
+        ids_file,
+    ]
+    if keys_file is not None:
+        command += ["--keys-file", keys_file]
+    done = subprocess.run(
+        command, check=False, capture_output=True, text=True, timeout=duration + DRAIN_S + 30
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"loadgen failed ({done.returncode}): {done.stderr[-2000:]}")
+    return json.loads(done.stdout)
+
+
+def read_books(engine) -> dict:
+    """The event's seats and its reservation rows, read straight from the database."""
+    with engine.connect() as conn:
+        total, available = conn.execute(
+            select(events.c.total_seats, events.c.available_seats).where(
+                events.c.event_id == EVENT_ID
+            )
+        ).one()
+        rows = conn.execute(
+            select(reservations.c.id, reservations.c.seats, reservations.c.status).where(
+                reservations.c.event_id == EVENT_ID
+            )
+        ).all()
+    return {
+        "total": total,
+        "available": available,
+        "confirmed_seats": sum(r.seats for r in rows if r.status == "confirmed"),
+        "rows": len(rows),
+        "cancelled": sum(r.status == "cancelled" for r in rows),
+        "ids": {str(r.id) for r in rows},
+    }
+
+
+def check_invariants(books: dict, load: dict, ids_file: Path) -> dict[str, bool]:
+    """The books balance, every 201 is a row (and nothing else is), no 5xx but 503."""
+    statuses = load["statuses"]
+    checks = {
+        "available + confirmed seats = total": (
+            books["available"] + books["confirmed_seats"] == books["total"]
+        ),
+        "reservation rows = 201s received": books["rows"] == statuses.get("201", 0),
+        "every 201's reservationId is in the database": (
+            set(ids_file.read_text().split()) <= books["ids"]
+        ),
+        "every request answered": load["unanswered"] == 0 and all(map(str.isdigit, statuses)),
+        "no 5xx other than 503": not other_5xx(statuses),
+    }
+    if "cancel" in load["by_operation"]:
+        checks["cancelled rows = 204s"] = books["cancelled"] == statuses.get("204", 0)
+    return checks
+
+
+def run_scenario(bench: dict, scenario: str, clients: int, duration: float) -> dict:
+    """Reseed the event, drive one load run, and measure and check what it did."""
+    engine, port, seats = bench["engine"], bench["port"], bench["args"].seats
+    total = SELLOUT_SEATS if scenario == "sellout" else HUGE
+    seed_event(engine, EVENT_ID, "TicketBoss bench", total, reset=True)
+    ids_file = bench["workdir"] / f"ids-{scenario}-{clients}.txt"
+    before = cas_counters(port)
+    loadgen_scenario = "hot" if scenario == "sweep" else scenario
+    cpu_before = service_cpu_seconds(bench["service"].pid), machine_cpu_seconds()
+    load = run_loadgen(
+        port, loadgen_scenario, clients, duration, seats, ids_file, bench["keys_file"]
+    )
+    cpu_after = service_cpu_seconds(bench["service"].pid), machine_cpu_seconds()
+    after = cas_counters(port)
+    books = read_books(engine)
+    invariants = check_invariants(books, load, ids_file)
+    del load["reservation_ids"]["file"]  # a temporary file, gone after the run
+
+    statuses, confirmed = load["statuses"], load["confirmed"]
+    measured = before is not None and after is not None
+    cas = {k: after[k] - before.get(k, 0) for k in after} if measured else None
+    commits, retries = (cas or {}).get("commits"), (cas or {}).get("retries")
+    # In a run that only reserves, available never rises: a 409 that asked for no more than
+    # is left at the end had its seats there when it was refused.
+    spurious = sum(n for asked, n in load["asked_409"].items() if int(asked) <= books["available"])
+    return {
+        "scenario": scenario,
+        "clients": clients,
+        "seats": seats,
+        "load": load,
+        "total_seats": total,
+        "final_available": books["available"],
+        "spurious_409": spurious,
+        "genuine_409": load["conflicts_409"] - spurious,
+        "pct_503": 100 * statuses.get("503", 0) / max(load["requests"], 1),
+        "other_5xx": other_5xx(statuses),
+        "cas": cas,
+        "retries_per_confirmed": retries / confirmed if retries is not None and confirmed else None,
+        # CPU per answered request: the service's (gunicorn master and workers), and the whole
+        # machine's (service, PostgreSQL, load generator and anything else running).
+        "service_cpu_ms_per_request": 1000
+        * (cpu_after[0] - cpu_before[0])
+        / max(load["requests"], 1),
+        "machine_cpu_ms_per_request": 1000
+        * (cpu_after[1] - cpu_before[1])
+        / max(load["requests"], 1),
+        "reservations_per_commit": (
+            (confirmed + statuses.get("204", 0)) / commits if commits else None
+        ),
+        "invariants": invariants,
+        "ok": all(invariants.values()),
+    }
+
+
+def pgbench_ceiling(bench: dict, clients: int, duration: float) -> dict:
+    """tps of the reserve transaction run by pgbench straight against PostgreSQL."""
+    engine, url = bench["engine"], make_url(bench["url"])
+    seed_event(engine, EVENT_ID, "TicketBoss bench", HUGE, reset=True)
+    low, _, high = bench["args"].seats.partition("-")
+    event = EVENT_ID.replace("'", "''")
+    script = bench["workdir"] / "reserve.sql"
+    script.write_text(
+        f"\\set seats random({low}, {high or low})\n"
+        "BEGIN;\n"
+        "UPDATE events SET available_seats = available_seats - :seats, version = version + 1 "
+        f"WHERE event_id = '{event}';\n"
+        "INSERT INTO reservations (id, event_id, partner_id, seats, status, created_at) "
+        f"VALUES (gen_random_uuid(), '{event}', 'pgbench', :seats, 'confirmed', now());\n"
+        "END;\n"
+    )
+    with engine.connect() as conn:
+        free = conn.scalar(
+            text(
+                "SELECT current_setting('max_connections')::int - count(*) "
+                "FROM pg_stat_activity WHERE backend_type = 'client backend'"
+            )
+        )
+    # The service's idle pools hold connections too: stay under max_connections.
+    used = max(1, min(clients, free - 2))
+    seconds = max(1, round(duration))
+    options = f"-n -c {used} -j {min(2, used)} -T {seconds} -h {url.host or '127.0.0.1'}"
+    options += f" -p {url.port or 5432} -U {url.username or 'root'}"
+    pgbench = shutil.which("pgbench") or "/usr/bin/pgbench"
+    command = [pgbench, *options.split(), "-f", script, url.database]
+    env = {**os.environ, "PGPASSWORD": url.password} if url.password else None
+    done = subprocess.run(
+        command, check=False, capture_output=True, text=True, env=env, timeout=seconds + 60
+    )
+    seed_event(engine, EVENT_ID, "TicketBoss bench", HUGE, reset=True)
+    tps = TPS.search(done.stdout)
+    return {
+        "clients": used,
+        "clients_asked": clients,
+        "duration_s": seconds,
+        "tps": float(tps.group(1)) if tps else None,
+        "error": None if tps else (done.stderr or done.stdout)[-1000:],
+    }
+
+
+def plan(args: argparse.Namespace) -> list[tuple[str, int, float]]:
+    """(scenario, clients, seconds) of every load run, in order."""
+    runs = []
+    for scenario in SCENARIOS if args.scenario == "all" else (args.scenario,):
+        if scenario == "sweep":
+            runs += [("sweep", c, args.duration) for c in SWEEP_CLIENTS]
+        else:
+            runs.append(
+                (scenario, args.clients, SELLOUT_CAP_S if scenario == "sellout" else args.duration)
+            )
+    return runs
+
+
+def run_all(bench: dict) -> tuple[list[dict], dict | None]:
+    """Every planned run (and the pgbench ceiling after hot), printing progress."""
+    runs, ceiling = [], None
+    for scenario, clients, seconds in plan(bench["args"]):
+        print(f"== {scenario}: {clients} clients, up to {seconds:g} s", flush=True)
+        run = run_scenario(bench, scenario, clients, seconds)
+        if bench["service"].poll() is not None:
+            raise RuntimeError(f"gunicorn exited during {scenario} ({bench['service'].returncode})")
+        load = run["load"]
+        print(
+            f"   {load['requests_per_s']:.0f} req/s, {load['confirmed_per_s']:.0f} confirmed/s, "
+            f"p99 {load['latency_ms']['p99']:.1f} ms, statuses {load['statuses']}"
+        )
+        for name, ok in run["invariants"].items():
+            print(f"   {'PASS' if ok else 'FAIL'}  {name}", flush=True)
+        runs.append(run)
+        if scenario == "hot":
+            print(f"== pgbench ceiling: {clients} clients, {seconds:g} s", flush=True)
+            ceiling = pgbench_ceiling(bench, clients, seconds)
+            # One row takes commits fastest from a few clients: report that best case too.
+            ceiling["tps_at_10"] = pgbench_ceiling(bench, 10, seconds)["tps"]
+            print(
+                f"   {fmt(ceiling['tps'], '.0f')} tps at {ceiling['clients']} clients, "
+                f"{fmt(ceiling['tps_at_10'], '.0f')} tps at 10",
+                flush=True,
+            )
+    return runs, ceiling

@@ -1,0 +1,48 @@
+"""What a benchmark run is made of: paths, sizes, scenarios, report columns."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+from ticketboss.config import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "results"
+BIN = Path(sys.executable).parent
+EVENT_ID = Settings.from_env().default_event_id
+HUGE = 100_000_000  # never runs out: every 409 is spurious
+SELLOUT_SEATS = 500
+SELLOUT_CAP_S = 30.0
+DRAIN_S = 10.0
+PARTNERS = 10  # partner keys the clients share (--auth keys)
+SWEEP_CLIENTS = (1, 10, 50, 100, 200)
+SCENARIOS = ("hot", "sellout", "mixed", "sweep")
+COUNTERS = {f"ticketboss_cas_{k}_total": k for k in ("commits", "retries", "exhausted")}
+SAMPLE = re.compile(r"^([A-Za-z_:][\w:]*)(?:\{.*\})?\s+(\S+)")
+TPS = re.compile(r"tps = ([\d.]+) \((?:without initial connection time|excluding connections)")
+GUNICORN_CONF = (
+    "import json, runpy; conf = runpy.run_module('ticketboss.gunicorn_conf'); "
+    "print(json.dumps({k: conf.get(k) for k in ('workers', 'worker_class', 'threads')}))"
+)
+COLUMNS = (
+    "scenario",
+    "clients",
+    "seats",
+    "req/s",
+    "confirmed/s",
+    "p50 ms",
+    "p90 ms",
+    "p99 ms",
+    "max ms",
+    "statuses",
+    "spurious 409",
+    "503 %",
+    "retries/201",
+    "201/commit",
+    "svc CPU ms/req",
+    "all CPU ms/req",
+    "gen CPU %",
+    "invariants",
+)
