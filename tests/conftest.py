@@ -134,3 +134,43 @@ def app(session_app):
 @pytest.fixture
 def client(app):
     return app.test_client()
+
+
+# The API client helpers every test file uses ----------------------------------------------
+
+PROBLEM = "application/problem+json"
+
+
+def assert_problem(response, status: int, slug: str | None = None) -> dict:
+    """The response is an RFC 9457 problem of that status (and type, when given)."""
+    assert response.status_code == status, response.get_data(as_text=True)
+    assert response.mimetype == PROBLEM
+    body = response.get_json()
+    assert body["status"] == status
+    assert body["title"] and body["type"] and body["detail"]
+    assert body["error"] == body["detail"]
+    if slug:
+        assert body["type"] == f"/problems/{slug}"
+    return body
+
+
+def reserve(client, seats=2, partner="abc-corp", *, event_id=None, key=None, headers=None, **body):
+    """POST a reservation: of the default event, or of `event_id`; `partner=None` sends no
+    partnerId (a partner key's own); `key` is the Idempotency-Key."""
+    path = f"/api/events/{event_id}/reservations" if event_id else "/api/reservations"
+    payload = {"seats": seats, **body}
+    if partner is not None:
+        payload["partnerId"] = partner
+    headers = dict(headers or {})
+    if key is not None:
+        headers["Idempotency-Key"] = key
+    return client.post(path, json=payload, headers=headers)
+
+
+def summary(client, event_id=None) -> dict:
+    """The event's summary (the default event's without `event_id`)."""
+    return client.get(f"/api/events/{event_id}" if event_id else "/api/reservations").get_json()
+
+
+def create_event(client, event_id="gala", seats=10, name="Gala"):
+    return client.post("/api/events", json={"eventId": event_id, "name": name, "totalSeats": seats})

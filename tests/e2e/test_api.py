@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 
-from conftest import PATIENT
+from conftest import PATIENT, assert_problem, reserve
 from ticketboss import create_app, services_of
 from ticketboss.config import Settings
 
@@ -22,23 +22,6 @@ def session_app(database_url):
 def client(app):
     """No key: the Node.js contract."""
     return app.test_client()
-
-
-PROBLEM = "application/problem+json"
-
-
-def reserve(client, seats=2, partner="abc-corp"):
-    return client.post("/api/reservations", json={"partnerId": partner, "seats": seats})
-
-
-def assert_problem(response, status):
-    assert response.status_code == status
-    assert response.mimetype == PROBLEM
-    body = response.get_json()
-    assert body["status"] == status
-    assert body["title"] and body["type"] and body["detail"]
-    assert body["error"] == body["detail"]
-    return body
 
 
 def test_summary_of_the_fresh_default_event(client):

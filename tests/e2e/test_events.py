@@ -4,25 +4,19 @@ import uuid
 
 import pytest
 
+from conftest import PROBLEM, create_event
+from conftest import reserve as api_reserve
+from conftest import summary as api_summary
 from ticketboss import services_of
-
-PROBLEM = "application/problem+json"
-
-
-def create(client, event_id="gala", seats=10, name="Gala"):
-    return client.post("/api/events", json={"eventId": event_id, "name": name, "totalSeats": seats})
 
 
 def reserve(client, event_id="gala", seats=2, partner="p", headers=None):
-    return client.post(
-        f"/api/events/{event_id}/reservations",
-        json={"partnerId": partner, "seats": seats},
-        headers=headers or {},
-    )
+    """On an event, for partner p unless told."""
+    return api_reserve(client, seats, partner, event_id=event_id, headers=headers)
 
 
 def summary(client, event_id="gala"):
-    return client.get(f"/api/events/{event_id}").get_json()
+    return api_summary(client, event_id)
 
 
 @pytest.fixture
@@ -38,7 +32,7 @@ def client(app):
 
 
 def test_creating_an_event_returns_its_summary_location_and_etag(client):
-    response = create(client)
+    response = create_event(client)
     assert response.status_code == 201
     assert response.headers["Location"] == "/api/events/gala"
     assert response.headers["ETag"] == '"0"'
@@ -54,8 +48,8 @@ def test_creating_an_event_returns_its_summary_location_and_etag(client):
 
 
 def test_an_event_id_can_be_created_once(client):
-    create(client)
-    response = create(client, seats=99)
+    create_event(client)
+    response = create_event(client, seats=99)
     assert response.status_code == 409 and response.mimetype == PROBLEM
     assert summary(client)["totalSeats"] == 10
 
@@ -93,8 +87,8 @@ def test_unknown_events_are_404_everywhere(client):
 
 
 def test_reserving_on_one_event_never_touches_another(client):
-    create(client)
-    create(client, "concert", seats=5)
+    create_event(client)
+    create_event(client, "concert", seats=5)
     default_before = client.get("/api/reservations").get_json()
     response = reserve(client, "gala", seats=4)
     assert response.status_code == 201
@@ -121,7 +115,7 @@ def test_reserving_on_one_event_never_touches_another(client):
 
 @pytest.mark.parametrize("path", ["/api/events/gala", "/api/reservations"])
 def test_summaries_carry_an_etag_and_if_none_match_gives_304(client, path):
-    create(client)
+    create_event(client)
     first = client.get(path)
     tag = first.headers["ETag"]
     assert tag == f'"{first.get_json()["version"]}"'
@@ -137,7 +131,7 @@ def test_summaries_carry_an_etag_and_if_none_match_gives_304(client, path):
 
 
 def test_patch_renames_and_resizes_through_the_compare_and_swap(client):
-    create(client)
+    create_event(client)
     reserve(client, seats=4)
     response = client.patch("/api/events/gala", json={"name": "Big Gala", "totalSeats": 20})
     assert response.status_code == 200
@@ -154,7 +148,7 @@ def test_patch_renames_and_resizes_through_the_compare_and_swap(client):
 
 
 def test_patch_never_shrinks_below_the_reserved_seats(client):
-    create(client)
+    create_event(client)
     reserve(client, seats=4)
     response = client.patch("/api/events/gala", json={"totalSeats": 3})
     assert response.status_code == 409 and response.mimetype == PROBLEM
@@ -165,13 +159,13 @@ def test_patch_never_shrinks_below_the_reserved_seats(client):
 
 @pytest.mark.parametrize("body", [{}, {"totalSeats": -1}, {"name": ""}, {"totalSeats": 2.5}])
 def test_an_invalid_patch_is_a_400(client, body):
-    create(client)
+    create_event(client)
     assert client.patch("/api/events/gala", json=body).status_code == 400
     assert summary(client)["version"] == 0
 
 
 def test_if_match_guards_patch_and_reservations(client):
-    create(client)
+    create_event(client)
     stale, current = '"7"', '"0"'
     for response in (
         client.patch("/api/events/gala", json={"name": "x"}, headers={"If-Match": stale}),
@@ -197,7 +191,7 @@ def test_if_match_guards_patch_and_reservations(client):
 
 def test_events_page_through_in_id_order(client):
     for event_id in ["e3", "e1", "e5", "e2", "e4"]:
-        create(client, event_id)
+        create_event(client, event_id)
     seen, cursor = [], None
     while True:
         query = "?limit=2" + (f"&cursor={cursor}" if cursor else "")
@@ -210,7 +204,7 @@ def test_events_page_through_in_id_order(client):
 
 
 def test_reservations_page_through_in_a_stable_order_with_filters(client):
-    create(client, seats=100)
+    create_event(client, seats=100)
     made = [
         reserve(client, partner=f"p{i % 2}", seats=1).get_json()["reservationId"] for i in range(7)
     ]
@@ -258,7 +252,7 @@ def forged(*values):
     ],
 )
 def test_bad_list_queries_are_400(client, query):
-    create(client)
+    create_event(client)
     response = client.get(f"/api/events/gala/reservations{query}")
     assert response.status_code == 400 and response.mimetype == PROBLEM
 
@@ -270,7 +264,7 @@ def test_forged_event_cursors_are_400(client, cursor):
 
 
 def test_the_last_page_has_no_next_cursor_even_when_it_is_full(client):
-    create(client, seats=10)
+    create_event(client, seats=10)
     reserve(client, seats=1)
     reserve(client, seats=1)
     first = client.get("/api/events/gala/reservations?limit=2").get_json()

@@ -15,6 +15,7 @@ import uuid
 
 import pytest
 
+from conftest import PROBLEM
 from servers import request, serve
 from ticketboss.cli import seed_event
 from ticketboss.config import Settings
@@ -24,7 +25,6 @@ from ticketboss.store import queries
 from ticketboss.store.db import make_engine
 
 EVENT_ID = "node-meetup-2025"
-PROBLEM = "application/problem+json"
 
 
 @pytest.fixture(scope="module")

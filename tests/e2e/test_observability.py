@@ -17,12 +17,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
+from conftest import PROBLEM
 from ticketboss import create_app, services_of
 from ticketboss.config import Settings
 from ticketboss.observability import JsonFormatter
 from ticketboss.store.migrate import upgrade
 
-PROBLEM = "application/problem+json"
 GENERATED_ID = re.compile(r"[0-9a-f]{32}")
 UNREACHABLE_URL = "postgresql+psycopg2://root@127.0.0.1:1/nowhere"
 
