@@ -95,8 +95,9 @@ class ProblemAnswers:
 
 
 class GeventWorker(ProblemAnswers, _GeventWorker):
-    shed_seconds = ServerSettings.from_env().shed_seconds
-    send_timeout = ServerSettings.from_env().send_timeout_seconds
+    server_settings = ServerSettings.from_env()
+    shed_seconds = server_settings.shed_seconds
+    send_timeout = server_settings.send_timeout_seconds
 
     def init_process(self):
         self.connections = 0

@@ -98,15 +98,16 @@ def plan(
     cancels name and that were still confirmed when the event was read."""
     if event is None:
         return Plan(None, None, [EventNotFound(event_id) for _ in changes])
-    current, left = event, dict(confirmed)
+    current, left, version = event, dict(confirmed), event.version
     outcomes: list[Outcome] = []
     for change in changes:
-        version = event.version + sum(isinstance(o, Granted | Released) for o in outcomes)
         if isinstance(change, CancelRequest):
             outcome, current = _cancel(change, current, left)
         else:
             outcome, current = _reserve(change, current, version)
         outcomes.append(outcome)
+        # The version the next change sees: one more for every change applied so far.
+        version += isinstance(outcome, Granted | Released)
     return Plan(event, current, outcomes)
 
 
