@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: help install system-packages lock run migrate seed partner prune-keys test lint bench clean
+.PHONY: help install system-packages lock run migrate seed partner prune-keys sweep-holds test lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ partner: install  ## partner API keys: ARGS="create <partnerId> [--operator]", "
 
 prune-keys: migrate  ## delete expired Idempotency-Keys (cron it, e.g. hourly)
 	$(BIN)/ticketboss prune-keys
+
+sweep-holds: migrate  ## mark lapsed holds expired (tidiness only; the service also does it every HOLD_SWEEP_SECONDS)
+	$(BIN)/ticketboss holds sweep
 
 test: install  ## the whole suite against a fresh PostgreSQL database (TEST_DATABASE_URL)
 	$(BIN)/pytest $(ARGS)

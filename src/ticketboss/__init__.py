@@ -10,15 +10,17 @@ from ticketboss.config import Settings
 
 if TYPE_CHECKING:
     from ticketboss.services import Services
+    from ticketboss.services.clock import Clock
 
 
-def create_app(settings: Settings | None = None) -> Flask:
-    """Build the app; the engine is created here so every gunicorn worker has its own pool."""
+def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> Flask:
+    """Build the app; the engine is created here so every gunicorn worker has its own pool.
+    `clock` decides hold expiry (the database's by default; tests move it)."""
     settings = settings or Settings.from_env()
     app = Flask(__name__)
     register_config(app, settings)
     register_observability(app)
-    register_extensions(app, settings)
+    register_extensions(app, settings, clock)
     register_security(app, settings)
     register_body_limits(app, settings)
     register_blueprints(app)
@@ -36,6 +38,7 @@ def register_config(app: Flask, settings: Settings) -> None:
     app.config.update(
         DEFAULT_EVENT_ID=settings.default_event_id,
         RETRY_AFTER_SECONDS=settings.retry_after_seconds,
+        HOLD_MAX_SECONDS=settings.hold_max_seconds,
         API_TITLE="TicketBoss",
         API_VERSION="1.0.0",
         OPENAPI_VERSION="3.1.0",
@@ -54,12 +57,12 @@ def register_observability(app: Flask) -> None:
     observability.register_observability(app)
 
 
-def register_extensions(app: Flask, settings: Settings) -> None:
+def register_extensions(app: Flask, settings: Settings, clock: Clock | None = None) -> None:
     from flask_cors import CORS
 
     from ticketboss.services import Services
 
-    app.extensions["ticketboss"] = Services.build(settings)
+    app.extensions["ticketboss"] = Services.build(settings, clock)
     # Browser-based partner tools called the Node.js API cross-origin (it ran cors()).
     CORS(
         app,

@@ -29,6 +29,12 @@ class Settings:
     # claim, and a retry waits at most this long; exactly-once never depends on it (the
     # answer is written only under the claim's current owner).
     idempotency_lease_seconds: int = 3
+    # Holds: how long one lasts unless the request says, and the most it can ever last,
+    # counted from its creation (extensions included). Each worker also expires lapsed
+    # holds every HOLD_SWEEP_SECONDS (0: never) for tidy lists; writes never wait for it.
+    hold_ttl_seconds: int = 900
+    hold_max_seconds: int = 7200
+    hold_sweep_seconds: float = 60.0
     # Connection pool, per worker process.
     db_pool_size: int = 10
     db_max_overflow: int = 20
@@ -52,6 +58,8 @@ class Settings:
     ratelimit_storage_uri: str = "memory://"
 
     def __post_init__(self) -> None:
+        if not 1 <= self.hold_ttl_seconds <= self.hold_max_seconds:
+            raise ValueError("HOLD_TTL_SECONDS must be between 1 and HOLD_MAX_SECONDS")
         if self.auth_mode not in AUTH_MODES:
             raise ValueError(
                 f"AUTH_MODE must be one of {', '.join(AUTH_MODES)}, not {self.auth_mode!r}"

@@ -68,9 +68,15 @@ def post_fork(server, worker):
 
 def post_worker_init(worker):
     """Ctrl-C (SIGINT, and the SIGQUIT the master then sends) stops a worker as SIGTERM does:
-    in-flight requests finish, and no greenlet dies mid-request with a traceback."""
+    in-flight requests finish, and no greenlet dies mid-request with a traceback. Then the
+    worker starts sweeping lapsed holds (HOLD_SWEEP_SECONDS)."""
     signal.signal(signal.SIGINT, worker.handle_exit)
     signal.signal(signal.SIGQUIT, worker.handle_exit)
+    from ticketboss import services_of
+    from ticketboss.services.sweeper import start_sweeping
+
+    services = services_of(worker.wsgi)
+    start_sweeping(services.reservations, services.settings.hold_sweep_seconds)
 
 
 def child_exit(server, worker):

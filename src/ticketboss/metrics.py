@@ -27,12 +27,22 @@ CAS_EXHAUSTED = Counter(
 )
 RESERVATIONS = Counter("ticketboss_reservations_confirmed", "Reservations committed (201).")
 CANCELLATIONS = Counter("ticketboss_reservations_cancelled", "Reservations cancelled (204).")
+HOLDS_CREATED = Counter("ticketboss_holds_created", "Holds granted (201).")
+HOLDS_CONFIRMED = Counter("ticketboss_holds_confirmed", "Holds confirmed as reservations.")
+HOLDS_RELEASED = Counter("ticketboss_holds_released", "Holds released by their partner.")
+HOLDS_EXPIRED = Counter("ticketboss_holds_expired", "Holds whose time ran out, reclaimed.")
 IDEMPOTENT_REPLAYS = Counter(
     "ticketboss_idempotent_replays", "Requests answered from a stored Idempotency-Key outcome."
 )
 AVAILABLE_SEATS = Gauge(
     "ticketboss_available_seats",
     "Seats left per event, as last written by this service.",
+    ["event_id"],
+    multiprocess_mode="mostrecent",
+)
+HELD_SEATS = Gauge(
+    "ticketboss_held_seats",
+    "Seats of live holds per event, as last written by this service.",
     ["event_id"],
     multiprocess_mode="mostrecent",
 )

@@ -35,7 +35,8 @@ _PROBLEMS = {
     403: ("The key may not do this (another partner's partnerId, or an operator's route).", {}),
     404: ("No such event or reservation.", REPLAYED),
     409: (
-        "Not enough seats, the id is taken, or the Idempotency-Key is in flight.",
+        "Not enough seats, the id is taken, the hold expired or is not held, or the "
+        "Idempotency-Key is in flight.",
         {**RETRY_AFTER, **REPLAYED},
     ),
     412: ("If-Match names a version the event no longer has; nothing was written.", {}),

@@ -15,9 +15,11 @@ from ticketboss.domain import (
     EventExists,
     EventNotFound,
     Forbidden,
+    HoldExpired,
     IdempotencyKeyInFlight,
     IdempotencyKeyReused,
     NotEnoughSeats,
+    NotHeld,
     OutcomeUnknown,
     PreconditionFailed,
     ReservationNotFound,
@@ -34,6 +36,8 @@ PROBLEM_JSON = "application/problem+json"
 # tenacity retries are spent: the event is too contended right now, so the client should retry.
 _DOMAIN_STATUS = {
     NotEnoughSeats: (409, "not-enough-seats"),
+    HoldExpired: (409, "hold-expired"),
+    NotHeld: (409, "not-held"),
     ReservationNotFound: (404, "reservation-not-found"),
     EventNotFound: (404, "event-not-found"),
     EventExists: (409, "event-exists"),

@@ -18,6 +18,9 @@ from ticketboss.api.schemas import (
     EventPage,
     EventPatch,
     EventSummary,
+    ExtendRequest,
+    HoldAnswer,
+    HoldRequest,
     PageQuery,
     ReservationCreated,
     ReservationDetail,
@@ -34,10 +37,19 @@ EVENT_ID = EventIdPath()
 ITEM = EventAndReservationPath()
 WRITE = WriteHeaders()
 RESERVE_HEADERS = ReserveHeaders()
+HOLD_REQUEST = HoldRequest()
+EXTEND_REQUEST = ExtendRequest()
 
 
 def _event_location(event_id: str) -> str:
     return url_for("events.EventItem", event_id=event_id)
+
+
+def _reservation_location(event_id: str):
+    def location(reservation_id) -> str:
+        return url_for("events.EventReservation", event_id=event_id, reservation_id=reservation_id)
+
+    return location
 
 
 @blp.route("", strict_slashes=False)
@@ -85,7 +97,7 @@ class EventItem(MethodView):
     def patch(self, path, body, **_):
         """Rename, or change totalSeats (never below the seats already reserved). Operator
         keys only."""
-        event = writes.events().update(
+        event = writes.reservations().resize(
             path["event_id"],
             name=body.get("name"),
             total_seats=body.get("total_seats"),
@@ -125,13 +137,21 @@ class EventReservations(MethodView):
     def post(self, path, body, headers, **_):
         """Reserve 1–10 seats of this event for a partner (a partner key: its own partnerId)."""
         event_id = path["event_id"]
+        return writes.reserve(event_id, body, headers, _reservation_location(event_id))
 
-        def location(reservation_id):
-            return url_for(
-                "events.EventReservation", event_id=event_id, reservation_id=reservation_id
-            )
 
-        return writes.reserve(event_id, body, headers, location)
+@blp.route("/<event_id>/holds", parameters=[EVENT_ID_PARAMETER])
+class EventHolds(MethodView):
+    @blp.arguments(EVENT_ID, location="path")
+    @blp.arguments(HOLD_REQUEST)
+    @blp.arguments(WRITE, location="headers")
+    @blp.response(201, HoldAnswer, headers={**LOCATION, **REPLAYED})
+    @problems(blp, 400, 403, 404, 409, 422, 503)
+    def post(self, path, body, headers, **_):
+        """Hold 1–10 seats during a checkout: they are taken until `expiresAt`, then come
+        back by themselves unless the hold is confirmed (…/confirm) or released (DELETE)."""
+        event_id = path["event_id"]
+        return writes.hold(event_id, body, headers, _reservation_location(event_id))
 
 
 @blp.route(
@@ -143,7 +163,8 @@ class EventReservation(MethodView):
     @blp.response(200, ReservationDetail)
     @problems(blp, 400, 404, 503)
     def get(self, path, **_):
-        """A reservation of this event, confirmed or cancelled."""
+        """A reservation or hold of this event: held (with expiresAt), confirmed, cancelled or
+        expired (a hold past its time reads expired at once)."""
         return writes.get_reservation(path["event_id"], path["reservation_id"])
 
     @blp.arguments(ITEM, location="path")
@@ -151,5 +172,37 @@ class EventReservation(MethodView):
     @blp.response(204, headers=REPLAYED)
     @problems(blp, 400, 404, 409, 422, 503)
     def delete(self, path, headers, **_):
-        """Cancel a confirmed reservation of this event."""
+        """Cancel a confirmed reservation of this event, or release a hold: its seats are
+        back. 409 hold-expired for a hold past its time."""
         return writes.cancel(path["event_id"], path["reservation_id"], headers)
+
+
+@blp.route(
+    "/<event_id>/reservations/<reservation_id>/confirm",
+    parameters=[EVENT_ID_PARAMETER, RESERVATION_ID_PARAMETER],
+)
+class HoldConfirm(MethodView):
+    @blp.arguments(ITEM, location="path")
+    @blp.arguments(WRITE, location="headers")
+    @blp.response(200, HoldAnswer, headers=REPLAYED)
+    @problems(blp, 400, 404, 409, 422, 503)
+    def post(self, path, headers, **_):
+        """Confirm a live hold: it becomes a reservation, its seats stay taken. Confirming
+        again gives the same answer; 409 hold-expired past its time, not-held once released."""
+        return writes.confirm(path["event_id"], path["reservation_id"], headers)
+
+
+@blp.route(
+    "/<event_id>/reservations/<reservation_id>/extend",
+    parameters=[EVENT_ID_PARAMETER, RESERVATION_ID_PARAMETER],
+)
+class HoldExtend(MethodView):
+    @blp.arguments(ITEM, location="path")
+    @blp.arguments(EXTEND_REQUEST)
+    @blp.arguments(WRITE, location="headers")
+    @blp.response(200, HoldAnswer, headers=REPLAYED)
+    @problems(blp, 400, 404, 409, 422, 503)
+    def post(self, path, body, headers, **_):
+        """A live hold now ends `ttlSeconds` from now, but never later than HOLD_MAX_SECONDS
+        after its creation. 409 hold-expired past its time, not-held if it is not a hold."""
+        return writes.extend(path["event_id"], path["reservation_id"], body, headers)

@@ -8,7 +8,7 @@ from ticketboss.api.body import Blueprint
 from ticketboss.api.docs import ETAG, IF_NONE_MATCH, LOCATION, REPLAYED, problems
 from ticketboss.api.schemas import (
     RESERVATION_ID_PARAMETER,
-    EventSummary,
+    NodeSummary,
     ReservationCreated,
     ReservationDetail,
     ReservationIdPath,
@@ -42,7 +42,7 @@ def _location(reservation_id) -> str:
 @blp.route("", strict_slashes=False)
 class Reservations(MethodView):
     @blp.doc(**IF_NONE_MATCH)
-    @blp.response(200, EventSummary, headers=ETAG)
+    @blp.response(200, NodeSummary, headers=ETAG)
     @blp.alt_response(304, description="Not modified: If-None-Match has the ETag.", headers=ETAG)
     @problems(blp, 404, 503)
     def get(self):

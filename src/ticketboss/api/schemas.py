@@ -2,9 +2,18 @@
 
 import re
 
-from marshmallow import EXCLUDE, Schema, ValidationError, fields, validate, validates_schema
+from flask import current_app
+from marshmallow import (
+    EXCLUDE,
+    Schema,
+    ValidationError,
+    fields,
+    post_dump,
+    validate,
+    validates_schema,
+)
 
-from ticketboss.domain import MAX_SEATS, MIN_SEATS
+from ticketboss.domain import MAX_SEATS, MIN_SEATS, Status
 
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
@@ -85,6 +94,41 @@ class ReserveRequest(RequestSchema):
     )
     seats = fields.Integer(
         required=True, strict=True, validate=validate.Range(min=MIN_SEATS, max=MAX_SEATS)
+    )
+
+
+class TtlSeconds(fields.Integer):
+    """How long a hold lasts: 1 to HOLD_MAX_SECONDS (the running service's setting)."""
+
+    def __init__(self, description: str, **kwargs):
+        super().__init__(
+            data_key="ttlSeconds",
+            strict=True,
+            validate=validate.Range(min=1),
+            metadata={"description": description},
+            **kwargs,
+        )
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        seconds = super()._deserialize(value, attr, data, **kwargs)
+        longest = current_app.config["HOLD_MAX_SECONDS"]
+        if seconds > longest:
+            raise ValidationError(f"Must be at most {longest} (HOLD_MAX_SECONDS).")
+        return seconds
+
+
+class HoldRequest(ReserveRequest):
+    ttl_seconds = TtlSeconds(
+        "Seconds the hold lasts, 1 to HOLD_MAX_SECONDS (7200 by default); "
+        "HOLD_TTL_SECONDS (900 by default) when absent."
+    )
+
+
+class ExtendRequest(RequestSchema):
+    ttl_seconds = TtlSeconds(
+        "The hold ends this many seconds from now (1 to HOLD_MAX_SECONDS), but never "
+        "later than HOLD_MAX_SECONDS after its creation.",
+        required=True,
     )
 
 
@@ -173,10 +217,12 @@ class PageQuery(RequestSchema):
 
 class ReservationQuery(PageQuery):
     partner_id = Text(data_key="partnerId", validate=validate.Length(1, 128))
-    status = Text(validate=validate.OneOf(["confirmed", "cancelled"]))
+    status = Text(validate=validate.OneOf([s.value for s in Status]))
 
 
-class EventSummary(Schema):
+class NodeSummary(Schema):
+    """The summary of the Node.js API, field for field (its routes know no holds)."""
+
     event_id = fields.String(data_key="eventId")
     name = fields.String()
     total_seats = fields.Integer(data_key="totalSeats")
@@ -185,17 +231,45 @@ class EventSummary(Schema):
     version = fields.Integer()
 
 
+class EventSummary(NodeSummary):
+    held_seats = fields.Integer(
+        data_key="heldSeats", metadata={"description": "Seats of live holds."}
+    )
+
+
 class ReservationCreated(Schema):
     reservation_id = fields.UUID(data_key="reservationId")
     seats = fields.Integer()
     status = fields.String()
 
 
-class ReservationDetail(ReservationCreated):
+class _HoldExpiry(Schema):
+    """`expiresAt`, present only while the reservation is (or was) a hold."""
+
+    expires_at = fields.AwareDateTime(
+        data_key="expiresAt",
+        metadata={"description": "When the hold lapses (by the database's clock); holds only."},
+    )
+
+    @post_dump
+    def _expiry_of_holds_only(self, data, **_):
+        if data.get("expiresAt") is None:
+            data.pop("expiresAt", None)
+        return data
+
+
+class HoldAnswer(_HoldExpiry, ReservationCreated):
+    """A hold, or what a confirm or extend made of it."""
+
+    status = fields.String(metadata={"enum": [Status.HELD.value, Status.CONFIRMED.value]})
+
+
+class ReservationDetail(_HoldExpiry, ReservationCreated):
     event_id = fields.String(data_key="eventId")
     partner_id = fields.String(data_key="partnerId")
     created_at = fields.AwareDateTime(data_key="createdAt")
     cancelled_at = fields.AwareDateTime(data_key="cancelledAt", allow_none=True)
+    status = fields.String(metadata={"enum": [s.value for s in Status]})
 
 
 class EventPage(Schema):

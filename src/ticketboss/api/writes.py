@@ -13,12 +13,14 @@ from ticketboss import services_of
 from ticketboss.api.auth import principal
 from ticketboss.api.conditional import if_match_versions
 from ticketboss.api.errors import problem, status_of
-from ticketboss.api.schemas import ReservationCreated
-from ticketboss.domain import Forbidden
+from ticketboss.api.schemas import HoldAnswer
+from ticketboss.domain import Forbidden, Status
 from ticketboss.services import EventService, IdempotencyKey, Replay, ReservationService
 from ticketboss.services.idempotency import Kept
 
-_RESERVATION_CREATED = ReservationCreated()
+# The schema of every answer that made or changed a reservation (without an expiry it
+# dumps exactly as ReservationCreated).
+_HOLD_ANSWER = HoldAnswer()
 
 
 def reservations() -> ReservationService:
@@ -31,8 +33,60 @@ def events() -> EventService:
 
 def reserve(event_id: str, body: dict, headers: dict, location: Callable[[UUID], str]):
     """POST a reservation: 201 with Location, or the stored answer of its Idempotency-Key."""
-    who = principal()
-    partner_id, seats = who.acting_for(body.get("partner_id")), body["seats"]
+    partner_id, seats = _partner(body), body["seats"]
+    request_body = {"eventId": event_id, "partnerId": partner_id, "seats": seats}
+    key = _key(headers, f"partner:{partner_id}", request_body)
+    outcome = reservations().reserve(
+        event_id, partner_id, seats, if_versions=if_match_versions(), key=key
+    )
+    if isinstance(outcome, Replay):
+        return replay(outcome, location, seats)
+    return outcome, 201, {"Location": location(outcome.reservation_id)}
+
+
+def hold(event_id: str, body: dict, headers: dict, location: Callable[[UUID], str]):
+    """POST a hold: 201 with Location, or the stored answer of its Idempotency-Key."""
+    partner_id, seats, ttl = _partner(body), body["seats"], body.get("ttl_seconds")
+    request_body = {"hold": event_id, "partnerId": partner_id, "seats": seats, "ttl": ttl}
+    key = _key(headers, f"partner:{partner_id}", request_body)
+    outcome = reservations().hold(event_id, partner_id, seats, ttl, key=key)
+    if isinstance(outcome, Replay):
+        return replay(outcome, location)
+    return outcome, 201, {"Location": location(outcome.reservation_id)}
+
+
+def confirm(event_id: str, reservation_id: UUID, headers: dict):
+    """POST .../confirm: the hold, now confirmed (200), or its key's stored answer."""
+    request_body = {"confirm": str(reservation_id), "eventId": event_id}
+    key = _key(headers, f"reservation:{reservation_id}", request_body)
+    outcome = reservations().confirm(event_id, reservation_id, owner=principal().owner(), key=key)
+    return replay(outcome, None) if isinstance(outcome, Replay) else outcome
+
+
+def extend(event_id: str, reservation_id: UUID, body: dict, headers: dict):
+    """POST .../extend: the hold with its new expiry (200), or its key's stored answer."""
+    ttl = body["ttl_seconds"]
+    request_body = {"extend": str(reservation_id), "eventId": event_id, "ttl": ttl}
+    key = _key(headers, f"reservation:{reservation_id}", request_body)
+    outcome = reservations().extend(
+        event_id, reservation_id, ttl, owner=principal().owner(), key=key
+    )
+    return replay(outcome, None) if isinstance(outcome, Replay) else outcome
+
+
+def cancel(event_id: str, reservation_id: UUID, headers: dict):
+    """DELETE a reservation or a hold: 204, or the stored answer of its Idempotency-Key."""
+    request_body = {"cancel": str(reservation_id), "eventId": event_id}
+    key = _key(headers, f"reservation:{reservation_id}", request_body)
+    outcome = reservations().cancel(event_id, reservation_id, owner=principal().owner(), key=key)
+    if isinstance(outcome, Replay):
+        return replay(outcome, None)
+    return Response(status=204)
+
+
+def _partner(body: dict) -> str:
+    """Whose seats a reservation or hold takes: the key's partner, or the one it names."""
+    partner_id = principal().acting_for(body.get("partner_id"))
     if partner_id is None:  # AUTH_MODE=open: the body says whose reservation it is
         # As webargs says a missing field, so the answer is the one the schema used to give.
         missing = BadRequest()
@@ -40,32 +94,14 @@ def reserve(event_id: str, body: dict, headers: dict, location: Callable[[UUID],
             "messages": {"json": {"partnerId": ["Missing data for required field."]}}
         }
         raise missing
-    key = None
-    if "idempotency_key" in headers:
-        request_body = {"eventId": event_id, "partnerId": partner_id, "seats": seats}
-        scope = key_scope(f"partner:{partner_id}")
-        key = IdempotencyKey.of(scope, headers["idempotency_key"], request_body)
-    outcome = reservations().reserve(
-        event_id, partner_id, seats, if_versions=if_match_versions(), key=key
-    )
-    if isinstance(outcome, Replay):
-        return replay(outcome, seats, location)
-    return outcome, 201, {"Location": location(outcome.reservation_id)}
+    return partner_id
 
 
-def cancel(event_id: str, reservation_id: UUID, headers: dict):
-    """DELETE a reservation: 204, or the stored answer of its Idempotency-Key."""
-    who = principal()
-    key = None
-    if "idempotency_key" in headers:
-        scope = key_scope(f"reservation:{reservation_id}")
-        key = IdempotencyKey.of(
-            scope, headers["idempotency_key"], {"cancel": str(reservation_id), "eventId": event_id}
-        )
-    outcome = reservations().cancel(event_id, reservation_id, owner=who.owner(), key=key)
-    if isinstance(outcome, Replay):
-        return replay(outcome, None, None)
-    return Response(status=204)
+def _key(headers: dict, what: str, request_body: dict) -> IdempotencyKey | None:
+    """The request's Idempotency-Key, scoped (key_scope) and fingerprinted by its body."""
+    if "idempotency_key" not in headers:
+        return None
+    return IdempotencyKey.of(key_scope(what), headers["idempotency_key"], request_body)
 
 
 def key_scope(what: str) -> str:
@@ -91,17 +127,37 @@ def listed_partner(asked: str | None) -> str | None:
     return owner
 
 
-def replay(stored: Replay, seats: int | None, location: Callable[[UUID], str] | None):
-    """The first answer again, marked as a replay."""
+def replay(
+    stored: Replay, location: Callable[[UUID], str] | None, seats: int | None = None
+) -> Response:
+    """The first answer again, marked as a replay. (`seats`: the request's, for answers kept
+    before keys stored them.)"""
     marked = {"Idempotent-Replayed": "true"}
-    if stored.kind is Kept.RESERVED:
-        created = {"reservation_id": stored.reservation_id, "seats": seats, "status": "confirmed"}
-        response = jsonify(_RESERVATION_CREATED.dump(created))
-        response.status_code = 201
-        assert location is not None and stored.reservation_id is not None
-        response.headers.update({**marked, "Location": location(stored.reservation_id)})
-        return response
     if stored.kind is Kept.CANCELLED:
         return Response(status=204, headers=marked)
-    # A refusal: said as the error table says that kind of problem.
-    return problem(status_of(stored.kind), stored.detail or "", stored.kind.value, marked)
+    status = _DONE_STATUS.get(stored.kind)
+    if status is None:  # a refusal: said as the error table says that kind of problem
+        return problem(status_of(stored.kind), stored.detail or "", stored.kind.value, marked)
+    answer = {
+        "reservation_id": stored.reservation_id,
+        "seats": stored.seats or seats,
+        "status": _DONE_STATUS_TEXT[stored.kind],
+        "expires_at": stored.held_until,
+    }
+    response = jsonify(_HOLD_ANSWER.dump(answer))
+    response.status_code = status
+    response.headers.update(marked)
+    if status == 201:
+        assert location is not None and stored.reservation_id is not None
+        response.headers["Location"] = location(stored.reservation_id)
+    return response
+
+
+# Answers that did something: their status, and the reservation's status they said.
+_DONE_STATUS = {Kept.RESERVED: 201, Kept.HELD: 201, Kept.CONFIRMED: 200, Kept.EXTENDED: 200}
+_DONE_STATUS_TEXT = {
+    Kept.RESERVED: Status.CONFIRMED.value,
+    Kept.HELD: Status.HELD.value,
+    Kept.CONFIRMED: Status.CONFIRMED.value,
+    Kept.EXTENDED: Status.HELD.value,
+}

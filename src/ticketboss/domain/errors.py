@@ -38,6 +38,23 @@ class NotEnoughSeats(DomainError):
         self.available = available
 
 
+class HoldExpired(DomainError):
+    """The hold's time ran out: its seats went back, and it cannot be confirmed or extended."""
+
+    def __init__(self, reservation_id):
+        super().__init__(f"Hold '{reservation_id}' has expired; its seats were released.")
+        self.reservation_id = reservation_id
+
+
+class NotHeld(DomainError):
+    """Confirm or extend of something that is not a hold any more (released, cancelled, or
+    for extend: already confirmed)."""
+
+    def __init__(self, reservation_id, status: str):
+        super().__init__(f"Reservation '{reservation_id}' is {status}, not held.")
+        self.reservation_id = reservation_id
+
+
 class OutcomeUnknown(DomainError):
     """The database may or may not have committed (connection lost at COMMIT, or the batch
     was interrupted): never retried automatically, since a retry could book twice."""

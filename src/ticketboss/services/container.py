@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 
 from ticketboss.config import Settings
+from ticketboss.services.clock import Clock
 from ticketboss.services.events import EventService
 from ticketboss.services.partners import KeyCache
 from ticketboss.services.reservations import ReservationService
@@ -22,13 +23,14 @@ class Services:
     keys: KeyCache
 
     @classmethod
-    def build(cls, settings: Settings) -> Services:
+    def build(cls, settings: Settings, clock: Clock | None = None) -> Services:
         """Create the engine (so call it after fork: each worker has its own pool)."""
         engine = make_engine(settings)
+        clock = clock or Clock()
         return cls(
             settings,
             engine,
-            ReservationService(engine, settings),
-            EventService(engine, settings),
+            ReservationService(engine, settings, clock),
+            EventService(engine, settings, clock),
             KeyCache(engine, settings.auth_cache_seconds),
         )

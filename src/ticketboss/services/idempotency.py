@@ -50,18 +50,26 @@ class Kept(enum.StrEnum):
     """The kinds of answer a key keeps (the API decides how each is said in HTTP)."""
 
     RESERVED = "reserved"
+    HELD = "held"
+    CONFIRMED = "confirmed"
+    EXTENDED = "extended"
     CANCELLED = "cancelled"
     NOT_ENOUGH_SEATS = "not-enough-seats"
     RESERVATION_NOT_FOUND = "reservation-not-found"
+    HOLD_EXPIRED = "hold-expired"
+    NOT_HELD = "not-held"
 
 
 @dataclass(frozen=True)
 class Replay:
-    """The key was answered before: the same answer again."""
+    """An answer a key keeps, and gives again to a retry: its kind, and what the response
+    said (the reservation, its seats and the hold's expiry; a refusal's detail)."""
 
     kind: Kept
-    reservation_id: UUID | None
-    detail: str | None
+    reservation_id: UUID | None = None
+    seats: int | None = None
+    held_until: datetime | None = None
+    detail: str | None = None
 
 
 def claim(engine: Engine, settings: Settings, key: IdempotencyKey) -> Claim | Replay:
@@ -93,7 +101,9 @@ def claim(engine: Engine, settings: Settings, key: IdempotencyKey) -> Claim | Re
         if row.fingerprint != key.fingerprint:
             raise IdempotencyKeyReused(key.key)
         if row.outcome is not None:
-            return Replay(Kept(row.outcome), row.reservation_id, row.detail)
+            return Replay(
+                Kept(row.outcome), row.reservation_id, row.seats, row.held_until, row.detail
+            )
         if running:
             raise IdempotencyKeyInFlight(key.key)
         # Its request died without an answer (nothing was written): take it over.

@@ -1,6 +1,8 @@
-"""Reserve and cancel seats with a versioned compare-and-swap, retried by tenacity.
+"""Reserve, hold, confirm, extend and cancel seats with a versioned compare-and-swap,
+retried by tenacity.
 
-The write path of `POST /api/reservations`, hop by hop:
+The write path of `POST /api/reservations`, hop by hop (holds, confirms, extends and
+cancels take the same path):
 
 1. `api/reservations.py` → `api/writes.reserve`: the key's partner, the Idempotency-Key.
 2. `ReservationService.reserve` (below): claims the key (`services/idempotency.claim`),
@@ -8,11 +10,14 @@ The write path of `POST /api/reservations`, hop by hop:
 3. The request that leads its event's queue runs `ReservationService.commit_batch` for the
    whole batch, retried whole by `services/retry.with_retries` when it loses the CAS;
    each attempt is `_commit_batch_once`, one `services/unit_of_work.transaction`:
-   - `store/queries.load_event` and `load_confirmed_seats` read;
+   - `_read`: `store/queries.load_event_at` reads the event with the database's clock,
+     `load_named` the reservations the changes name, and `load_lapsed` the event's
+     expired holds, only when the event's row says some may have lapsed;
    - `domain/batch.plan` decides every change of the batch, in order;
-   - `store/queries.compare_and_swap` writes the event at the version it read,
-     `insert_reservations` the granted rows (**here the reservation is written**),
-     `mark_cancelled` the released ones, `record_outcome` the keys' answers;
+   - `_write`: `store/queries.compare_and_swap` writes the event at the version it read,
+     `insert_reservations` the granted rows (**here the reservation is written**), and
+     `mark_*` the cancelled, confirmed, extended and expired ones;
+   - `_keep_answers`: `record_outcome` writes the keys' answers;
    - the transaction commits, and every request of the batch gets its outcome.
 """
 
@@ -20,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import timedelta
 from uuid import UUID, uuid4
 
 from sqlalchemy import Connection, Engine
@@ -31,8 +36,10 @@ from ticketboss.config import Settings
 from ticketboss.domain import (
     Event,
     EventNotFound,
+    HoldExpired,
     IdempotencyKeyInFlight,
     NotEnoughSeats,
+    NotHeld,
     OutcomeUnknown,
     Reservation,
     ReservationNotFound,
@@ -43,13 +50,23 @@ from ticketboss.domain.batch import (
     CancelRequest,
     Change,
     Confirmed,
+    ConfirmRequest,
+    Extended,
+    ExtendRequest,
     Granted,
+    HoldRequest,
     Plan,
+    Read,
     Released,
+    Resize,
+    Resized,
     SeatRequest,
+    Tidied,
+    Tidy,
     plan,
 )
 from ticketboss.services import idempotency
+from ticketboss.services.clock import Clock
 from ticketboss.services.group_commit import GroupCommit
 from ticketboss.services.idempotency import Claim, IdempotencyKey, Kept, Replay
 from ticketboss.services.retry import with_retries
@@ -74,18 +91,32 @@ class _LostClaim(Exception):
         self.index = index
 
 
-def _answer(change: Change, outcome: object) -> tuple[Kept, UUID | None, str | None] | None:
-    """What an Idempotency-Key keeps of an outcome: (kind, reservation id, detail), or None
-    for outcomes that are not kept (the key is released and may be used again)."""
+# Refusals a key keeps, so that a retry is refused the same way.
+_KEPT_REFUSALS = {
+    NotEnoughSeats: Kept.NOT_ENOUGH_SEATS,
+    ReservationNotFound: Kept.RESERVATION_NOT_FOUND,
+    HoldExpired: Kept.HOLD_EXPIRED,
+    NotHeld: Kept.NOT_HELD,
+}
+# What a key keeps of a change that went through, by the kind of change.
+_KEPT_DONE = {
+    SeatRequest: Kept.RESERVED,
+    HoldRequest: Kept.HELD,
+    ConfirmRequest: Kept.CONFIRMED,
+    ExtendRequest: Kept.EXTENDED,
+}
+
+
+def _answer(change: Change, outcome: object) -> Replay | None:
+    """What an Idempotency-Key keeps of an outcome, or None for outcomes that are not kept
+    (the key is released and may be used again)."""
     if isinstance(outcome, Reservation):
-        return Kept.RESERVED, outcome.reservation_id, None
+        kind = _KEPT_DONE[type(change)]
+        return Replay(kind, outcome.reservation_id, outcome.seats, outcome.expires_at)
     if outcome is None and isinstance(change, CancelRequest):
-        return Kept.CANCELLED, change.reservation_id, None
-    if isinstance(outcome, NotEnoughSeats):
-        return Kept.NOT_ENOUGH_SEATS, None, str(outcome)
-    if isinstance(outcome, ReservationNotFound):
-        return Kept.RESERVATION_NOT_FOUND, None, str(outcome)
-    return None
+        return Replay(Kept.CANCELLED, change.reservation_id)
+    kept = _KEPT_REFUSALS.get(type(outcome))
+    return Replay(kept, detail=str(outcome)) if kept else None
 
 
 def _event(event_id: str) -> str:
@@ -95,32 +126,43 @@ def _event(event_id: str) -> str:
 class ReservationService:
     """The use cases over one engine. Each write is one transaction, retried whole on conflict.
 
-    Reservations and cancellations of one event that arrive together in this process are
-    group-committed: one read, one compare-and-swap, one multi-row INSERT and one UPDATE of
-    the cancelled rows for the whole batch.
+    Changes of one event that arrive together in this process are group-committed: one
+    read, one compare-and-swap, one multi-row INSERT and one UPDATE per kind of change for
+    the whole batch.
     """
 
-    def __init__(self, engine: Engine, settings: Settings):
+    def __init__(self, engine: Engine, settings: Settings, clock: Clock | None = None):
         self.engine = engine
         self.settings = settings
+        self.clock = clock or Clock()
+        self._longest = timedelta(seconds=settings.hold_max_seconds)
         self._changes: GroupCommit[Submitted] = GroupCommit(
             settings.group_commit_max_batch,
             interrupted=lambda event_id: OutcomeUnknown(_event(event_id)),
         )
 
     def summary(self, event_id: str) -> Event:
-        """The event's seats, confirmed reservations and version, as one row read."""
+        """The event's seats, holds, confirmed reservations and version: one row read, unless
+        a hold lapsed since the last write (its seats are then reclaimed first, by a write
+        of their own, so that the answer and its version agree)."""
         with self.engine.connect() as conn:
-            event = queries.load_event(conn, event_id)
-        if event is None:
+            read = queries.load_event_at(conn, event_id)
+        if read is None:
             raise EventNotFound(event_id)
-        return event
+        event, database_now = read
+        if not event.has_lapsed_holds(self.clock.now(database_now)):
+            return event
+        tidied = self._submit(event_id, None, Tidy())
+        assert isinstance(tidied, Tidied)
+        return tidied.event
 
     def get(self, event_id: str, reservation_id: UUID, *, owner: str | None = None) -> Reservation:
-        """A reservation of that event, confirmed or cancelled; only one of `owner`'s when
+        """A reservation or hold of that event, as it stands now; only one of `owner`'s when
         given (another partner's is not found, exactly as if it did not exist)."""
         with self.engine.connect() as conn:
             reservation = queries.load_reservation(conn, reservation_id)
+            if reservation is not None and reservation.status is Status.HELD:
+                reservation = reservation.seen_at(self.now(conn))
         if (
             reservation is None
             or reservation.event_id != event_id
@@ -128,6 +170,10 @@ class ReservationService:
         ):
             raise ReservationNotFound(reservation_id)
         return reservation
+
+    def now(self, conn: Connection):
+        """The time by which holds are judged (the database's clock)."""
+        return self.clock.now(queries.read_database_now(conn))
 
     def reserve(
         self,
@@ -143,6 +189,46 @@ class ReservationService:
         the retries ran out; with a key already answered, that answer (a Replay)."""
         return self._submit(event_id, key, SeatRequest(partner_id, seats, if_versions))
 
+    def hold(
+        self,
+        event_id: str,
+        partner_id: str,
+        seats: int,
+        ttl_seconds: int | None = None,
+        *,
+        key: IdempotencyKey | None = None,
+    ) -> Reservation | Replay:
+        """Hold `seats` for a partner for `ttl_seconds` (HOLD_TTL_SECONDS by default, at
+        most HOLD_MAX_SECONDS); NotEnoughSeats as reserve."""
+        ttl = timedelta(seconds=ttl_seconds or self.settings.hold_ttl_seconds)
+        return self._submit(event_id, key, HoldRequest(partner_id, seats, ttl, self._longest))
+
+    def confirm(
+        self,
+        event_id: str,
+        reservation_id: UUID,
+        *,
+        owner: str | None = None,
+        key: IdempotencyKey | None = None,
+    ) -> Reservation | Replay:
+        """A live hold becomes a confirmed reservation (a confirmed one is returned as is):
+        HoldExpired after its time, NotHeld once released or cancelled."""
+        return self._submit(event_id, key, ConfirmRequest(reservation_id, owner))
+
+    def extend(
+        self,
+        event_id: str,
+        reservation_id: UUID,
+        ttl_seconds: int,
+        *,
+        owner: str | None = None,
+        key: IdempotencyKey | None = None,
+    ) -> Reservation | Replay:
+        """A live hold ends `ttl_seconds` from now, but never later than HOLD_MAX_SECONDS
+        after its creation: HoldExpired after its time, NotHeld if it is not a hold."""
+        change = ExtendRequest(reservation_id, timedelta(seconds=ttl_seconds), self._longest, owner)
+        return self._submit(event_id, key, change)
+
     def cancel(
         self,
         event_id: str,
@@ -151,9 +237,36 @@ class ReservationService:
         owner: str | None = None,
         key: IdempotencyKey | None = None,
     ) -> Replay | None:
-        """Cancel a confirmed reservation of that event (one of `owner`'s, when given); its
-        seats return to the pool."""
+        """Cancel a confirmed reservation or release a live hold of that event (one of
+        `owner`'s, when given); its seats return to the pool."""
         return self._submit(event_id, key, CancelRequest(reservation_id, owner))
+
+    def resize(
+        self,
+        event_id: str,
+        *,
+        name: str | None = None,
+        total_seats: int | None = None,
+        if_versions: frozenset[int] | None = None,
+    ) -> Event:
+        """Rename and/or resize, as one change (the version rises by one):
+        PreconditionFailed if the event is not at one of `if_versions`, SeatsAlreadyReserved
+        if the new total is below the seats reserved or held."""
+        resized = self._submit(event_id, None, Resize(name, total_seats, if_versions))
+        assert isinstance(resized, Event)
+        return resized
+
+    def sweep(self) -> int:
+        """Expire every lapsed hold (tidiness only: writes reclaim them anyway); returns how
+        many were expired."""
+        with self.engine.connect() as conn:
+            lapsed = queries.events_with_lapsed_holds(conn, self.now(conn))
+        expired = 0
+        for event_id in lapsed:
+            (tidied,) = self.commit_batch(event_id, [Tidy()])
+            if isinstance(tidied, Tidied):
+                expired += tidied.expired
+        return expired
 
     def _submit(self, event_id: str, key: IdempotencyKey | None, change: Change):
         held: Claim | None = None
@@ -175,9 +288,9 @@ class ReservationService:
             raise
 
     def commit_batch(self, event_id: str, requests: Sequence[Submitted | Change]) -> list[object]:
-        """Apply reservations and cancellations of one event in order, as one transaction
-        retried whole on conflict: an outcome per request (a Reservation, None for a done
-        cancel, or the error to raise). The group commit calls it; anyone may."""
+        """Apply changes of one event in order, as one transaction retried whole on
+        conflict: an outcome per request (a Reservation, None for a done cancel, the Tidied
+        event, or the error to raise). The group commit calls it; anyone may."""
         batch = [r if isinstance(r, Submitted) else Submitted(r) for r in requests]
         lost: dict[int, Exception] = {}
         while True:
@@ -201,58 +314,79 @@ class ReservationService:
         """One attempt: read, plan, write, commit."""
         changes = [s.change for s in batch]
         with transaction(self.engine, _event(event_id)) as conn:
-            event = queries.load_event(conn, event_id)
-            decided = plan(event_id, event, changes, self._confirmed(conn, event, changes))
-            outcomes = self._write(conn, event_id, decided)
+            read = self._read(conn, event_id, changes)
+            decided = plan(event_id, read, changes)
+            outcomes = self._write(conn, event_id, read, decided)
             self._keep_answers(conn, batch, outcomes)
         if decided.changes:
             self._count(event_id, decided)
         return outcomes
 
-    def _confirmed(self, conn: Connection, event: Event | None, changes) -> dict:
-        """The still confirmed reservations that the batch's cancels name."""
-        ids = [c.reservation_id for c in changes if isinstance(c, CancelRequest)]
-        if event is None or not ids:
-            return {}
-        found = queries.load_confirmed_seats(conn, event.event_id, ids)
-        return {rid: Confirmed(seats, partner) for rid, (seats, partner) in found.items()}
+    def _read(self, conn: Connection, event_id: str, changes: list[Change]) -> Read | None:
+        """The event at the database's time, the reservations the changes name, and the
+        lapsed holds when the event's row says there may be some."""
+        found = queries.load_event_at(conn, event_id)
+        if found is None:
+            return None
+        event, database_now = found
+        now = self.clock.now(database_now)
+        ids = [
+            c.reservation_id
+            for c in changes
+            if isinstance(c, CancelRequest | ConfirmRequest | ExtendRequest)
+        ]
+        named = queries.load_named(conn, event_id, ids)
+        lapsed = queries.load_lapsed(conn, event_id, now) if event.has_lapsed_holds(now) else None
+        return Read(event, now, named, lapsed)
 
-    def _write(self, conn: Connection, event_id: str, decided: Plan) -> list[object]:
-        """Write the plan (CAS, new rows, cancelled rows); the outcome of each change: its
-        Reservation, None for a cancel, or the domain error that refused it."""
-        if not decided.changes:
-            return list(decided.outcomes)
-        assert decided.before is not None and decided.after is not None  # there were changes
+    def _write(
+        self, conn: Connection, event_id: str, read: Read | None, decided: Plan
+    ) -> list[object]:
+        """Write the plan (the CAS, then the rows); the outcome of each change: its
+        Reservation, None for a cancel, the Tidied event, or the domain error that refused
+        it. A row that changed since the read rolls the batch back for a retry."""
+        outcomes = [_outcome(event_id, read, decision) for decision in decided.outcomes]
+        if not decided.writes:
+            return outcomes
+        assert read is not None and decided.before is not None and decided.after is not None
         queries.compare_and_swap(conn, decided.before, decided.after, decided.changes)
-        # Stamped after the compare-and-swap, which orders one event's commits: created_at
-        # then follows commit order, so paging never skips a late row.
-        now = datetime.now(UTC)
-        outcomes: list[object] = []
-        for decision in decided.outcomes:
-            outcome: object = decision
-            if isinstance(decision, Granted):
-                request = decision.request
-                outcome = Reservation(
-                    uuid4(), event_id, request.partner_id, request.seats, Status.CONFIRMED, now
-                )
-            elif isinstance(decision, Released):
-                outcome = None
-            outcomes.append(outcome)
-        granted = [o for o in outcomes if isinstance(o, Reservation)]
+        if decided.expired:
+            _all_or_conflict(event_id, decided.expired, queries.mark_expired(conn, decided.expired))
+        granted = [
+            o
+            for d, o in zip(decided.outcomes, outcomes, strict=True)
+            if isinstance(d, Granted) and isinstance(o, Reservation)
+        ]
         if granted:
             queries.insert_reservations(conn, granted)
-        released = decided.released
-        if released and queries.mark_cancelled(conn, released, now) != len(released):
-            raise VersionConflict(event_id)  # cancelled elsewhere after our read: roll back
+        released = [d.reservation.reservation_id for d in decided.of(Released)]
+        if released:
+            _all_or_conflict(event_id, released, queries.mark_cancelled(conn, released, read.now))
+        confirmed = [d.reservation.reservation_id for d in decided.of(Confirmed) if d.written]
+        if confirmed:
+            _all_or_conflict(event_id, confirmed, queries.mark_confirmed(conn, confirmed))
+        for extended in decided.of(Extended):
+            hold = extended.reservation
+            if not queries.extend_hold(conn, hold.reservation_id, hold.expires_at):
+                raise VersionConflict(event_id)
         return outcomes
 
     @staticmethod
     def _count(event_id: str, decided: Plan) -> None:
         metrics.CAS_COMMITS.inc()
-        metrics.RESERVATIONS.inc(len(decided.granted))
-        metrics.CANCELLATIONS.inc(len(decided.released))
+        granted = decided.of(Granted)
+        holds = sum(isinstance(g.request, HoldRequest) for g in granted)
+        metrics.RESERVATIONS.inc(len(granted) - holds)
+        metrics.HOLDS_CREATED.inc(holds)
+        released = decided.of(Released)
+        held = sum(r.reservation.status is Status.HELD for r in released)
+        metrics.CANCELLATIONS.inc(len(released) - held)
+        metrics.HOLDS_RELEASED.inc(held)
+        metrics.HOLDS_CONFIRMED.inc(sum(c.written for c in decided.of(Confirmed)))
+        metrics.HOLDS_EXPIRED.inc(len(decided.expired))
         if decided.after is not None:
             metrics.AVAILABLE_SEATS.labels(event_id).set(decided.after.available_seats)
+            metrics.HELD_SEATS.labels(event_id).set(decided.after.held_seats)
 
     def _keep_answers(self, conn, batch: list[Submitted], outcomes: list) -> None:
         """Write each keyed request's answer onto its claim, in the batch's transaction."""
@@ -264,8 +398,48 @@ class ReservationService:
             if answer is None:
                 queries.delete_claim(conn, held.key.scope, held.key.key, held.owner)
             elif not queries.record_outcome(
-                conn, held.key.scope, held.key.key, held.owner, *answer
+                conn,
+                held.key.scope,
+                held.key.key,
+                held.owner,
+                answer.kind.value,
+                answer.reservation_id,
+                answer.seats,
+                answer.held_until,
+                answer.detail,
             ):
                 # Our claim lapsed and another request took the key over: roll back, and
                 # let commit_batch re-run the batch without this request.
                 raise _LostClaim(index)
+
+
+def _outcome(event_id: str, read: Read | None, decision) -> object:
+    """A decision as the service answers it: the Reservation a grant creates (stamped with
+    the database's time of the read, which follows commit order: the CAS orders one
+    event's batches), the reservation a confirm or extend leaves, None for a cancel, the
+    Tidied decision, or the refusal."""
+    if isinstance(decision, Granted):
+        assert read is not None
+        request, expires_at = decision.request, decision.expires_at
+        status = Status.CONFIRMED if expires_at is None else Status.HELD
+        return Reservation(
+            uuid4(),
+            event_id,
+            request.partner_id,
+            request.seats,
+            status,
+            read.now,
+            expires_at=expires_at,
+        )
+    if isinstance(decision, Confirmed | Extended):
+        return decision.reservation
+    if isinstance(decision, Resized):
+        return decision.event
+    if isinstance(decision, Released):
+        return None
+    return decision
+
+
+def _all_or_conflict(event_id: str, ids: list[UUID], changed: int) -> None:
+    if changed != len(ids):
+        raise VersionConflict(event_id)  # changed elsewhere after our read: roll back

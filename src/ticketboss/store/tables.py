@@ -16,6 +16,7 @@ from sqlalchemy import (
     TypeDecorator,
     Uuid,
     func,
+    text,
 )
 
 
@@ -54,13 +55,19 @@ events = Table(
     # Confirmed reservations, written by the same compare-and-swap as the seats so the
     # summary is one row read instead of a count over a hot event's reservations.
     Column("reservation_count", Integer, nullable=False, server_default="0"),
+    # Seats of holds as last written, and a time no later than the earliest of their
+    # expiries: before it no hold can have lapsed, so the hot path reads no hold.
+    Column("held_seats", Integer, nullable=False, server_default="0"),
+    Column("next_expiry", UtcDateTime(), nullable=True),
     Column("created_at", UtcDateTime(), nullable=False, server_default=func.now()),
     Column("updated_at", UtcDateTime(), nullable=False, server_default=func.now()),
     CheckConstraint("total_seats >= 0", name="total_seats_not_negative"),
     CheckConstraint(
-        "available_seats >= 0 AND available_seats <= total_seats", name="available_seats_in_range"
+        "available_seats >= 0 AND available_seats + held_seats <= total_seats",
+        name="available_seats_in_range",
     ),
     CheckConstraint("reservation_count >= 0", name="reservation_count_not_negative"),
+    CheckConstraint("held_seats >= 0", name="held_seats_not_negative"),
 )
 
 reservations = Table(
@@ -78,12 +85,22 @@ reservations = Table(
     Column("status", String(16), nullable=False),
     Column("created_at", UtcDateTime(), nullable=False, server_default=func.now()),
     Column("cancelled_at", UtcDateTime(), nullable=True),
+    # When a hold lapses (by the database's clock); NULL for confirmed reservations.
+    Column("expires_at", UtcDateTime(), nullable=True),
     CheckConstraint("seats BETWEEN 1 AND 10", name="seats_in_range"),
-    CheckConstraint("status IN ('confirmed', 'cancelled')", name="status_known"),
+    CheckConstraint("status IN ('held', 'confirmed', 'cancelled', 'expired')", name="status_known"),
     # --reset deletes an event's rows; cancels look up confirmed rows of an event.
     Index("ix_reservations_event_id_status", "event_id", "status"),
     # Listing an event's reservations pages through (created_at, id).
     Index("ix_reservations_event_id_created_at_id", "event_id", "created_at", "id"),
+    # Reclaiming an event's lapsed holds reads only its live holds, earliest first.
+    Index(
+        "ix_reservations_held_expiry",
+        "event_id",
+        "expires_at",
+        postgresql_where=text("status = 'held'"),
+        sqlite_where=text("status = 'held'"),
+    ),
 )
 
 idempotency_keys = Table(
@@ -99,6 +116,8 @@ idempotency_keys = Table(
     # The answer, written in the same transaction as the change it describes.
     Column("outcome", String(32), nullable=True),
     Column("reservation_id", Uuid, nullable=True),
+    Column("seats", Integer, nullable=True),
+    Column("held_until", UtcDateTime(), nullable=True),
     Column("detail", Text, nullable=True),
     Column("created_at", UtcDateTime(), nullable=False, server_default=func.now()),
     Column("expires_at", UtcDateTime(), nullable=False),

@@ -13,11 +13,14 @@ from ticketboss.store.queries.claims import (
     record_outcome,
     take_over_claim,
 )
+from ticketboss.store.queries.clock import read_database_now
 from ticketboss.store.queries.events import (
     compare_and_swap,
     create_event,
+    events_with_lapsed_holds,
     list_events,
     load_event,
+    load_event_at,
     reset_event,
 )
 from ticketboss.store.queries.keys import (
@@ -29,11 +32,15 @@ from ticketboss.store.queries.keys import (
     touch_key,
 )
 from ticketboss.store.queries.reservations import (
+    extend_hold,
     insert_reservations,
     list_reservations,
-    load_confirmed_seats,
+    load_lapsed,
+    load_named,
     load_reservation,
     mark_cancelled,
+    mark_confirmed,
+    mark_expired,
 )
 
 __all__ = [
@@ -41,6 +48,8 @@ __all__ = [
     "create_event",
     "delete_claim",
     "ensure_partner",
+    "events_with_lapsed_holds",
+    "extend_hold",
     "insert_claim",
     "insert_key",
     "insert_reservations",
@@ -49,11 +58,16 @@ __all__ = [
     "list_reservations",
     "load_active_key",
     "load_claim",
-    "load_confirmed_seats",
     "load_event",
+    "load_event_at",
+    "load_lapsed",
+    "load_named",
     "load_reservation",
     "mark_cancelled",
+    "mark_confirmed",
+    "mark_expired",
     "prune_claims",
+    "read_database_now",
     "record_outcome",
     "reset_event",
     "revoke_key",

@@ -65,13 +65,17 @@ _RECORD_OUTCOME = (
     .values(
         outcome=bindparam("b_outcome"),
         reservation_id=bindparam("b_reservation_id"),
+        seats=bindparam("b_seats"),
+        held_until=bindparam("b_held_until"),
         detail=bindparam("b_detail"),
         locked_until=None,
     )
 )
 
 
-def record_outcome(conn: Connection, scope, key, owner, outcome, reservation_id, detail) -> bool:
+def record_outcome(
+    conn: Connection, scope, key, owner, outcome, reservation_id, seats, held_until, detail
+) -> bool:
     """Store the answer on the claim we hold; False if the claim is no longer ours."""
     result = conn.execute(
         _RECORD_OUTCOME,
@@ -81,6 +85,8 @@ def record_outcome(conn: Connection, scope, key, owner, outcome, reservation_id,
             "b_owner": owner,
             "b_outcome": outcome,
             "b_reservation_id": reservation_id,
+            "b_seats": seats,
+            "b_held_until": held_until,
             "b_detail": detail,
         },
     )

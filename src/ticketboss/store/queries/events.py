@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from sqlalchemy import (
     Connection,
     bindparam,
@@ -13,16 +15,29 @@ from sqlalchemy import (
 )
 
 from ticketboss.domain import Event, VersionConflict
+from ticketboss.store.queries.clock import database_now
 from ticketboss.store.tables import events, reservations
 
-_LOAD_EVENT = select(
+_EVENT_COLUMNS = (
     events.c.event_id,
     events.c.name,
     events.c.total_seats,
     events.c.available_seats,
     events.c.version,
     events.c.reservation_count,
-).where(events.c.event_id == bindparam("event_id"))
+    events.c.held_seats,
+    events.c.next_expiry,
+)
+_LOAD_EVENT = select(*_EVENT_COLUMNS).where(events.c.event_id == bindparam("event_id"))
+# The same row with the database's clock, read in the same statement.
+_LOAD_EVENT_AT = select(*_EVENT_COLUMNS, database_now()).where(
+    events.c.event_id == bindparam("event_id")
+)
+_LAPSED_EVENTS = (
+    select(events.c.event_id)
+    .where(events.c.next_expiry <= bindparam("now"))
+    .order_by(events.c.event_id)
+)
 
 _COMPARE_AND_SWAP = (
     update(events)
@@ -32,6 +47,8 @@ _COMPARE_AND_SWAP = (
         total_seats=bindparam("new_total"),
         available_seats=bindparam("new_available"),
         reservation_count=bindparam("new_count"),
+        held_seats=bindparam("new_held"),
+        next_expiry=bindparam("new_next_expiry"),
         version=events.c.version + bindparam("changes"),
         updated_at=func.now(),
     )
@@ -41,6 +58,17 @@ _COMPARE_AND_SWAP = (
 def load_event(conn: Connection, event_id: str) -> Event | None:
     row = conn.execute(_LOAD_EVENT, {"event_id": event_id}).first()
     return Event(*row) if row else None
+
+
+def load_event_at(conn: Connection, event_id: str) -> tuple[Event, datetime] | None:
+    """The event and the database's clock as it read it; None when there is no such event."""
+    row = conn.execute(_LOAD_EVENT_AT, {"event_id": event_id}).first()
+    return (Event(*row[:-1]), row[-1]) if row else None
+
+
+def events_with_lapsed_holds(conn: Connection, now: datetime) -> list[str]:
+    """The events some of whose holds may have lapsed by `now`."""
+    return list(conn.scalars(_LAPSED_EVENTS, {"now": now}))
 
 
 def compare_and_swap(conn: Connection, seen: Event, after: Event, changes: int = 1) -> None:
@@ -59,6 +87,8 @@ def compare_and_swap(conn: Connection, seen: Event, after: Event, changes: int =
             "new_total": after.total_seats,
             "new_available": after.available_seats,
             "new_count": after.reservation_count,
+            "new_held": after.held_seats,
+            "new_next_expiry": after.next_expiry,
             "changes": changes,
         },
     )
@@ -90,6 +120,8 @@ def reset_event(conn: Connection, event_id: str, name: str, total_seats: int) ->
             available_seats=total_seats,
             version=0,
             reservation_count=0,
+            held_seats=0,
+            next_expiry=None,
             updated_at=func.now(),
         )
     )
@@ -97,7 +129,7 @@ def reset_event(conn: Connection, event_id: str, name: str, total_seats: int) ->
 
 def list_events(conn: Connection, after: str | None, limit: int) -> list[Event]:
     """Events in event_id order, after the given id."""
-    query = select(*_LOAD_EVENT.selected_columns).order_by(events.c.event_id).limit(limit)
+    query = select(*_EVENT_COLUMNS).order_by(events.c.event_id).limit(limit)
     if after is not None:
         query = query.where(events.c.event_id > after)
     return [Event(*row) for row in conn.execute(query)]

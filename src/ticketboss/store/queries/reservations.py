@@ -1,4 +1,4 @@
-"""SQL of the reservations table."""
+"""SQL of the reservations table (confirmed reservations and holds)."""
 
 from __future__ import annotations
 
@@ -8,17 +8,21 @@ from uuid import UUID
 
 from sqlalchemy import (
     Connection,
+    and_,
     bindparam,
+    func,
     insert,
+    or_,
     select,
     tuple_,
     update,
 )
 
 from ticketboss.domain import Reservation, Status
+from ticketboss.domain.batch import Lapsed
 from ticketboss.store.tables import reservations
 
-_CONFIRMED = Status.CONFIRMED.value
+_HELD = reservations.c.status == Status.HELD.value
 
 _INSERT_RESERVATIONS = insert(reservations)
 
@@ -30,20 +34,50 @@ _RESERVATION_COLUMNS = (
     reservations.c.status,
     reservations.c.created_at,
     reservations.c.cancelled_at,
+    reservations.c.expires_at,
 )
 _LOAD_RESERVATION = select(*_RESERVATION_COLUMNS).where(reservations.c.id == bindparam("id"))
 
-_CONFIRMED_SEATS = select(reservations.c.id, reservations.c.seats, reservations.c.partner_id).where(
+_NAMED = select(*_RESERVATION_COLUMNS).where(
     reservations.c.id.in_(bindparam("ids", expanding=True)),
     reservations.c.event_id == bindparam("event_id"),
-    reservations.c.status == _CONFIRMED,
 )
 
-_MARK_CANCELLED = (
+# An event's holds that lapsed by `now`, and the earliest expiry of those still alive: both
+# read through the partial index of held rows.
+_LAPSED = select(reservations.c.id, reservations.c.seats).where(
+    reservations.c.event_id == bindparam("event_id"),
+    _HELD,
+    reservations.c.expires_at <= bindparam("now"),
+)
+_NEXT_EXPIRY = select(func.min(reservations.c.expires_at)).where(
+    reservations.c.event_id == bindparam("event_id"),
+    _HELD,
+    reservations.c.expires_at > bindparam("now"),
+)
+
+
+def _set_status(status: Status, from_statuses: Sequence[Status], **values):
+    return (
+        update(reservations)
+        .where(reservations.c.id.in_(bindparam("ids", expanding=True)))
+        .where(reservations.c.status.in_([s.value for s in from_statuses]))
+        .values(status=status.value, **values)
+    )
+
+
+_MARK_CANCELLED = _set_status(
+    Status.CANCELLED,
+    [Status.CONFIRMED, Status.HELD],
+    cancelled_at=bindparam("cancelled_at_"),
+    expires_at=None,
+)
+_MARK_CONFIRMED = _set_status(Status.CONFIRMED, [Status.HELD], expires_at=None)
+_MARK_EXPIRED = _set_status(Status.EXPIRED, [Status.HELD])
+_EXTEND = (
     update(reservations)
-    .where(reservations.c.id.in_(bindparam("ids", expanding=True)))
-    .where(reservations.c.status == _CONFIRMED)
-    .values(status=Status.CANCELLED.value, cancelled_at=bindparam("cancelled_at_"))
+    .where(reservations.c.id == bindparam("id_"), _HELD)
+    .values(expires_at=bindparam("expires_at_"))
 )
 
 
@@ -59,6 +93,7 @@ def insert_reservations(conn: Connection, rows: Sequence[Reservation]) -> None:
                 "seats": r.seats,
                 "status": r.status.value,
                 "created_at": r.created_at,
+                "expires_at": r.expires_at,
             }
             for r in rows
         ],
@@ -79,24 +114,60 @@ def _reservation(row) -> Reservation:
         status=Status(row.status),
         created_at=row.created_at,
         cancelled_at=row.cancelled_at,
+        expires_at=row.expires_at,
     )
 
 
-def load_confirmed_seats(
+def load_named(
     conn: Connection, event_id: str, reservation_ids: Sequence[UUID]
-) -> dict[UUID, tuple[int, str]]:
-    """(seats, partner id) of those reservations that are still confirmed, by id."""
+) -> dict[UUID, Reservation]:
+    """Those of the event's reservations, whatever their status, by id."""
     if not reservation_ids:
         return {}
-    rows = conn.execute(_CONFIRMED_SEATS, {"ids": list(reservation_ids), "event_id": event_id})
-    return {row.id: (row.seats, row.partner_id) for row in rows}
+    rows = conn.execute(_NAMED, {"ids": list(reservation_ids), "event_id": event_id})
+    return {row.id: _reservation(row) for row in rows}
+
+
+def load_lapsed(conn: Connection, event_id: str, now: datetime) -> Lapsed:
+    """The event's holds that lapsed by `now`, and the earliest expiry of the others."""
+    params = {"event_id": event_id, "now": now}
+    holds = {row.id: row.seats for row in conn.execute(_LAPSED, params)}
+    return Lapsed(holds, conn.scalar(_NEXT_EXPIRY, params))
+
+
+def _changed(conn: Connection, statement, ids: Sequence[UUID], **params) -> int:
+    return conn.execute(statement, {"ids": list(ids), **params}).rowcount
 
 
 def mark_cancelled(conn: Connection, reservation_ids: Sequence[UUID], at: datetime) -> int:
-    """Flip confirmed reservations to cancelled; returns how many were still confirmed."""
-    return conn.execute(
-        _MARK_CANCELLED, {"ids": list(reservation_ids), "cancelled_at_": at}
-    ).rowcount
+    """Cancel confirmed reservations and release holds; returns how many still were."""
+    return _changed(conn, _MARK_CANCELLED, reservation_ids, cancelled_at_=at)
+
+
+def mark_confirmed(conn: Connection, reservation_ids: Sequence[UUID]) -> int:
+    """Holds become confirmed reservations; returns how many were still held."""
+    return _changed(conn, _MARK_CONFIRMED, reservation_ids)
+
+
+def mark_expired(conn: Connection, reservation_ids: Sequence[UUID]) -> int:
+    """Lapsed holds are expired; returns how many were still held."""
+    return _changed(conn, _MARK_EXPIRED, reservation_ids)
+
+
+def extend_hold(conn: Connection, reservation_id: UUID, expires_at: datetime) -> bool:
+    """A hold now ends at `expires_at`; False if it is no longer held."""
+    params = {"id_": reservation_id, "expires_at_": expires_at}
+    return conn.execute(_EXTEND, params).rowcount == 1
+
+
+def _status_is(status: str, now: datetime):
+    """A listing's status filter, as the reservations stand at `now`."""
+    lapsed = and_(_HELD, reservations.c.expires_at <= now)
+    if status == Status.HELD.value:
+        return and_(_HELD, reservations.c.expires_at > now)
+    if status == Status.EXPIRED.value:
+        return or_(reservations.c.status == status, lapsed)
+    return reservations.c.status == status
 
 
 def list_reservations(
@@ -107,8 +178,10 @@ def list_reservations(
     status: str | None,
     after: tuple[datetime, UUID] | None,
     limit: int,
+    now: datetime,
 ) -> list[Reservation]:
-    """An event's reservations in (created_at, id) order — stable while rows are added."""
+    """An event's reservations in (created_at, id) order — stable while rows are added — as
+    they stand at `now`."""
     query = (
         select(*_RESERVATION_COLUMNS)
         .where(reservations.c.event_id == event_id)
@@ -118,7 +191,7 @@ def list_reservations(
     if partner_id is not None:
         query = query.where(reservations.c.partner_id == partner_id)
     if status is not None:
-        query = query.where(reservations.c.status == status)
+        query = query.where(_status_is(status, now))
     if after is not None:
         query = query.where(tuple_(reservations.c.created_at, reservations.c.id) > tuple_(*after))
-    return [_reservation(row) for row in conn.execute(query)]
+    return [_reservation(row).seen_at(now) for row in conn.execute(query)]
