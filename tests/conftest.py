@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from datetime import datetime, timedelta
 
 import pytest
 from flask.testing import FlaskClient
@@ -16,6 +17,7 @@ from ticketboss.cli import seed_event
 from ticketboss.config import Settings
 from ticketboss.domain import Role
 from ticketboss.services import ReservationService
+from ticketboss.services.clock import Clock
 from ticketboss.services.partners import create_key
 from ticketboss.store.db import make_engine
 from ticketboss.store.migrate import upgrade
@@ -96,6 +98,19 @@ def service(pg_engine, pg_settings) -> ReservationService:
     """The services on PostgreSQL, with the default event reset to 500 seats."""
     seed_event(pg_engine, EVENT_ID, "Node.js Meet-up", 500, reset=True)
     return ReservationService(pg_engine, pg_settings)
+
+
+class JumpingClock(Clock):
+    """The database's clock, moved forward by the tests to jump past hold expiries."""
+
+    def __init__(self):
+        self.skew = timedelta(0)
+
+    def now(self, database_now: datetime) -> datetime:
+        return database_now + self.skew
+
+    def jump(self, seconds: float) -> None:
+        self.skew += timedelta(seconds=seconds)
 
 
 class OperatorClient(FlaskClient):

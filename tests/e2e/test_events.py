@@ -42,6 +42,7 @@ def test_creating_an_event_returns_its_summary_location_and_etag(client):
         "totalSeats": 10,
         "availableSeats": 10,
         "reservationCount": 0,
+        "heldSeats": 0,
         "version": 0,
     }
     assert client.get("/api/events/gala").get_json() == response.get_json()
@@ -101,6 +102,7 @@ def test_reserving_on_one_event_never_touches_another(client):
         "totalSeats": 5,
         "availableSeats": 5,
         "reservationCount": 0,
+        "heldSeats": 0,
         "version": 0,
     }
     assert client.get("/api/reservations").get_json() == default_before
@@ -142,6 +144,7 @@ def test_patch_renames_and_resizes_through_the_compare_and_swap(client):
         "totalSeats": 20,
         "availableSeats": 16,
         "reservationCount": 1,
+        "heldSeats": 0,
         "version": 2,
     }
     assert summary(client) == response.get_json()
