@@ -9,7 +9,10 @@ seconds, so every request sent is either answered or counted as unanswered. Scen
 
 - hot:     every request reserves seats;
 - sellout: like hot, but a client stops once a 409 says 0 seats are available;
-- mixed:   70 % reserve, 20 % summary, 10 % cancel one of the client's own reservations.
+- mixed:   70 % reserve, 20 % summary, 10 % cancel one of the client's own reservations;
+- checkout: hold seats for --hold-ttl seconds, think, then confirm (80 %), release (10 %) or
+  abandon the hold to let it lapse (10 %). At the deadline no new checkout starts; one under
+  way finishes.
 
 Plain asyncio streams and hand-written request bytes keep the generator cheap, so that it
 measures the service rather than itself.
@@ -26,11 +29,14 @@ import re
 import resource
 import time
 from collections import Counter, defaultdict
+from urllib.parse import quote
 
 PATH = "/api/reservations"
 CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
 CONNECTION_CLOSE = re.compile(rb"\r\nconnection:[ \t]*close", re.IGNORECASE)
 NOT_ENOUGH = re.compile(rb"(\d+) requested, (\d+) available")
+PROBLEM_TYPE = re.compile(rb'"type":\s*"/problems/([\w-]+)"')
+CONFIRM, RELEASE = 0.8, 0.1  # of checkouts; the rest abandon their hold
 
 
 class Tally:
@@ -39,8 +45,10 @@ class Tally:
     def __init__(self):
         self.sent = 0
         self.statuses: dict[str, Counter] = defaultdict(Counter)
-        self.latencies: list[float] = []
+        self.latencies: dict[str, list[float]] = defaultdict(list)
         self.asked_409: Counter = Counter()
+        self.problems_409: Counter = Counter()  # checkout: 409s by problem type
+        self.abandoned = 0
         self.ids: list[str] = []
         self.seats_sold = 0
         self.clients_sold_out = 0
@@ -64,6 +72,49 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bool]
     length = CONTENT_LENGTH.search(head)
     body = await reader.readexactly(int(length.group(1))) if length else b""
     return int(head[9:12]), body, bool(CONNECTION_CLOSE.search(head))
+
+
+class Link:
+    """A client's keep-alive connection: opened when needed, dropped when the server closes
+    it or it breaks. Every request sent through it is tallied."""
+
+    def __init__(self, args, tally: Tally):
+        self.args, self.tally = args, tally
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def send(self, operation: str, raw: bytes) -> tuple[int, bytes] | None:
+        """The response's status and body; None when no answer came (tallied as such)."""
+        tally = self.tally
+        if self.writer is None:
+            try:
+                self.reader, self.writer = await asyncio.open_connection(
+                    self.args.host, self.args.port
+                )
+            except OSError:
+                tally.statuses[operation]["connect-error"] += 1
+                await asyncio.sleep(0.05)  # a refused connect fails at once: don't spin
+                return None
+        assert self.reader is not None
+        tally.sent += 1
+        began = time.perf_counter()
+        try:
+            self.writer.write(raw)
+            status, body, close = await read_response(self.reader)
+        except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            tally.statuses[operation]["connection-lost"] += 1
+            self.close()
+            return None
+        tally.latencies[operation].append(time.perf_counter() - began)
+        tally.statuses[operation][str(status)] += 1
+        if close:
+            self.close()
+        return status, body
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+        self.reader = self.writer = None
 
 
 def next_request(scenario, rng, reserves, own_ids, host, key):
@@ -92,29 +143,14 @@ async def client(i: int, args, tally: Tally, deadline: float) -> None:
         for s in range(int(low), int(high or low) + 1)
     ]
     own_ids: list[str] = []
-    reader = writer = None
+    link = Link(args, tally)
     try:
         while time.perf_counter() < deadline:
             operation, raw, seats = next_request(args.scenario, rng, reserves, own_ids, host, key)
-            if writer is None:
-                try:
-                    reader, writer = await asyncio.open_connection(args.host, args.port)
-                except OSError:
-                    tally.statuses[operation]["connect-error"] += 1
-                    await asyncio.sleep(0.05)  # a refused connect fails at once: don't spin
-                    continue
-            tally.sent += 1
-            began = time.perf_counter()
-            try:
-                writer.write(raw)
-                status, body, close = await read_response(reader)
-            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-                tally.statuses[operation]["connection-lost"] += 1
-                writer.close()
-                reader = writer = None
+            answer = await link.send(operation, raw)
+            if answer is None:
                 continue
-            tally.latencies.append(time.perf_counter() - began)
-            tally.statuses[operation][str(status)] += 1
+            status, body = answer
             if status == 201:
                 reservation_id = json.loads(body)["reservationId"]
                 tally.ids.append(reservation_id)
@@ -126,13 +162,75 @@ async def client(i: int, args, tally: Tally, deadline: float) -> None:
                 if args.scenario == "sellout" and left and int(left.group(2)) == 0:
                     tally.clients_sold_out += 1
                     break
-            if close:
-                writer.close()
-                reader = writer = None
     finally:
         tally.last_stop = max(tally.last_stop, time.perf_counter())
-        if writer is not None:
-            writer.close()
+        link.close()
+
+
+def span(text: str) -> tuple[int, int]:
+    """(low, high) of "N" or "MIN-MAX"."""
+    low, _, high = text.partition("-")
+    return int(low), int(high or low)
+
+
+def problem_type(body: bytes) -> str:
+    """The slug of a problem+json body's type ("not-enough-seats"), or "?" without one."""
+    found = PROBLEM_TYPE.search(body)
+    return found.group(1).decode() if found else "?"
+
+
+async def checkout_client(i: int, args, tally: Tally, deadline: float) -> None:
+    """Checkouts one after another on one keep-alive connection: hold, think, then confirm,
+    release or abandon the hold. A checkout under way at the deadline finishes, so that
+    every hold ends the way its client chose."""
+    host = f"{args.host}:{args.port}"
+    rng = random.Random(f"{args.seed}-{i}")
+    key = args.keys[i % len(args.keys)] if args.keys else ""
+    event = f"/api/events/{quote(args.event_id, safe='')}"
+    hold_body = b'{"seats": %d, "ttlSeconds": %d}'
+    if not key:  # as in client(): without keys, the body names the partner
+        hold_body = b'{"partnerId": "client-%d", "seats": %%d, "ttlSeconds": %%d}' % i
+    low, high = span(args.seats)
+    holds = [
+        (s, request_bytes("POST", f"{event}/holds", host, hold_body % (s, args.hold_ttl), key))
+        for s in range(low, high + 1)
+    ]
+    think_low, think_high = span(args.think_ms)
+    link = Link(args, tally)
+    try:
+        while time.perf_counter() < deadline:
+            seats, raw = rng.choice(holds)
+            answer = await link.send("hold", raw)
+            if answer is None:
+                continue
+            status, body = answer
+            if status == 409:
+                kind = problem_type(body)
+                tally.problems_409[kind] += 1
+                if kind == "not-enough-seats":
+                    tally.asked_409[seats] += 1
+            if status != 201:
+                continue
+            reservation_id = json.loads(body)["reservationId"]
+            tally.ids.append(reservation_id)
+            tally.seats_sold += seats
+            await asyncio.sleep(rng.uniform(think_low, think_high) / 1000)
+            path = f"{event}/reservations/{reservation_id}"
+            roll = rng.random()
+            if roll < CONFIRM:
+                answer = await link.send(
+                    "confirm", request_bytes("POST", f"{path}/confirm", host, key=key)
+                )
+            elif roll < CONFIRM + RELEASE:
+                answer = await link.send("release", request_bytes("DELETE", path, host, key=key))
+            else:
+                tally.abandoned += 1
+                continue
+            if answer is not None and answer[0] == 409:
+                tally.problems_409[problem_type(answer[1])] += 1
+    finally:
+        tally.last_stop = max(tally.last_stop, time.perf_counter())
+        link.close()
 
 
 def percentile(ordered: list[float], q: float) -> float:
@@ -154,7 +252,8 @@ async def run(args) -> tuple[dict, list[str]]:
     cpu_before = cpu_seconds()
     start = time.perf_counter()
     deadline = start + args.duration
-    tasks = [asyncio.create_task(client(i, args, tally, deadline)) for i in range(args.clients)]
+    drive = checkout_client if args.scenario == "checkout" else client
+    tasks = [asyncio.create_task(drive(i, args, tally, deadline)) for i in range(args.clients)]
     _, pending = await asyncio.wait(tasks, timeout=args.duration + args.drain)
     for task in pending:
         task.cancel()
@@ -164,7 +263,12 @@ async def run(args) -> tuple[dict, list[str]]:
 
     statuses = sum(tally.statuses.values(), Counter())
     answered = sum(v for k, v in statuses.items() if k.isdigit())
-    ordered = sorted(tally.latencies)
+    ordered = sorted(t for samples in tally.latencies.values() for t in samples)
+    # A checkout run's confirmed reservations are its confirms; the others' are their 201s.
+    if args.scenario == "checkout":
+        confirmed = tally.statuses["confirm"]["200"]
+    else:
+        confirmed = statuses["201"]
     report = {
         "scenario": args.scenario,
         "clients": args.clients,
@@ -183,8 +287,8 @@ async def run(args) -> tuple[dict, list[str]]:
             "max": percentile(ordered, 1.0),
         },
         "requests_per_s": round(answered / wall, 1),
-        "confirmed": statuses["201"],
-        "confirmed_per_s": round(statuses["201"] / wall, 1),
+        "confirmed": confirmed,
+        "confirmed_per_s": round(confirmed / wall, 1),
         "seats_sold": tally.seats_sold,
         "conflicts_409": statuses["409"],
         "asked_409": {str(k): v for k, v in sorted(tally.asked_409.items())},
@@ -195,19 +299,49 @@ async def run(args) -> tuple[dict, list[str]]:
     if args.scenario == "sellout":
         report["sold_out"] = tally.clients_sold_out == args.clients
         report["sellout_s"] = round(tally.last_stop - start, 3)
+    if args.scenario == "checkout":
+        report["checkout"] = checkout_figures(args, tally)
     return report, tally.ids
+
+
+def checkout_figures(args, tally: Tally) -> dict:
+    """What only a checkout run has: its settings, how its checkouts ended, its 409s by
+    problem type, and the latency of each kind of request."""
+    done = tally.statuses
+    latency = {}
+    for operation in ("hold", "confirm", "release"):
+        ordered = sorted(tally.latencies[operation])
+        latency[operation] = {"p50": percentile(ordered, 0.50), "p99": percentile(ordered, 0.99)}
+    return {
+        "hold_ttl_s": args.hold_ttl,
+        "think_ms": args.think_ms,
+        "holds": done["hold"]["201"],
+        "seats_held": tally.seats_sold,
+        "confirms": done["confirm"]["200"],
+        "releases": done["release"]["204"],
+        "abandoned": tally.abandoned,
+        "problems_409": dict(sorted(tally.problems_409.items())),
+        "latency_ms": latency,
+    }
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
-    parser.add_argument("--scenario", choices=("hot", "sellout", "mixed"), default="hot")
+    parser.add_argument(
+        "--scenario", choices=("hot", "sellout", "mixed", "checkout"), default="hot"
+    )
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds (sellout: the cap)")
     parser.add_argument("--drain", type=float, default=10.0, help="max wait for in-flight requests")
     parser.add_argument("--seats", default="1-10", help="seats per reservation: N or MIN-MAX")
     parser.add_argument("--seed", type=int, default=2025)
+    parser.add_argument("--event-id", default="node-meetup-2025", help="checkout's event")
+    parser.add_argument("--hold-ttl", type=int, default=2, help="checkout: ttlSeconds of holds")
+    parser.add_argument(
+        "--think-ms", default="50-250", help="checkout: think time before confirming, N or MIN-MAX"
+    )
     parser.add_argument("--ids-file", help="write the reservationId of every 201 here")
     parser.add_argument(
         "--keys-file", help="API keys, one per line (not on the command line, which ps shows)"

@@ -3,12 +3,14 @@
 
     make bench                                                    # every scenario, 2–3 minutes
     make bench ARGS="--scenario hot --clients 100 --duration 10"
+    make bench ARGS="--scenario checkout --hold-ttl 2 --duration 10"
 
 Each scenario reseeds the default event, runs scripts/loadgen.py in its own process (so its
 CPU is its own), reads the CAS counters of /metrics before and after, and checks the books in
-the database. Right after `hot`, pgbench runs the same transaction straight against
-PostgreSQL at the same client count: the ceiling the service is compared with. The report
-goes to stdout and to results/. Exit status 1 if an invariant failed; targets are only printed.
+the database (after `checkout`, once every hold's ttl has passed, against the event's summary
+too). Right after `hot`, pgbench runs the same transaction straight against PostgreSQL at the
+same client count: the ceiling the service is compared with. The report goes to stdout and to
+results/. Exit status 1 if an invariant failed; targets are only printed.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from bench.service import (
     stop_service,
     wait_healthy,
 )
-from bench.settings import EVENT_ID, RESULTS, SCENARIOS
+from bench.settings import EVENT_ID, HUGE, RESULTS, SCENARIOS
 from ticketboss.config import BenchSettings, Settings
 from ticketboss.store.db import make_engine
 
@@ -43,14 +45,29 @@ def parse_args(argv=None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", choices=(*SCENARIOS, "all"), default="all")
-    parser.add_argument("--clients", type=int, default=100, help="of hot, sellout and mixed")
+    parser.add_argument(
+        "--clients", type=int, default=100, help="of hot, sellout, mixed and checkout"
+    )
     parser.add_argument(
         "--duration",
         type=float,
         default=10.0,
-        help="seconds of each timed run: hot, pgbench, mixed, every sweep step",
+        help="seconds of each timed run: hot, pgbench, mixed, checkout, every sweep step",
     )
     parser.add_argument("--seats", default="1-10", help="seats per reservation: N or MIN-MAX")
+    parser.add_argument("--hold-seats", default="1-4", help="checkout: seats per hold")
+    parser.add_argument(
+        "--hold-ttl", type=int, default=2, help="checkout: seconds each hold lasts (ttlSeconds)"
+    )
+    parser.add_argument(
+        "--think-ms", default="50-250", help="checkout: think time before confirming or releasing"
+    )
+    parser.add_argument(
+        "--checkout-seats",
+        type=int,
+        default=HUGE,
+        help="checkout: the event's total seats (default: it never runs out)",
+    )
     parser.add_argument("--port", type=int, default=8765, help="taken if free, else any free one")
     parser.add_argument(
         "--auth",
@@ -58,7 +75,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         default="keys",
         help="AUTH_MODE of the service: keys (the default; clients send partner keys) or open",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.hold_ttl < 1:
+        parser.error("--hold-ttl must be at least 1 second")
+    return args
 
 
 def main(argv=None) -> int:

@@ -9,20 +9,24 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+from collections import Counter
 from pathlib import Path
 from urllib.error import URLError
-from urllib.request import urlopen
+from urllib.parse import quote
+from urllib.request import Request, urlopen
 
 from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 
-from bench.report import fmt, other_5xx
+from bench.report import books_checks, books_line, fmt, other_5xx
 from bench.service import machine_cpu_seconds, service_cpu_seconds
 from bench.settings import (
     COUNTERS,
     DRAIN_S,
     EVENT_ID,
     HUGE,
+    LAPSE_MARGIN_S,
     ROOT,
     SAMPLE,
     SCENARIOS,
@@ -52,15 +56,24 @@ def cas_counters(port: int) -> dict[str, float] | None:
 
 
 def run_loadgen(
-    port: int, scenario: str, clients: int, duration: float, seats: str, ids_file, keys_file
+    port: int,
+    scenario: str,
+    clients: int,
+    duration: float,
+    seats: str,
+    ids_file,
+    keys_file,
+    extra: list[str] | None = None,
 ):
-    """scripts/loadgen.py as a separate process; its JSON report."""
+    """scripts/loadgen.py as a separate process (with the `extra` options of its scenario);
+    its JSON report."""
     options = f"--port {port} --scenario {scenario} --clients {clients} --duration {duration}"
     options += f" --drain {DRAIN_S} --seats {seats}"
     command = [
         sys.executable,
         ROOT / "scripts" / "loadgen.py",
         *options.split(),
+        *(extra or []),
         "--ids-file",
         ids_file,
     ]
@@ -72,6 +85,24 @@ def run_loadgen(
     if done.returncode != 0:
         raise RuntimeError(f"loadgen failed ({done.returncode}): {done.stderr[-2000:]}")
     return json.loads(done.stdout)
+
+
+def checkout_options(args: argparse.Namespace) -> list[str]:
+    """The load generator's options of a checkout run."""
+    return ["--event-id", EVENT_ID, "--hold-ttl", str(args.hold_ttl), "--think-ms", args.think_ms]
+
+
+def read_summary(port: int, keys_file: Path | None) -> dict:
+    """The event's summary, read as a client reads it (with a partner key when the service
+    wants one); the service reclaims lapsed holds' seats before it answers."""
+    request = Request(f"http://127.0.0.1:{port}/api/events/{quote(EVENT_ID, safe='')}")
+    if keys_file is not None:
+        request.add_header("Authorization", f"Bearer {keys_file.read_text().split()[0]}")
+    try:
+        with urlopen(request, timeout=10) as response:
+            return json.loads(response.read())
+    except URLError as exc:  # an HTTPError too: anything but 2xx
+        raise RuntimeError(f"GET the summary of {EVENT_ID}: {exc}") from exc
 
 
 def read_books(engine) -> dict:
@@ -93,7 +124,24 @@ def read_books(engine) -> dict:
         "confirmed_seats": sum(r.seats for r in rows if r.status == "confirmed"),
         "rows": len(rows),
         "cancelled": sum(r.status == "cancelled" for r in rows),
+        "by_status": Counter(r.status for r in rows),
         "ids": {str(r.id) for r in rows},
+    }
+
+
+def checkout_books(summary: dict, books: dict, load: dict) -> dict:
+    """What a checkout run's books line is made of: the summary once every hold's ttl has
+    passed, the confirmed and still-held rows in the database, and the 200 confirms."""
+    return {
+        "total": summary["totalSeats"],
+        "available": summary["availableSeats"],
+        "held": summary["heldSeats"],
+        "reservation_count": summary["reservationCount"],
+        "confirmed_seats": books["confirmed_seats"],
+        "confirmed_rows": books["by_status"]["confirmed"],
+        "held_rows": books["by_status"]["held"],
+        "expired_rows": books["by_status"]["expired"],
+        "confirms": load["checkout"]["confirms"],
     }
 
 
@@ -111,27 +159,40 @@ def check_invariants(books: dict, load: dict, ids_file: Path) -> dict[str, bool]
         "every request answered": load["unanswered"] == 0 and all(map(str.isdigit, statuses)),
         "no 5xx other than 503": not other_5xx(statuses),
     }
-    if "cancel" in load["by_operation"]:
+    if "cancel" in load["by_operation"] or "release" in load["by_operation"]:
         checks["cancelled rows = 204s"] = books["cancelled"] == statuses.get("204", 0)
     return checks
 
 
 def run_scenario(bench: dict, scenario: str, clients: int, duration: float) -> dict:
     """Reseed the event, drive one load run, and measure and check what it did."""
-    engine, port, seats = bench["engine"], bench["port"], bench["args"].seats
-    total = SELLOUT_SEATS if scenario == "sellout" else HUGE
+    args, engine, port = bench["args"], bench["engine"], bench["port"]
+    checkout = scenario == "checkout"
+    seats = args.hold_seats if checkout else args.seats
+    total = {"sellout": SELLOUT_SEATS, "checkout": args.checkout_seats}.get(scenario, HUGE)
     seed_event(engine, EVENT_ID, "TicketBoss bench", total, reset=True)
     ids_file = bench["workdir"] / f"ids-{scenario}-{clients}.txt"
     before = cas_counters(port)
     loadgen_scenario = "hot" if scenario == "sweep" else scenario
+    extra = checkout_options(args) if checkout else None
     cpu_before = service_cpu_seconds(bench["service"].pid), machine_cpu_seconds()
     load = run_loadgen(
-        port, loadgen_scenario, clients, duration, seats, ids_file, bench["keys_file"]
+        port, loadgen_scenario, clients, duration, seats, ids_file, bench["keys_file"], extra
     )
     cpu_after = service_cpu_seconds(bench["service"].pid), machine_cpu_seconds()
     after = cas_counters(port)
+    summary = None
+    if checkout:
+        # Every hold was taken before the load generator exited: once the ttl has passed
+        # again, each one was confirmed, released or has lapsed, and reading the summary
+        # reclaims the lapsed ones' seats.
+        time.sleep(args.hold_ttl + LAPSE_MARGIN_S)
+        summary = read_summary(port, bench["keys_file"])
     books = read_books(engine)
     invariants = check_invariants(books, load, ids_file)
+    books_at_end = checkout_books(summary, books, load) if summary is not None else None
+    if books_at_end is not None:
+        invariants.update(books_checks(books_at_end))
     del load["reservation_ids"]["file"]  # a temporary file, gone after the run
 
     statuses, confirmed = load["statuses"], load["confirmed"]
@@ -139,9 +200,13 @@ def run_scenario(bench: dict, scenario: str, clients: int, duration: float) -> d
     cas = {k: after[k] - before.get(k, 0) for k in after} if measured else None
     commits, retries = (cas or {}).get("commits"), (cas or {}).get("retries")
     # In a run that only reserves, available never rises: a 409 that asked for no more than
-    # is left at the end had its seats there when it was refused.
-    spurious = sum(n for asked, n in load["asked_409"].items() if int(asked) <= books["available"])
-    return {
+    # is left at the end had its seats there when it was refused. In a checkout run seats
+    # come back, but never fewer are available than the total less the seats of every hold.
+    floor = total - load["seats_sold"] if checkout else books["available"]
+    spurious = sum(n for asked, n in load["asked_409"].items() if int(asked) <= floor)
+    # Changes written: reservations and holds (201), cancels and releases (204), confirms.
+    written = statuses.get("201", 0) + statuses.get("204", 0) + (confirmed if checkout else 0)
+    run = {
         "scenario": scenario,
         "clients": clients,
         "seats": seats,
@@ -149,7 +214,9 @@ def run_scenario(bench: dict, scenario: str, clients: int, duration: float) -> d
         "total_seats": total,
         "final_available": books["available"],
         "spurious_409": spurious,
-        "genuine_409": load["conflicts_409"] - spurious,
+        # asked_409 counts the 409s that said the seats were not there (every 409 but a
+        # checkout run's hold-expired and not-held).
+        "genuine_409": sum(load["asked_409"].values()) - spurious,
         "pct_503": 100 * statuses.get("503", 0) / max(load["requests"], 1),
         "other_5xx": other_5xx(statuses),
         "cas": cas,
@@ -162,12 +229,13 @@ def run_scenario(bench: dict, scenario: str, clients: int, duration: float) -> d
         "machine_cpu_ms_per_request": 1000
         * (cpu_after[1] - cpu_before[1])
         / max(load["requests"], 1),
-        "reservations_per_commit": (
-            (confirmed + statuses.get("204", 0)) / commits if commits else None
-        ),
+        "reservations_per_commit": written / commits if commits else None,
         "invariants": invariants,
         "ok": all(invariants.values()),
     }
+    if books_at_end is not None:
+        run["books"] = books_at_end
+    return run
 
 
 def pgbench_ceiling(bench: dict, clients: int, duration: float) -> dict:
@@ -243,6 +311,8 @@ def run_all(bench: dict) -> tuple[list[dict], dict | None]:
         )
         for name, ok in run["invariants"].items():
             print(f"   {'PASS' if ok else 'FAIL'}  {name}", flush=True)
+        if "books" in run:
+            print(f"   {books_line(run['books'])}", flush=True)
         runs.append(run)
         if scenario == "hot":
             print(f"== pgbench ceiling: {clients} clients, {seconds:g} s", flush=True)

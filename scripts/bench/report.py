@@ -125,6 +125,8 @@ def details(runs: list[dict], ceiling: dict | None) -> list[str]:
                 f"- {name}: cancels answered 204: {cancels.get('204', 0)}, "
                 f"404: {cancels.get('404', 0)}"
             )
+        if run["scenario"] == "checkout":
+            lines += checkout_lines(run)
         counters = (
             "n/a (no /metrics)"
             if cas is None
@@ -135,6 +137,63 @@ def details(runs: list[dict], ceiling: dict | None) -> list[str]:
             f"in {load['wall_s']:.1f} s wall; 409 seats asked {load['asked_409'] or '{}'}"
         )
     return lines
+
+
+PROBLEM_KINDS = ("not-enough-seats", "hold-expired")  # the 409s a checkout run tells apart
+
+
+def problem_split(problems: dict[str, int]) -> dict[str, int]:
+    """409s by problem type: each of PROBLEM_KINDS, and every other kind as "other"."""
+    split = {kind: problems.get(kind, 0) for kind in PROBLEM_KINDS}
+    split["other"] = sum(n for kind, n in problems.items() if kind not in PROBLEM_KINDS)
+    return split
+
+
+def books_checks(books: dict) -> dict[str, bool]:
+    """A checkout run's books once every hold's ttl has passed: the summary's seats add up,
+    each 200 confirm is one confirmed reservation, and nothing is held any more."""
+    seats = books["available"] + books["held"] + books["confirmed_seats"]
+    confirmed = books["confirmed_rows"] == books["reservation_count"] == books["confirms"]
+    return {
+        "summary: available + held + confirmed seats = total": seats == books["total"],
+        "confirmed reservations = 200 confirms": confirmed,
+        "nothing held once every ttl passed": books["held"] == books["held_rows"] == 0,
+    }
+
+
+def books_line(books: dict) -> str:
+    """The books of a checkout run in one line that ends "balanced" or "NOT balanced"."""
+    failed = [name for name, ok in books_checks(books).items() if not ok]
+    seats = books["available"] + books["held"] + books["confirmed_seats"]
+    return (
+        f"books: {books['available']:,} available + {books['held']:,} held + "
+        f"{books['confirmed_seats']:,} confirmed seats = {seats:,} of {books['total']:,}; "
+        f"{books['confirmed_rows']:,} confirmed reservations ({books['reservation_count']:,} "
+        f"in the summary) for {books['confirms']:,} confirms answered 200; "
+        f"{books['held_rows']:,} holds still held: "
+        + ("balanced" if not failed else f"NOT balanced ({'; '.join(failed)})")
+    )
+
+
+def checkout_lines(run: dict) -> list[str]:
+    """A checkout run's figures: rates, how the checkouts ended, 409s by problem type,
+    503s, latency of holds and confirms, and the books."""
+    load, co = run["load"], run["load"]["checkout"]
+    name, wall = f"{run['scenario']}@{run['clients']}", load["wall_s"]
+    split = problem_split(co["problems_409"])
+    hold, confirm = co["latency_ms"]["hold"], co["latency_ms"]["confirm"]
+    return [
+        f"- {name}: {co['holds'] / wall:.1f} holds/s, {co['confirms'] / wall:.1f} confirms/s, "
+        f"{co['releases'] / wall:.1f} releases/s; {co['abandoned']} abandoned "
+        f"({co['holds']} holds of {run['seats']} seats for {co['hold_ttl_s']} s, "
+        f"think {co['think_ms']} ms, event of {run['total_seats']:,} seats)",
+        f"- {name}: 409s {', '.join(f'{kind} {n}' for kind, n in split.items())}; "
+        f"503s {load['statuses'].get('503', 0)}; "
+        f"holds lapsed (expired rows) {run['books']['expired_rows']}",
+        f"- {name}: hold p50 {hold['p50']:.1f} ms, p99 {hold['p99']:.1f} ms; "
+        f"confirm p50 {confirm['p50']:.1f} ms, p99 {confirm['p99']:.1f} ms",
+        f"- {name} {books_line(run['books'])}",
+    ]
 
 
 def render(report: dict) -> str:
