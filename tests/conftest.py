@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from datetime import datetime, timedelta
 
@@ -105,12 +106,14 @@ class JumpingClock(Clock):
 
     def __init__(self):
         self.skew = timedelta(0)
+        self._lock = threading.Lock()  # concurrent jumps: time never goes back
 
     def now(self, database_now: datetime) -> datetime:
         return database_now + self.skew
 
     def jump(self, seconds: float) -> None:
-        self.skew += timedelta(seconds=seconds)
+        with self._lock:
+            self.skew += timedelta(seconds=seconds)
 
 
 class OperatorClient(FlaskClient):
