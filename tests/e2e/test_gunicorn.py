@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
@@ -92,7 +96,7 @@ REDIS_URL = os.environ.get("TEST_REDIS_URL") or "redis://127.0.0.1:6379/0"
 
 
 @pytest.fixture(scope="module")
-def secured(database_url, tmp_path_factory):
+def secured(database_url, tmp_path_factory, engine):
     """Two workers that trust a looked-up key for 1 s and share a rate limit in Redis."""
     redis = pytest.importorskip("redis").Redis.from_url(REDIS_URL)
     try:
@@ -107,6 +111,7 @@ def secured(database_url, tmp_path_factory):
         PARTNER_RATE_BURST="10",
         RATELIMIT_STORAGE_URI=REDIS_URL,
     ) as served:
+        seed_event(engine, EVENT_ID, "Node.js Meet-up", 50, reset=True)
         yield served.port
 
 
@@ -155,3 +160,98 @@ def test_the_rate_limit_holds_across_workers_through_redis(secured, engine):
     status, body, headers = request(secured, "GET", "/api/reservations", key=key, full=True)
     assert status == 429 and json.loads(body)["type"] == "/problems/rate-limited"
     assert int(headers["Retry-After"]) >= 1 and headers["RateLimit"].startswith('"partner";r=0')
+
+
+# Holds in real time ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def unswept(database_url, tmp_path_factory):
+    """Two workers that never sweep: only writes reclaim lapsed holds."""
+    with serving(database_url, tmp_path_factory, HOLD_SWEEP_SECONDS="0") as served:
+        yield served.port
+
+
+def rows_of(engine, event_id) -> dict[str, str]:
+    from sqlalchemy import select
+
+    from ticketboss.store.tables import reservations
+
+    with engine.connect() as conn:
+        query = select(reservations.c.id, reservations.c.status).where(
+            reservations.c.event_id == event_id
+        )
+        return {str(rid): status for rid, status in conn.execute(query)}
+
+
+def test_a_lapsed_holds_seats_are_reserved_by_another_partner_with_no_sweep(
+    unswept, engine, operator
+):
+    event = f"hold-{uuid.uuid4().hex[:8]}"
+    seed_event(engine, event, "Holds", 5, reset=True)
+    status, body = request(
+        unswept,
+        "POST",
+        f"/api/events/{event}/holds",
+        {"partnerId": "alpha", "seats": 4, "ttlSeconds": 1},
+        operator,
+    )
+    assert status == 201
+    hold_id = json.loads(body)["reservationId"]
+    reserve = {"partnerId": "beta", "seats": 3}
+    assert (
+        request(unswept, "POST", f"/api/events/{event}/reservations", reserve, operator)[0] == 409
+    )
+    time.sleep(1.2)
+    assert (
+        request(unswept, "POST", f"/api/events/{event}/reservations", reserve, operator)[0] == 201
+    )
+    status, body = request(
+        unswept, "POST", f"/api/events/{event}/reservations/{hold_id}/confirm", key=operator
+    )
+    assert status == 409 and json.loads(body)["type"] == "/problems/hold-expired"
+    assert rows_of(engine, event)[hold_id] == "expired"  # reclaimed by the reservation's batch
+    summary = json.loads(request(unswept, "GET", f"/api/events/{event}", key=operator)[1])
+    assert (summary["availableSeats"], summary["heldSeats"]) == (2, 0)
+
+
+def test_the_sweep_command_marks_lapsed_holds_expired(unswept, engine, operator, database_url):
+    event = f"sweep-{uuid.uuid4().hex[:8]}"
+    seed_event(engine, event, "Holds", 5, reset=True)
+    body = {"partnerId": "alpha", "seats": 2, "ttlSeconds": 1}
+    _, answer = request(unswept, "POST", f"/api/events/{event}/holds", body, operator)
+    hold_id = json.loads(answer)["reservationId"]
+    time.sleep(1.2)
+    assert rows_of(engine, event)[hold_id] == "held"  # nothing wrote since: the row lags
+    swept = subprocess.run(
+        [Path(sys.executable).parent / "ticketboss", "holds", "sweep"],
+        env={**os.environ, "DATABASE_URL": database_url},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert swept.returncode == 0, swept.stderr
+    assert re.fullmatch(r"expired [1-9]\d* lapsed holds\n", swept.stdout)
+    assert rows_of(engine, event)[hold_id] == "expired"
+
+
+def test_each_worker_sweeps_lapsed_holds_by_itself(
+    database_url, tmp_path_factory, engine, operator
+):
+    event = f"swept-{uuid.uuid4().hex[:8]}"
+    seed_event(engine, event, "Holds", 5, reset=True)
+    with serving(database_url, tmp_path_factory, HOLD_SWEEP_SECONDS="0.2") as served:
+        body = {"partnerId": "alpha", "seats": 2, "ttlSeconds": 1}
+        _, answer = request(served.port, "POST", f"/api/events/{event}/holds", body, operator)
+        hold_id = json.loads(answer)["reservationId"]
+        deadline = time.monotonic() + 5
+        while rows_of(engine, event)[hold_id] != "expired":
+            assert time.monotonic() < deadline, "no worker swept the lapsed hold"
+            time.sleep(0.1)
+        _, metrics = request(served.port, "GET", "/metrics")
+    samples = dict(
+        line.rsplit(" ", 1) for line in metrics.decode().splitlines() if line.startswith("ticket")
+    )
+    assert float(samples["ticketboss_holds_created_total"]) == 1  # counters start at 0
+    assert float(samples["ticketboss_holds_expired_total"]) >= 1  # other tests' too
+    assert float(samples[f'ticketboss_held_seats{{event_id="{event}"}}']) == 0
