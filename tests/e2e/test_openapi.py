@@ -102,6 +102,9 @@ def test_every_operation_refuses_what_the_document_rules_out(openapi):
         "POST /api/events/{event_id}/reservations",
         "GET /api/events/{event_id}/reservations/{reservation_id}",
         "DELETE /api/events/{event_id}/reservations/{reservation_id}",
+        "POST /api/events/{event_id}/holds",
+        "POST /api/events/{event_id}/reservations/{reservation_id}/confirm",
+        "POST /api/events/{event_id}/reservations/{reservation_id}/extend",
     } <= fuzzed, fuzzed
 
 
@@ -115,8 +118,19 @@ def test_the_document_lists_every_route_with_its_statuses_and_headers(fuzzed_app
         "/api/events/{event_id}",
         "/api/events/{event_id}/reservations",
         "/api/events/{event_id}/reservations/{reservation_id}",
+        "/api/events/{event_id}/holds",
+        "/api/events/{event_id}/reservations/{reservation_id}/confirm",
+        "/api/events/{event_id}/reservations/{reservation_id}/extend",
         "/api/health",
     } <= set(paths)
+    hold = paths["/api/events/{event_id}/holds"]["post"]
+    assert {"201", "400", "404", "409", "422", "503"} <= set(hold["responses"])
+    held = hold["responses"]["201"]["content"]["application/json"]["schema"]
+    assert "Location" in hold["responses"]["201"]["headers"]
+    assert held == {"$ref": "#/components/schemas/HoldAnswer"}
+    assert "expiresAt" in document["components"]["schemas"]["HoldAnswer"]["properties"]
+    assert "heldSeats" in document["components"]["schemas"]["EventSummary"]["properties"]
+    assert "heldSeats" not in document["components"]["schemas"]["NodeSummary"]["properties"]
     reserve = paths["/api/events/{event_id}/reservations"]["post"]
     assert {"201", "400", "404", "409", "412", "422", "503"} <= set(reserve["responses"])
     assert "Location" in reserve["responses"]["201"]["headers"]

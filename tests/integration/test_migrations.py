@@ -67,3 +67,42 @@ def test_upgrading_from_the_first_revision_keeps_reservations_and_counts_them(
             assert conn.scalar(select(events.c.reservation_count)) == 2
     finally:
         engine.dispose()
+
+
+def test_holds_arrive_without_touching_existing_rows_and_leave_releasing_their_seats(
+    empty_database_url,
+):
+    upgrade(empty_database_url, "0005")
+    engine = make_engine(Settings(database_url=empty_database_url))
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO events (event_id, name, total_seats, available_seats, version, "
+                    "reservation_count) VALUES ('e', 'E', 10, 7, 1, 1)"
+                )
+            )
+            conn.execute(
+                insert(reservations).values(
+                    id=uuid.uuid4(), event_id="e", partner_id="p", seats=3, status="confirmed"
+                )
+            )
+        upgrade(empty_database_url)
+        with engine.begin() as conn:
+            row = conn.execute(select(events.c.available_seats, events.c.held_seats)).one()
+            assert tuple(row) == (7, 0)
+            # A hold of 2 seats, as the service writes it.
+            conn.execute(text("UPDATE events SET available_seats = 5, held_seats = 2, version = 2"))
+            conn.execute(
+                insert(reservations).values(
+                    id=uuid.uuid4(), event_id="e", partner_id="p", seats=2, status="held"
+                )
+            )
+        command.downgrade(alembic_config(empty_database_url), "0005")
+        with engine.connect() as conn:
+            assert conn.scalar(select(events.c.available_seats)) == 7  # the hold's seats back
+            statuses = conn.execute(text("SELECT status FROM reservations ORDER BY seats")).all()
+            assert [s for (s,) in statuses] == ["cancelled", "confirmed"]
+        upgrade(empty_database_url)
+    finally:
+        engine.dispose()
