@@ -26,11 +26,11 @@ class Services:
     def build(cls, settings: Settings, clock: Clock | None = None) -> Services:
         """Create the engine (so call it after fork: each worker has its own pool)."""
         engine = make_engine(settings)
-        clock = clock or Clock()
+        reservations = ReservationService(engine, settings, clock or Clock())
         return cls(
             settings,
             engine,
-            ReservationService(engine, settings, clock),
-            EventService(engine, settings, clock),
+            reservations,
+            EventService(engine, settings, reservations),
             KeyCache(engine, settings.auth_cache_seconds),
         )

@@ -11,16 +11,17 @@ from sqlalchemy.exc import IntegrityError
 
 from ticketboss.config import Settings
 from ticketboss.domain import Event, EventExists, EventNotFound, Reservation
-from ticketboss.services.clock import Clock
+from ticketboss.services.reservations import ReservationService
 from ticketboss.services.unit_of_work import transaction
 from ticketboss.store import queries
 
 
 class EventService:
-    def __init__(self, engine: Engine, settings: Settings, clock: Clock):
+    def __init__(self, engine: Engine, settings: Settings, seats: ReservationService):
         self.engine = engine
         self.settings = settings
-        self.clock = clock
+        self.seats = seats  # changes of seats, and summaries that reclaim lapsed holds
+        self.clock = seats.clock
 
     def create(self, event_id: str, name: str, total_seats: int) -> Event:
         """A new event with every seat available, at version 0; EventExists if taken."""
@@ -32,9 +33,12 @@ class EventService:
         return Event(event_id, name, total_seats, total_seats, version=0)
 
     def page(self, after: str | None, limit: int) -> list[Event]:
-        """Up to `limit` events after the event id `after`, in id order."""
+        """Up to `limit` events after the event id `after`, in id order; an event with lapsed
+        holds is summarised afresh, so no listed seat is taken by an expired hold."""
         with self.engine.connect() as conn:
-            return queries.list_events(conn, after, limit)
+            now = self.clock.now(queries.read_database_now(conn))
+            listed = queries.list_events(conn, after, limit)
+        return [self.seats.summary(e.event_id) if e.has_lapsed_holds(now) else e for e in listed]
 
     def reservations(
         self,
