@@ -53,9 +53,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     # Holds have no meaning before this revision: live ones are released, and rows that
     # the old status check would refuse become cancelled.
-    op.execute(
-        "UPDATE events SET available_seats = available_seats + held_seats, held_seats = 0"
-    )
+    op.execute("UPDATE events SET available_seats = available_seats + held_seats, held_seats = 0")
     op.execute(
         "UPDATE reservations SET status = 'cancelled', cancelled_at = COALESCE(expires_at, "
         "created_at) WHERE status IN ('held', 'expired')"
