@@ -16,7 +16,7 @@ from sqlalchemy import event, select
 from conftest import as_operator
 from ticketboss import services_of
 from ticketboss.cli import seed_event
-from ticketboss.domain import NotEnoughSeats, Reservation, VersionConflict
+from ticketboss.domain import HoldExpired, NotEnoughSeats, Reservation, VersionConflict
 from ticketboss.services import CancelRequest, ReservationService, SeatRequest
 from ticketboss.services.reservations import Submitted
 from ticketboss.store import queries
@@ -334,3 +334,60 @@ def test_reservations_are_stamped_in_commit_order_so_pages_never_skip_one(servic
     finally:
         event.remove(service.engine, "before_cursor_execute", pause_a_before_its_read)
     assert last_committed.created_at > first_committed.created_at
+
+
+def test_a_release_whose_rows_were_read_after_a_confirm_committed_retries_and_cancels(
+    service, other_worker
+):
+    """Each statement of a batch's read sees its own moment (READ COMMITTED): a batch that read
+    the event before a confirm committed, and the hold after, must not plan on the mix."""
+    held = service.hold(EVENT_ID, "a", 2, 60)
+    a_paused, b_committed = threading.Event(), threading.Event()
+    paused = threading.local()
+
+    def pause_a_before_it_reads_the_hold(conn, cursor, statement, *_):
+        if getattr(paused, "here", False) and "FROM reservations" in statement:
+            paused.here = False
+            a_paused.set()
+            assert b_committed.wait(10)
+
+    def worker_a():
+        paused.here = True
+        return service.cancel(EVENT_ID, held.reservation_id)
+
+    event.listen(service.engine, "before_cursor_execute", pause_a_before_it_reads_the_hold)
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            a = pool.submit(worker_a)
+            assert a_paused.wait(10)  # A has read the event with the hold still held
+            other_worker.confirm(EVENT_ID, held.reservation_id)
+            b_committed.set()
+            assert a.result(10) is None  # cancelled, as a confirmed reservation now
+    finally:
+        event.remove(service.engine, "before_cursor_execute", pause_a_before_it_reads_the_hold)
+    summary = service.summary(EVENT_ID)
+    assert (summary.available_seats, summary.held_seats, summary.reservation_count) == (500, 0, 0)
+    assert service.get(EVENT_ID, held.reservation_id).status.value == "cancelled"
+
+
+def test_a_confirm_that_reaches_its_write_after_the_hold_lapsed_is_refused(service):
+    """Judged alive when the batch read it, the hold lapses while the batch waits to write:
+    the write does not resurrect it; the batch re-runs and answers hold-expired."""
+    held = service.hold(EVENT_ID, "a", 2, 1)
+    waited = threading.local()
+
+    def wait_past_the_expiry(conn, cursor, statement, *_):
+        if not getattr(waited, "once", False) and statement.lstrip().startswith(
+            "UPDATE reservations"
+        ):
+            waited.once = True
+            threading.Event().wait(1.2)
+
+    event.listen(service.engine, "before_cursor_execute", wait_past_the_expiry)
+    try:
+        with pytest.raises(HoldExpired):
+            service.confirm(EVENT_ID, held.reservation_id)
+    finally:
+        event.remove(service.engine, "before_cursor_execute", wait_past_the_expiry)
+    assert service.get(EVENT_ID, held.reservation_id).status.value == "expired"
+    assert service.summary(EVENT_ID).reservation_count == 0

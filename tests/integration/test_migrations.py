@@ -98,9 +98,19 @@ def test_holds_arrive_without_touching_existing_rows_and_leave_releasing_their_s
                     id=uuid.uuid4(), event_id="e", partner_id="p", seats=2, status="held"
                 )
             )
+            for outcome in ("held", "reserved"):  # a hold's stored answer, a reservation's
+                conn.execute(
+                    text(
+                        "INSERT INTO idempotency_keys (scope, key, fingerprint, owner, outcome, "
+                        "expires_at) VALUES ('s', :key, 'f', :owner, :key, CURRENT_TIMESTAMP)"
+                    ),
+                    {"key": outcome, "owner": uuid.uuid4().hex},
+                )
         command.downgrade(alembic_config(empty_database_url), "0005")
         with engine.connect() as conn:
             assert conn.scalar(select(events.c.available_seats)) == 7  # the hold's seats back
+            kept = conn.execute(text("SELECT outcome FROM idempotency_keys")).scalars().all()
+            assert kept == ["reserved"]  # the old code knows no hold answers
             statuses = conn.execute(text("SELECT status FROM reservations ORDER BY seats")).all()
             assert [s for (s,) in statuses] == ["cancelled", "confirmed"]
         upgrade(empty_database_url)

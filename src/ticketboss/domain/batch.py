@@ -299,6 +299,8 @@ def _change(change: Named, event: Event, left: dict[UUID, Reservation], now: dat
         left[found.reservation_id] = confirmed
         return Confirmed(confirmed), event.confirm_hold(found.seats)
     expires_at = min(now + change.ttl, found.created_at + change.longest)
+    if expires_at <= now:  # its cap has passed (HOLD_MAX_SECONDS was lowered since)
+        return HoldExpired(found.reservation_id), event
     extended = replace(found, expires_at=expires_at)
     left[found.reservation_id] = extended
     return Extended(extended), event.extend_hold(expires_at)

@@ -263,7 +263,10 @@ class ReservationService:
             lapsed = queries.events_with_lapsed_holds(conn, self.now(conn))
         expired = 0
         for event_id in lapsed:
-            (tidied,) = self.commit_batch(event_id, [Tidy()])
+            try:
+                (tidied,) = self.commit_batch(event_id, [Tidy()])
+            except (VersionConflict, OutcomeUnknown):
+                continue  # a hot event: its own writes reclaim its holds, and the next sweep
             if isinstance(tidied, Tidied):
                 expired += tidied.expired
         return expired
@@ -337,6 +340,12 @@ class ReservationService:
         ]
         named = queries.load_named(conn, event_id, ids)
         lapsed = queries.load_lapsed(conn, event_id, now) if event.has_lapsed_holds(now) else None
+        # Each statement sees the database as of its own start (READ COMMITTED): rows read
+        # after the event may already show a change committed since. Every such change
+        # raised the version, so an unchanged version proves the reads agree; a moved one is
+        # a conflict like any other (the hot path, reserving and holding, reads no rows).
+        if (ids or lapsed) and queries.load_version(conn, event_id) != event.version:
+            raise VersionConflict(event_id)
         return Read(event, now, named, lapsed)
 
     def _write(

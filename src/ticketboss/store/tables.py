@@ -28,9 +28,10 @@ class UtcDateTime(TypeDecorator):
     cache_ok = True
 
     def process_result_value(self, value: datetime | None, dialect) -> datetime | None:
-        if value is not None and value.tzinfo is None:
-            return value.replace(tzinfo=UTC)
-        return value
+        if value is None:
+            return None
+        # Naive from SQLite; in the session's time zone from PostgreSQL: UTC either way.
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 metadata = MetaData(
@@ -68,6 +69,13 @@ events = Table(
     ),
     CheckConstraint("reservation_count >= 0", name="reservation_count_not_negative"),
     CheckConstraint("held_seats >= 0", name="held_seats_not_negative"),
+    # The sweep finds the events whose next expiry has passed.
+    Index(
+        "ix_events_next_expiry",
+        "next_expiry",
+        postgresql_where=text("next_expiry IS NOT NULL"),
+        sqlite_where=text("next_expiry IS NOT NULL"),
+    ),
 )
 
 reservations = Table(

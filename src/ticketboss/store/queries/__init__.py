@@ -21,6 +21,7 @@ from ticketboss.store.queries.events import (
     list_events,
     load_event,
     load_event_at,
+    load_version,
     reset_event,
 )
 from ticketboss.store.queries.keys import (
@@ -63,6 +64,7 @@ __all__ = [
     "load_lapsed",
     "load_named",
     "load_reservation",
+    "load_version",
     "mark_cancelled",
     "mark_confirmed",
     "mark_expired",

@@ -33,6 +33,7 @@ _LOAD_EVENT = select(*_EVENT_COLUMNS).where(events.c.event_id == bindparam("even
 _LOAD_EVENT_AT = select(*_EVENT_COLUMNS, database_now()).where(
     events.c.event_id == bindparam("event_id")
 )
+_VERSION = select(events.c.version).where(events.c.event_id == bindparam("event_id"))
 _LAPSED_EVENTS = (
     select(events.c.event_id)
     .where(events.c.next_expiry <= bindparam("now"))
@@ -64,6 +65,10 @@ def load_event_at(conn: Connection, event_id: str) -> tuple[Event, datetime] | N
     """The event and the database's clock as it read it; None when there is no such event."""
     row = conn.execute(_LOAD_EVENT_AT, {"event_id": event_id}).first()
     return (Event(*row[:-1]), row[-1]) if row else None
+
+
+def load_version(conn: Connection, event_id: str) -> int | None:
+    return conn.scalar(_VERSION, {"event_id": event_id})
 
 
 def events_with_lapsed_holds(conn: Connection, now: datetime) -> list[str]:

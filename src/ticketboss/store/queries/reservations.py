@@ -20,6 +20,7 @@ from sqlalchemy import (
 
 from ticketboss.domain import Reservation, Status
 from ticketboss.domain.batch import Lapsed
+from ticketboss.store.queries.clock import database_now
 from ticketboss.store.tables import reservations
 
 _HELD = reservations.c.status == Status.HELD.value
@@ -72,11 +73,15 @@ _MARK_CANCELLED = _set_status(
     cancelled_at=bindparam("cancelled_at_"),
     expires_at=None,
 )
-_MARK_CONFIRMED = _set_status(Status.CONFIRMED, [Status.HELD], expires_at=None)
+# A hold judged alive at the batch's read must still be alive when the write runs (it may
+# have waited on the event's row lock): else the row count says so and the batch re-runs,
+# and a GET that said "expired" in between is never contradicted.
+_STILL_ALIVE = reservations.c.expires_at > database_now()
+_MARK_CONFIRMED = _set_status(Status.CONFIRMED, [Status.HELD], expires_at=None).where(_STILL_ALIVE)
 _MARK_EXPIRED = _set_status(Status.EXPIRED, [Status.HELD])
 _EXTEND = (
     update(reservations)
-    .where(reservations.c.id == bindparam("id_"), _HELD)
+    .where(reservations.c.id == bindparam("id_"), _HELD, _STILL_ALIVE)
     .values(expires_at=bindparam("expires_at_"))
 )
 
