@@ -57,7 +57,7 @@ lint: install  ## ruff (the rules and formatting of pyproject.toml) and mypy ove
 	$(BIN)/mypy
 
 bench: install  ## load-test the service on a fresh PostgreSQL database (ARGS="--scenario hot --duration 10")
-	$(BIN)/python -c 'import matplotlib' 2>/dev/null || $(BIN)/pip install -q -c scripts/constraints.txt -e '.[test,bench]'
+	$(BIN)/python -c 'import matplotlib' 2>/dev/null && test -x $(BIN)/py-spy || $(BIN)/pip install -q -c scripts/constraints.txt -e '.[test,bench]'
 	PYTHONPATH=scripts $(BIN)/python -m bench $(ARGS)
 
 clean:  ## remove the virtualenv, the SQLite file and caches

@@ -18,6 +18,9 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     `clock` decides hold expiry (the database's by default; tests move it)."""
     settings = settings or Settings.from_env()
     app = Flask(__name__)
+    from ticketboss.api.encoding import OrjsonProvider
+
+    app.json = OrjsonProvider(app)
     register_config(app, settings)
     register_observability(app)
     register_extensions(app, settings, clock)

@@ -17,7 +17,10 @@ class Settings:
 
     database_url: str = DEFAULT_SQLITE_URL
     default_event_id: str = "node-meetup-2025"
-    # Compare-and-swap retries (tenacity): attempts and total time are both capped.
+    # Compare-and-swap retries. A transaction whose swap lost to a batch that has just
+    # committed reads again and swaps again at once, up to CAS_SWAPS_PER_TRANSACTION times;
+    # then tenacity rolls it back and retries it whole, capped in attempts and total time.
+    cas_swaps_per_transaction: int = 3
     cas_max_attempts: int = 50
     cas_max_seconds: float = 5.0
     cas_backoff_max_seconds: float = 0.05

@@ -14,6 +14,7 @@ import time
 import uuid
 from datetime import UTC, datetime
 
+import orjson
 from flask import Flask, g, request
 from prometheus_client import Counter, Histogram
 
@@ -37,6 +38,10 @@ HTTP_LATENCY = Histogram(
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0),
 )
 
+# Each label set's child metric, looked up once: labels() validates and locks on every call.
+_REQUESTS: dict[tuple[str, str, int], Counter] = {}
+_LATENCY: dict[tuple[str, str], Histogram] = {}
+
 access_log = logging.getLogger("ticketboss.access")
 
 
@@ -46,8 +51,12 @@ class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         ts = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
         line = {"ts": ts, "level": record.levelname.lower(), **getattr(record, "fields", {})}
-        # json.dumps escapes newlines and control characters: a line stays one line.
-        return json.dumps(line)
+        # Both escape newlines and control characters: a line stays one line. orjson is
+        # several times faster; it refuses lone surrogates, which json escapes.
+        try:
+            return orjson.dumps(line).decode()
+        except TypeError:
+            return json.dumps(line)
 
 
 class _StderrHandler(logging.StreamHandler):
@@ -102,8 +111,15 @@ def _finish(response):
     route = rule.rule if rule is not None else "unmatched"
     if rule is None or rule.endpoint not in _NOT_COUNTED:
         method = request.method if request.method in _METHODS else "OTHER"
-        HTTP_REQUESTS.labels(route, method, str(response.status_code)).inc()
-        HTTP_LATENCY.labels(route, method).observe(seconds)
+        status = response.status_code
+        counted = _REQUESTS.get((route, method, status))
+        if counted is None:
+            counted = _REQUESTS[route, method, status] = HTTP_REQUESTS.labels(route, method, status)
+        timed = _LATENCY.get((route, method))
+        if timed is None:
+            timed = _LATENCY[route, method] = HTTP_LATENCY.labels(route, method)
+        counted.inc()
+        timed.observe(seconds)
     _log_line(
         rid,
         request.method,

@@ -135,7 +135,7 @@ def test_when_the_retries_run_out_the_conflict_surfaces_and_nothing_is_written(
 ):
     from dataclasses import replace
 
-    impatient = replace(pg_settings, cas_max_attempts=1)
+    impatient = replace(pg_settings, cas_max_attempts=1, cas_swaps_per_transaction=1)
     worker_a = ReservationService(service.engine, impatient)
     worker_b = ReservationService(service.engine, impatient)
     with LineUpCompareAndSwaps(service.engine, parties=2):
@@ -166,7 +166,9 @@ def test_retries_exhausted_over_http_is_a_503_with_retry_after(pg_url):
     from ticketboss.config import Settings
 
     # Two apps stand for two gunicorn workers.
-    settings = Settings(database_url=pg_url, cas_max_attempts=1, retry_after_seconds=2)
+    settings = Settings(
+        database_url=pg_url, cas_max_attempts=1, cas_swaps_per_transaction=1, retry_after_seconds=2
+    )
     apps = [as_operator(create_app(settings)), as_operator(create_app(settings))]
     engines = [services_of(app).engine for app in apps]
     seed_event(engines[0], EVENT_ID, "Node.js Meet-up", 500, reset=True)
@@ -391,3 +393,24 @@ def test_a_confirm_that_reaches_its_write_after_the_hold_lapsed_is_refused(servi
         event.remove(service.engine, "before_cursor_execute", wait_past_the_expiry)
     assert service.get(EVENT_ID, held.reservation_id).status.value == "expired"
     assert service.summary(EVENT_ID).reservation_count == 0
+
+
+def test_a_swap_lost_to_a_batch_that_just_committed_is_tried_again_in_the_same_transaction(
+    service, pg_settings
+):
+    from dataclasses import replace
+
+    once = replace(pg_settings, cas_max_attempts=1)  # no second transaction: only re-swaps
+    worker_a, worker_b = (
+        ReservationService(service.engine, once),
+        ReservationService(service.engine, once),
+    )
+    with LineUpCompareAndSwaps(service.engine, parties=2) as lineup:
+        results = run_together(
+            lambda: worker_a.reserve(EVENT_ID, "a", 1),
+            lambda: worker_b.reserve(EVENT_ID, "b", 1),
+        )
+    assert all(isinstance(r, Reservation) for r in results), results
+    assert lineup.cas_statements == 3  # the loser swapped twice, in one transaction
+    summary = service.summary(EVENT_ID)
+    assert (summary.available_seats, summary.version) == (498, 2)

@@ -3,7 +3,7 @@
 import http
 
 from apispec import BasePlugin
-from flask import Flask, request
+from flask import Flask, current_app, json, request
 from flask_smorest import Api
 from flask_smorest.utils import prepare_response
 from flask_swagger_ui import get_swaggerui_blueprint
@@ -71,6 +71,15 @@ class ProblemApi(Api):
     """flask-smorest, with every HTTP error rendered and documented as problem+json."""
 
     ERROR_SCHEMA = Problem
+
+    def _openapi_json(self):
+        """The document, built at the first request and then served as built (flask-smorest
+        would rebuild it for every request)."""
+        if self._openapi_text is None:
+            self._openapi_text = json.dumps(self.spec.to_dict(), indent=2, sort_keys=False)
+        return current_app.response_class(self._openapi_text, mimetype="application/json")
+
+    _openapi_text: str | None = None
 
     def handle_http_exception(self, error):
         return http_problem(error)

@@ -71,12 +71,14 @@ class GroupCommit(Generic[Request]):
             queue = self._queues[key]
             batch = [queue.popleft() for _ in range(min(len(queue), self._max_batch))]
         # Every ticket of the batch is answered and the lead handed on, whatever happens here.
-        outcomes: Sequence[object] = [self._interrupted(key) for _ in batch]
+        outcomes: Sequence[object] | None = None
         try:
             outcomes = commit(key, [t.request for t in batch])
         except Exception as exc:  # the whole batch failed: every request gets the error
             outcomes = [exc] * len(batch)
         finally:
+            if outcomes is None:  # the leader was killed mid-batch (a timeout, a shutdown)
+                outcomes = [self._interrupted(key) for _ in batch]
             successor = self._hand_over(key)
             for ticket, outcome in zip(batch, outcomes, strict=True):
                 ticket.outcome = outcome

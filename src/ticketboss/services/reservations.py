@@ -140,21 +140,31 @@ class ReservationService:
             settings.group_commit_max_batch,
             interrupted=lambda event_id: OutcomeUnknown(_event(event_id)),
         )
+        # Summaries of one event share a row read the way changes share a commit: a summary
+        # only ever joins a read that starts after it arrived, so it never shows a state
+        # older than itself (a partner that got its 201 sees its seats gone).
+        self._reads: GroupCommit[None] = GroupCommit(
+            settings.group_commit_max_batch, interrupted=VersionConflict
+        )
 
     def summary(self, event_id: str) -> Event:
         """The event's seats, holds, confirmed reservations and version: one row read, unless
         a hold lapsed since the last write (its seats are then reclaimed first, by a write
         of their own, so that the answer and its version agree)."""
-        with self.engine.connect() as conn:
-            read = queries.load_event_at(conn, event_id)
-        if read is None:
-            raise EventNotFound(event_id)
+        read = self._reads.submit(event_id, None, self._read_events)
+        assert isinstance(read, tuple)
         event, database_now = read
         if not event.has_lapsed_holds(self.clock.now(database_now)):
             return event
         tidied = self._submit(event_id, None, Tidy())
         assert isinstance(tidied, Tidied)
         return tidied.event
+
+    def _read_events(self, event_id: str, readers: list[None]) -> list[object]:
+        """One read of the event for every summary waiting on it: (event, database time)."""
+        with self.engine.connect() as conn:
+            read = queries.load_event_at(conn, event_id)
+        return [read or EventNotFound(event_id)] * len(readers)
 
     def get(self, event_id: str, reservation_id: UUID, *, owner: str | None = None) -> Reservation:
         """A reservation or hold of that event, as it stands now; only one of `owner`'s when
@@ -314,16 +324,39 @@ class ReservationService:
             return [lost[i] if i in lost else answered[i] for i in range(len(batch))]
 
     def _commit_batch_once(self, event_id: str, batch: list[Submitted]) -> list[object]:
-        """One attempt: read, plan, write, commit."""
+        """One attempt: read, plan, swap, write, commit. A compare-and-swap lost to a batch
+        that has just committed is tried again at once, in the same transaction, from a
+        fresh read: at READ COMMITTED each statement sees the latest commit, the lost swap
+        wrote nothing and holds no lock, and the winner is done, so no rollback or backoff
+        is needed. Only after a few such losses does the whole transaction back off."""
         changes = [s.change for s in batch]
         with transaction(self.engine, _event(event_id)) as conn:
-            read = self._read(conn, event_id, changes)
-            decided = plan(event_id, read, changes)
+            for _ in range(self.settings.cas_swaps_per_transaction):
+                try:
+                    read = self._read(conn, event_id, changes)
+                except VersionConflict:  # its rows were newer than its event: read again
+                    metrics.CAS_RETRIES.inc()
+                    continue
+                decided = plan(event_id, read, changes)
+                if self._swapped(conn, decided):
+                    break
+                metrics.CAS_RETRIES.inc()
+            else:
+                raise VersionConflict(event_id)
             outcomes = self._write(conn, event_id, read, decided)
             self._keep_answers(conn, batch, outcomes)
         if decided.changes:
             self._count(event_id, decided)
         return outcomes
+
+    @staticmethod
+    def _swapped(conn: Connection, decided: Plan) -> bool:
+        """Write the event's row as the plan leaves it, at the version read; False if another
+        batch committed first (nothing was written). A plan that writes nothing succeeds."""
+        if not decided.writes:
+            return True
+        assert decided.before is not None and decided.after is not None
+        return queries.compare_and_swap(conn, decided.before, decided.after, decided.changes)
 
     def _read(self, conn: Connection, event_id: str, changes: list[Change]) -> Read | None:
         """The event at the database's time, the reservations the changes name, and the
@@ -343,7 +376,7 @@ class ReservationService:
         # Each statement sees the database as of its own start (READ COMMITTED): rows read
         # after the event may already show a change committed since. Every such change
         # raised the version, so an unchanged version proves the reads agree; a moved one is
-        # a conflict like any other (the hot path, reserving and holding, reads no rows).
+        # a lost swap like any other (the hot path, reserving and holding, reads no rows).
         if (ids or lapsed) and queries.load_version(conn, event_id) != event.version:
             raise VersionConflict(event_id)
         return Read(event, now, named, lapsed)
@@ -351,14 +384,13 @@ class ReservationService:
     def _write(
         self, conn: Connection, event_id: str, read: Read | None, decided: Plan
     ) -> list[object]:
-        """Write the plan (the CAS, then the rows); the outcome of each change: its
+        """Write the plan's rows (the event's is swapped); the outcome of each change: its
         Reservation, None for a cancel, the Tidied event, or the domain error that refused
         it. A row that changed since the read rolls the batch back for a retry."""
         outcomes = [_outcome(event_id, read, decision) for decision in decided.outcomes]
         if not decided.writes:
             return outcomes
-        assert read is not None and decided.before is not None and decided.after is not None
-        queries.compare_and_swap(conn, decided.before, decided.after, decided.changes)
+        assert read is not None  # there were changes: the event was read (and swapped)
         if decided.expired:
             _all_or_conflict(event_id, decided.expired, queries.mark_expired(conn, decided.expired))
         granted = [

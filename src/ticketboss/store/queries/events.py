@@ -14,7 +14,7 @@ from sqlalchemy import (
     update,
 )
 
-from ticketboss.domain import Event, VersionConflict
+from ticketboss.domain import Event
 from ticketboss.store.queries.clock import database_now
 from ticketboss.store.tables import events, reservations
 
@@ -76,9 +76,9 @@ def events_with_lapsed_holds(conn: Connection, now: datetime) -> list[str]:
     return list(conn.scalars(_LAPSED_EVENTS, {"now": now}))
 
 
-def compare_and_swap(conn: Connection, seen: Event, after: Event, changes: int = 1) -> None:
+def compare_and_swap(conn: Connection, seen: Event, after: Event, changes: int = 1) -> bool:
     """Write `after`'s seats only if the event's version is still the one we read (`seen`);
-    else VersionConflict.
+    False if it is not (another transaction committed a change since our read).
 
     `changes` is how many reservations or cancellations this write applies: the version rises
     by exactly that many.
@@ -97,8 +97,7 @@ def compare_and_swap(conn: Connection, seen: Event, after: Event, changes: int =
             "changes": changes,
         },
     )
-    if result.rowcount != 1:
-        raise VersionConflict(seen.event_id)
+    return result.rowcount == 1
 
 
 def create_event(conn: Connection, event_id: str, name: str, total_seats: int) -> None:
