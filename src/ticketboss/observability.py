@@ -6,8 +6,10 @@ prometheus_client picks its multi-process value store once, when it is first imp
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
+import os
 import re
 import sys
 import time
@@ -91,8 +93,22 @@ def request_id() -> str:
     """The current request's id: the client's X-Request-ID if well-formed, else a new one."""
     if "request_id" not in g:
         given = request.headers.get(REQUEST_ID_HEADER, "")
-        g.request_id = given if _VALID_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        g.request_id = given if _VALID_REQUEST_ID.fullmatch(given) else _new_request_id()
     return g.request_id
+
+
+_ids = itertools.count()
+_prefix = ("", 0)  # (random hex, the pid it was drawn in): a forked worker draws its own
+
+
+def _new_request_id() -> str:
+    """32 hex digits like a UUID's: a random prefix per process and a counter, unique without
+    a call for random bytes per request (the id needs to be unique, not secret)."""
+    global _prefix
+    prefix, pid = _prefix
+    if pid != os.getpid():
+        _prefix = prefix, pid = uuid.uuid4().hex[:16], os.getpid()
+    return f"{prefix}{next(_ids) & 0xFFFFFFFFFFFFFFFF:016x}"
 
 
 def _start() -> None:

@@ -94,6 +94,34 @@ class ProblemAnswers:
             self.log.debug("Failed to send the error response.")
 
 
+class _HeadersWithBody:
+    """The connection as gunicorn writes one answer to it: the status line and headers (its
+    first write) wait for the first body bytes, so a small answer leaves in one send, not
+    two. Anything else asked of the socket sends what waits first."""
+
+    def __init__(self, sock):
+        self._sock = sock
+        self._waiting: bytes | None = None
+        self._writes = 0
+
+    def sendall(self, data: bytes) -> None:
+        self._writes += 1
+        if self._writes == 1:
+            self._waiting = bytes(data)
+            return
+        waiting, self._waiting = self._waiting, None
+        self._sock.sendall(waiting + data if waiting else data)
+
+    def flush(self) -> None:
+        waiting, self._waiting = self._waiting, None
+        if waiting:
+            self._sock.sendall(waiting)
+
+    def __getattr__(self, name):  # sendfile, fileno, shutdown, close…: in order, on the socket
+        self.flush()
+        return getattr(self._sock, name)
+
+
 class GeventWorker(ProblemAnswers, _GeventWorker):
     server_settings = ServerSettings.from_env()
     shed_seconds = server_settings.shed_seconds
@@ -116,8 +144,12 @@ class GeventWorker(ProblemAnswers, _GeventWorker):
         of each write, or the connection is dropped (a reader that never reads would hold
         the greenlet forever)."""
         sock.settimeout(self.send_timeout)
+        wire = _HeadersWithBody(sock)
         try:
-            return super().handle_request(listener_name, req, sock, addr)
+            try:
+                return super().handle_request(listener_name, req, wire, addr)
+            finally:  # answered, or closing after the answer (StopIteration): send it all
+                wire.flush()
         except TimeoutError:
             self.log.debug("Dropped a client that stopped reading its answer")
             raise StopIteration() from None
