@@ -10,6 +10,9 @@ seconds, so every request sent is either answered or counted as unanswered. Scen
 - hot:     every request reserves seats;
 - sellout: like hot, but a client stops once a 409 says 0 seats are available;
 - mixed:   70 % reserve, 20 % summary, 10 % cancel one of the client's own reservations;
+- read-heavy: 90 % summary, 10 % reserve; each client checks that a summary it reads shows
+  at least the version it last read, plus one for each of its own 201s since (read your writes);
+- read:    every request is GET --path (a summary, an unknown path, the OpenAPI document);
 - checkout: hold seats for --hold-ttl seconds, think, then confirm (80 %), release (10 %) or
   abandon the hold to let it lapse (10 %). At the deadline no new checkout starts; one under
   way finishes.
@@ -35,8 +38,14 @@ PATH = "/api/reservations"
 CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:[ \t]*(\d+)", re.IGNORECASE)
 CONNECTION_CLOSE = re.compile(rb"\r\nconnection:[ \t]*close", re.IGNORECASE)
 NOT_ENOUGH = re.compile(rb"(\d+) requested, (\d+) available")
+VERSION = re.compile(rb'"version":\s*(\d+)')
 PROBLEM_TYPE = re.compile(rb'"type":\s*"/problems/([\w-]+)"')
 CONFIRM, RELEASE = 0.8, 0.1  # of checkouts; the rest abandon their hold
+# Each scenario that mixes operations: (operation, upper bound of its share of a roll).
+MIXES = {
+    "mixed": (("reserve", 0.7), ("summary", 0.9), ("cancel", 1.0)),
+    "read-heavy": (("summary", 0.9), ("reserve", 1.0)),
+}
 
 
 class Tally:
@@ -53,6 +62,11 @@ class Tally:
         self.seats_sold = 0
         self.clients_sold_out = 0
         self.last_stop = 0.0
+        # read-heavy: summaries read after the client's own 201; those whose version was
+        # below what that 201 made it; those below a version the client had read already.
+        self.after_write = 0
+        self.stale_after_write = 0
+        self.went_back = 0
 
 
 def request_bytes(method: str, path: str, host: str, body: bytes = b"", key: str = "") -> bytes:
@@ -117,12 +131,19 @@ class Link:
         self.reader = self.writer = None
 
 
-def next_request(scenario, rng, reserves, own_ids, host, key):
+def pick(mix, roll: float) -> str:
+    """The operation of a mix whose share contains the roll."""
+    return next((operation for operation, bound in mix if roll < bound), mix[-1][0])
+
+
+def next_request(scenario, rng, reserves, own_ids, host, key, read=b""):
     """The client's next (operation, request bytes, seats asked)."""
-    roll = rng.random() if scenario == "mixed" else 0.0
-    if 0.7 <= roll < 0.9:
+    if scenario == "read":
+        return "read", read, 0
+    operation = pick(MIXES[scenario], rng.random()) if scenario in MIXES else "reserve"
+    if operation == "summary":
         return "summary", request_bytes("GET", PATH, host, key=key), 0
-    if roll >= 0.9 and own_ids:
+    if operation == "cancel" and own_ids:
         reservation_id = own_ids.pop(rng.randrange(len(own_ids)))
         return "cancel", request_bytes("DELETE", f"{PATH}/{reservation_id}", host, key=key), 0
     seats, raw = rng.choice(reserves)
@@ -142,16 +163,29 @@ async def client(i: int, args, tally: Tally, deadline: float) -> None:
         (s, request_bytes("POST", PATH, host, body % s, key))
         for s in range(int(low), int(high or low) + 1)
     ]
+    read = request_bytes("GET", args.path, host, key=key)
     own_ids: list[str] = []
+    # read-heavy: the version this client's next summary must show at least (each of its
+    # 201s committed after it had read `seen`, and each commit raised the version).
+    seen = due = 0
     link = Link(args, tally)
     try:
         while time.perf_counter() < deadline:
-            operation, raw, seats = next_request(args.scenario, rng, reserves, own_ids, host, key)
+            operation, raw, seats = next_request(
+                args.scenario, rng, reserves, own_ids, host, key, read
+            )
             answer = await link.send(operation, raw)
             if answer is None:
                 continue
             status, body = answer
+            if args.scenario == "read-heavy" and operation == "summary" and status == 200:
+                version = int(VERSION.search(body).group(1))
+                tally.went_back += version < seen
+                tally.after_write += due > seen
+                tally.stale_after_write += seen <= version < due
+                seen = due = max(seen, version)
             if status == 201:
+                due += 1
                 reservation_id = json.loads(body)["reservationId"]
                 tally.ids.append(reservation_id)
                 tally.seats_sold += seats
@@ -301,6 +335,8 @@ async def run(args) -> tuple[dict, list[str]]:
         report["sellout_s"] = round(tally.last_stop - start, 3)
     if args.scenario == "checkout":
         report["checkout"] = checkout_figures(args, tally)
+    if args.scenario in ("read", "read-heavy"):
+        report["reads"] = read_figures(args, tally, wall)
     return report, tally.ids
 
 
@@ -325,12 +361,34 @@ def checkout_figures(args, tally: Tally) -> dict:
     }
 
 
+def read_figures(args, tally: Tally, wall: float) -> dict:
+    """What only a read run has: summaries (or GETs of --path) answered a second, the latency
+    of each operation, and read-heavy's read-your-writes tally."""
+    answers = tally.statuses["summary" if args.scenario == "read-heavy" else "read"]
+    reads = sum(n for status, n in answers.items() if status.isdigit())
+    latency = {}
+    for operation, samples in sorted(tally.latencies.items()):
+        ordered = sorted(samples)
+        latency[operation] = {"p50": percentile(ordered, 0.50), "p99": percentile(ordered, 0.99)}
+    figures = {"path": args.path, "reads": reads, "reads_per_s": round(reads / wall, 1)}
+    figures["latency_ms"] = latency
+    if args.scenario == "read-heavy":
+        figures["read_your_writes"] = {
+            "after_write": tally.after_write,
+            "stale_after_write": tally.stale_after_write,
+            "went_back": tally.went_back,
+        }
+    return figures
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument(
-        "--scenario", choices=("hot", "sellout", "mixed", "checkout"), default="hot"
+        "--scenario",
+        choices=("hot", "sellout", "mixed", "read-heavy", "read", "checkout"),
+        default="hot",
     )
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds (sellout: the cap)")
@@ -342,6 +400,7 @@ def main() -> int:
     parser.add_argument(
         "--think-ms", default="50-250", help="checkout: think time before confirming, N or MIN-MAX"
     )
+    parser.add_argument("--path", default=PATH, help="read: the path every request GETs")
     parser.add_argument("--ids-file", help="write the reservationId of every 201 here")
     parser.add_argument(
         "--keys-file", help="API keys, one per line (not on the command line, which ps shows)"

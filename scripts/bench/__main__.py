@@ -1,21 +1,30 @@
 #!/usr/bin/env python3
 """Benchmark TicketBoss end to end: a fresh PostgreSQL database, real gunicorn, closed-loop load.
 
-    make bench                                                    # every scenario, 2–3 minutes
+    make bench                                                    # every scenario, 4–5 minutes
     make bench ARGS="--scenario hot --clients 100 --duration 10"
     make bench ARGS="--scenario checkout --hold-ttl 2 --duration 10"
+    make bench ARGS="--scenario reads --duration 5"
+    make bench ARGS="--ab HEAD --scenario hot --rounds 3"         # HEAD's code against ours
 
 Each scenario reseeds the default event, runs scripts/loadgen.py in its own process (so its
 CPU is its own), reads the CAS counters of /metrics before and after, and checks the books in
 the database (after `checkout`, once every hold's ttl has passed, against the event's summary
-too). Right after `hot`, pgbench runs the same transaction straight against PostgreSQL at the
-same client count: the ceiling the service is compared with. The report goes to stdout and to
-results/. Exit status 1 if an invariant failed; targets are only printed.
+too). `hot` runs at 10 clients and at --clients; right after it, pgbench runs the same
+transaction straight against PostgreSQL at several client counts: its best is the ceiling the
+service is compared with. `reads` GETs the summary, then an unknown path (no database), then
+the OpenAPI document, each for the same time. The report goes to stdout and to results/. Exit
+status 1 if an invariant failed; targets are only printed.
+
+With --ab REV, each round is a whole bench run of one scenario (without pgbench) whose service
+imports ticketboss from a git worktree of REV (arm A) or from the working tree (arm B), the
+arms alternating A, B, A, B...; then a table compares them (results/ab-*).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import signal
 import sys
@@ -25,6 +34,7 @@ from pathlib import Path
 
 from sqlalchemy.engine import make_url
 
+from bench.ab import run_ab
 from bench.measure import run_all
 from bench.report import plot_sweep, render, targets, write_results
 from bench.service import (
@@ -32,6 +42,7 @@ from bench.service import (
     fresh_database,
     machine_facts,
     partner_keys,
+    served_from,
     start_service,
     stop_service,
     wait_healthy,
@@ -46,13 +57,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenario", choices=(*SCENARIOS, "all"), default="all")
     parser.add_argument(
-        "--clients", type=int, default=100, help="of hot, sellout, mixed and checkout"
+        "--clients",
+        type=int,
+        default=100,
+        help="of hot (besides 10), sellout, mixed, read-heavy, reads and checkout",
     )
     parser.add_argument(
         "--duration",
         type=float,
         default=10.0,
-        help="seconds of each timed run: hot, pgbench, mixed, checkout, every sweep step",
+        help="seconds of each timed run: hot, pgbench, mixed, read-heavy, each of reads, "
+        "checkout, every sweep step",
     )
     parser.add_argument("--seats", default="1-10", help="seats per reservation: N or MIN-MAX")
     parser.add_argument("--hold-seats", default="1-4", help="checkout: seats per hold")
@@ -68,16 +83,31 @@ def parse_args(argv=None) -> argparse.Namespace:
         default=HUGE,
         help="checkout: the event's total seats (default: it never runs out)",
     )
-    parser.add_argument("--port", type=int, default=8765, help="taken if free, else any free one")
+    parser.add_argument(
+        "--port", type=int, default=0, help="taken if free, else any free one (0: any)"
+    )
     parser.add_argument(
         "--auth",
         choices=("keys", "open"),
         default="keys",
         help="AUTH_MODE of the service: keys (the default; clients send partner keys) or open",
     )
+    parser.add_argument(
+        "--ab",
+        metavar="REV",
+        help="compare the service at git revision REV (A) with the working tree (B), round by "
+        "round, on one --scenario",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="--ab: timed runs of each arm")
+    # A round of an A/B run: no pgbench, hot at --clients only, the report to this file.
+    parser.add_argument("--round-json", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.hold_ttl < 1:
         parser.error("--hold-ttl must be at least 1 second")
+    if args.ab and args.scenario == "all":
+        parser.error("--ab compares one --scenario")
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     return args
 
 
@@ -85,6 +115,8 @@ def main(argv=None) -> int:
     """Run the benchmark; 0 if every invariant held, 1 otherwise."""
     args = parse_args(argv)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` stops gunicorn
+    if args.ab:
+        return run_ab(args)
     url = BenchSettings.from_env().bench_database_url
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     RESULTS.mkdir(exist_ok=True)
@@ -111,6 +143,8 @@ def main(argv=None) -> int:
         service = bench["service"] = start_service(env, log_path)
         try:
             wait_healthy(service, port, log_path)
+            code = served_from(service.pid)
+            print(f"ticketboss served from {Path(code).parent}", flush=True)
             runs, ceiling = run_all(bench)
         finally:
             stop_service(service)
@@ -118,7 +152,7 @@ def main(argv=None) -> int:
     engine.dispose()
 
     sweep = [r for r in runs if r["scenario"] == "sweep"]
-    plot = f"sweep-{stamp}.png" if sweep else None
+    plot = f"sweep-{stamp}.png" if sweep and not args.round_json else None
     if plot:
         title = (
             f"hot sweep, seats {args.seats}, {machine['nproc']} CPUs, "
@@ -146,7 +180,11 @@ def main(argv=None) -> int:
         "ok": all(r["ok"] for r in runs),
         "plot": plot,
         "service_log": str(log_path),
+        "service_code": code,
     }
+    if args.round_json:  # the A/B run reports the rounds together
+        args.round_json.write_text(json.dumps(report, default=str))
+        return 0 if report["ok"] else 1
     write_results(report, stamp)
     print()
     print(render(report), end="")

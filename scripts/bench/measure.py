@@ -19,14 +19,18 @@ from urllib.request import Request, urlopen
 from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 
-from bench.report import books_checks, books_line, fmt, other_5xx
-from bench.service import machine_cpu_seconds, service_cpu_seconds
+from bench.report import books_checks, books_line, other_5xx, pgbench_line, reads_line
+from bench.service import machine_cpu_seconds, service_cpu
 from bench.settings import (
     COUNTERS,
     DRAIN_S,
     EVENT_ID,
+    HOT_FEW_CLIENTS,
     HUGE,
     LAPSE_MARGIN_S,
+    PGBENCH_CLIENTS,
+    READ_HEAVY_SEATS,
+    READS,
     ROOT,
     SAMPLE,
     SCENARIOS,
@@ -85,6 +89,15 @@ def run_loadgen(
     if done.returncode != 0:
         raise RuntimeError(f"loadgen failed ({done.returncode}): {done.stderr[-2000:]}")
     return json.loads(done.stdout)
+
+
+def worker_cpu_ms_per_request(
+    before: dict[int, float], after: dict[int, float], master: int, requests: int
+) -> list[float]:
+    """Each worker's CPU over the run's answered requests (those of a worker that was not
+    there before and after the run left out)."""
+    workers = sorted(pid for pid in after.keys() & before.keys() if pid != master)
+    return [1000 * (after[pid] - before[pid]) / max(requests, 1) for pid in workers]
 
 
 def checkout_options(args: argparse.Namespace) -> list[str]:
@@ -168,18 +181,22 @@ def run_scenario(bench: dict, scenario: str, clients: int, duration: float) -> d
     """Reseed the event, drive one load run, and measure and check what it did."""
     args, engine, port = bench["args"], bench["engine"], bench["port"]
     checkout = scenario == "checkout"
-    seats = args.hold_seats if checkout else args.seats
+    seats = {"checkout": args.hold_seats, "read-heavy": READ_HEAVY_SEATS}.get(scenario, args.seats)
     total = {"sellout": SELLOUT_SEATS, "checkout": args.checkout_seats}.get(scenario, HUGE)
     seed_event(engine, EVENT_ID, "TicketBoss bench", total, reset=True)
-    ids_file = bench["workdir"] / f"ids-{scenario}-{clients}.txt"
+    ids_file = bench["workdir"] / f"ids-{scenario.replace('/', '-')}-{clients}.txt"
     before = cas_counters(port)
     loadgen_scenario = "hot" if scenario == "sweep" else scenario
     extra = checkout_options(args) if checkout else None
-    cpu_before = service_cpu_seconds(bench["service"].pid), machine_cpu_seconds()
+    read = scenario.partition("reads/")[2]  # a run of the reads comparison: what it GETs
+    if read:
+        loadgen_scenario, extra = "read", ["--path", READS[read][0]]
+    master = bench["service"].pid
+    cpu_before = service_cpu(master), machine_cpu_seconds()
     load = run_loadgen(
         port, loadgen_scenario, clients, duration, seats, ids_file, bench["keys_file"], extra
     )
-    cpu_after = service_cpu_seconds(bench["service"].pid), machine_cpu_seconds()
+    cpu_after = service_cpu(master), machine_cpu_seconds()
     after = cas_counters(port)
     summary = None
     if checkout:
@@ -193,6 +210,14 @@ def run_scenario(bench: dict, scenario: str, clients: int, duration: float) -> d
     books_at_end = checkout_books(summary, books, load) if summary is not None else None
     if books_at_end is not None:
         invariants.update(books_checks(books_at_end))
+    if read:
+        path, status = READS[read]
+        answered = load["statuses"] == {str(status): load["requests"]}
+        invariants[f"every GET {path} answered {status}"] = answered
+    if scenario == "read-heavy":
+        seen = load["reads"]["read_your_writes"]
+        fresh = seen["stale_after_write"] == seen["went_back"] == 0
+        invariants["no summary older than what its client had read or written"] = fresh
     del load["reservation_ids"]["file"]  # a temporary file, gone after the run
 
     statuses, confirmed = load["statuses"], load["confirmed"]
@@ -209,7 +234,7 @@ def run_scenario(bench: dict, scenario: str, clients: int, duration: float) -> d
     run = {
         "scenario": scenario,
         "clients": clients,
-        "seats": seats,
+        "seats": "-" if read else seats,
         "load": load,
         "total_seats": total,
         "final_available": books["available"],
@@ -224,8 +249,11 @@ def run_scenario(bench: dict, scenario: str, clients: int, duration: float) -> d
         # CPU per answered request: the service's (gunicorn master and workers), and the whole
         # machine's (service, PostgreSQL, load generator and anything else running).
         "service_cpu_ms_per_request": 1000
-        * (cpu_after[0] - cpu_before[0])
+        * (sum(cpu_after[0].values()) - sum(cpu_before[0].values()))
         / max(load["requests"], 1),
+        "worker_cpu_ms_per_request": worker_cpu_ms_per_request(
+            cpu_before[0], cpu_after[0], master, load["requests"]
+        ),
         "machine_cpu_ms_per_request": 1000
         * (cpu_after[1] - cpu_before[1])
         / max(load["requests"], 1),
@@ -284,11 +312,17 @@ def pgbench_ceiling(bench: dict, clients: int, duration: float) -> dict:
 
 
 def plan(args: argparse.Namespace) -> list[tuple[str, int, float]]:
-    """(scenario, clients, seconds) of every load run, in order."""
+    """(scenario, clients, seconds) of every load run, in order. A round of an A/B run
+    (--round-json) runs hot only at --clients."""
     runs = []
     for scenario in SCENARIOS if args.scenario == "all" else (args.scenario,):
         if scenario == "sweep":
             runs += [("sweep", c, args.duration) for c in SWEEP_CLIENTS]
+        elif scenario == "reads":
+            runs += [(f"reads/{read}", args.clients, args.duration) for read in READS]
+        elif scenario == "hot" and not args.round_json:
+            clients = sorted({HOT_FEW_CLIENTS, args.clients})
+            runs += [("hot", c, args.duration) for c in clients]
         else:
             runs.append(
                 (scenario, args.clients, SELLOUT_CAP_S if scenario == "sellout" else args.duration)
@@ -296,10 +330,12 @@ def plan(args: argparse.Namespace) -> list[tuple[str, int, float]]:
     return runs
 
 
-def run_all(bench: dict) -> tuple[list[dict], dict | None]:
-    """Every planned run (and the pgbench ceiling after hot), printing progress."""
+def run_all(bench: dict) -> tuple[list[dict], list[dict] | None]:
+    """Every planned run (and pgbench at each of its client counts after hot at --clients,
+    but not in a round of an A/B run), printing progress."""
+    args = bench["args"]
     runs, ceiling = [], None
-    for scenario, clients, seconds in plan(bench["args"]):
+    for scenario, clients, seconds in plan(args):
         print(f"== {scenario}: {clients} clients, up to {seconds:g} s", flush=True)
         run = run_scenario(bench, scenario, clients, seconds)
         if bench["service"].poll() is not None:
@@ -313,15 +349,13 @@ def run_all(bench: dict) -> tuple[list[dict], dict | None]:
             print(f"   {'PASS' if ok else 'FAIL'}  {name}", flush=True)
         if "books" in run:
             print(f"   {books_line(run['books'])}", flush=True)
+        if "reads" in load:
+            print(f"   {reads_line(run)}", flush=True)
         runs.append(run)
-        if scenario == "hot":
-            print(f"== pgbench ceiling: {clients} clients, {seconds:g} s", flush=True)
-            ceiling = pgbench_ceiling(bench, clients, seconds)
-            # One row takes commits fastest from a few clients: report that best case too.
-            ceiling["tps_at_10"] = pgbench_ceiling(bench, 10, seconds)["tps"]
-            print(
-                f"   {fmt(ceiling['tps'], '.0f')} tps at {ceiling['clients']} clients, "
-                f"{fmt(ceiling['tps_at_10'], '.0f')} tps at 10",
-                flush=True,
-            )
+        if scenario == "hot" and clients == args.clients and not args.round_json:
+            # One row takes commits fastest from a few clients: the best count is the ceiling.
+            counts = sorted({*PGBENCH_CLIENTS, clients})
+            print(f"== pgbench ceiling: {counts} clients, {seconds:g} s each", flush=True)
+            ceiling = [pgbench_ceiling(bench, c, seconds) for c in counts]
+            print(f"   {pgbench_line(ceiling)}", flush=True)
     return runs, ceiling

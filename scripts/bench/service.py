@@ -20,7 +20,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from bench.report import gunicorn_shape
-from bench.settings import BIN, GUNICORN_CONF, PARTNERS, ROOT
+from bench.settings import BIN, GUNICORN_CONF, IMPORTED_FROM, PARTNERS
+from ticketboss.config import PROJECT_ROOT
 from ticketboss.domain import Role
 from ticketboss.services.partners import create_key
 from ticketboss.store.migrate import upgrade
@@ -54,11 +55,13 @@ def free_port(preferred: int) -> int:
 
 
 def start_service(env: dict, log_path: Path) -> subprocess.Popen:
-    """gunicorn in its own session, so Ctrl-C reaches only us and we stop it in order."""
+    """gunicorn in its own session, so Ctrl-C reaches only us and we stop it in order. It
+    runs in the tree of the ticketboss we imported (an A/B arm's worktree puts its src first
+    on PYTHONPATH, for us and for gunicorn)."""
     with open(log_path, "w") as log:
         return subprocess.Popen(
             [BIN / "gunicorn", "-c", "python:ticketboss.gunicorn_conf", "ticketboss.wsgi:app"],
-            cwd=ROOT,
+            cwd=PROJECT_ROOT,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -113,7 +116,7 @@ def machine_facts(engine, env: dict) -> dict:
         ).stdout
     )
     revision = subprocess.run(
-        ["git", "-C", ROOT, "describe", "--always", "--dirty"],
+        ["git", "-C", PROJECT_ROOT, "describe", "--always", "--dirty"],
         check=False,
         capture_output=True,
         text=True,
@@ -131,18 +134,37 @@ def machine_facts(engine, env: dict) -> dict:
     }
 
 
-def service_cpu_seconds(master_pid: int) -> float:
-    """User + system CPU of gunicorn's master and its workers so far (from /proc)."""
+def service_cpu(master_pid: int) -> dict[int, float]:
+    """User + system CPU seconds so far of gunicorn's master and of each of its workers, by
+    pid (from /proc)."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
+    seconds = {}
     for stat in Path("/proc").glob("[0-9]*/stat"):
         with suppress(OSError):
             # The command may hold spaces and parentheses: fields start after the last ')'.
             fields = stat.read_text().rsplit(")", 1)[1].split()
             pid, ppid = int(stat.parent.name), int(fields[1])
             if master_pid in (pid, ppid):
-                total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+                seconds[pid] = (int(fields[11]) + int(fields[12])) / tick
+    return seconds
+
+
+def served_from(master_pid: int) -> str:
+    """The file of the ticketboss package that gunicorn's workers import: `python -c` run with
+    a worker's own environment and working directory, read from /proc (gunicorn puts that
+    directory first on sys.path, as -c puts it)."""
+    worker = next(pid for pid in service_cpu(master_pid) if pid != master_pid)
+    proc = Path("/proc") / str(worker)
+    pairs = (item.partition("=") for item in proc.joinpath("environ").read_text().split("\0"))
+    env = {name: value for name, _, value in pairs if name}
+    return subprocess.run(
+        [sys.executable, "-c", IMPORTED_FROM],
+        env=env,
+        cwd=os.readlink(proc / "cwd"),
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
 
 
 def machine_cpu_seconds() -> float:

@@ -21,7 +21,19 @@ DRAIN_S = 10.0
 LAPSE_MARGIN_S = 1.0
 PARTNERS = 10  # partner keys the clients share (--auth keys)
 SWEEP_CLIENTS = (1, 10, 50, 100, 200)
-SCENARIOS = ("hot", "sellout", "mixed", "sweep", "checkout")
+HOT_FEW_CLIENTS = 10  # hot also runs at this many clients: the latency of a quiet on-sale
+# pgbench runs at each of these client counts (and at --clients): its best is the ceiling.
+PGBENCH_CLIENTS = (1, 10, 50, 100)
+READ_HEAVY_SEATS = "1"
+# The reads comparison: what each of its runs GETs, and the status every answer must have.
+# An unknown path touches no database (and, unrouted, checks no key) but passes through the
+# same WSGI stack and error mapping as the summary.
+READS = {
+    "summary": ("/api/reservations", 200),
+    "no-db": ("/api/nope", 404),
+    "openapi": ("/api/openapi.json", 200),
+}
+SCENARIOS = ("hot", "sellout", "mixed", "read-heavy", "reads", "sweep", "checkout")
 COUNTERS = {f"ticketboss_cas_{k}_total": k for k in ("commits", "retries", "exhausted")}
 SAMPLE = re.compile(r"^([A-Za-z_:][\w:]*)(?:\{.*\})?\s+(\S+)")
 TPS = re.compile(r"tps = ([\d.]+) \((?:without initial connection time|excluding connections)")
@@ -29,6 +41,8 @@ GUNICORN_CONF = (
     "import json, runpy; conf = runpy.run_module('ticketboss.gunicorn_conf'); "
     "print(json.dumps({k: conf.get(k) for k in ('workers', 'worker_class', 'threads')}))"
 )
+# Where a process with a gunicorn worker's environment and directory imports ticketboss from.
+IMPORTED_FROM = "import ticketboss; print(ticketboss.__file__)"
 COLUMNS = (
     "scenario",
     "clients",
@@ -49,3 +63,4 @@ COLUMNS = (
     "gen CPU %",
     "invariants",
 )
+AB_COLUMNS = ("run", "measure", "A mean", "A rounds", "B mean", "B rounds", "B vs A")

@@ -6,17 +6,23 @@ from pathlib import Path
 
 import pytest
 from bench.report import (
+    ab_rows,
+    best_pgbench,
     books_checks,
     books_line,
     checkout_lines,
     gunicorn_shape,
     markdown_table,
+    pgbench_line,
     problem_split,
+    reads_comparison,
+    reads_line,
     render,
+    render_ab,
     table_row,
     targets,
 )
-from bench.settings import COLUMNS
+from bench.settings import AB_COLUMNS, COLUMNS
 
 RECORDED = json.loads((Path(__file__).parent / "bench_report.json").read_text())
 
@@ -122,3 +128,146 @@ def test_a_checkout_run_reports_its_rates_its_409s_its_latency_and_its_books(rep
     assert "hold p50 10.0 ms, p99 50.0 ms; confirm p50 10.0 ms" in lines[2]
     assert lines[3].endswith(": balanced")
     assert lines[3] in render(report)
+
+
+def hot_run(report, clients, confirmed_per_s, p99):
+    """The recorded run, at another client count and rate."""
+    run = copy.deepcopy(report["runs"][0])
+    run["clients"] = clients
+    run["load"]["confirmed_per_s"] = run["load"]["requests_per_s"] = confirmed_per_s
+    run["load"]["latency_ms"]["p99"] = p99
+    return run
+
+
+def read_run(report, scenario, reads_per_s, path="/api/reservations"):
+    """The recorded run, as a run of the reads comparison (or read-heavy) would have it."""
+    run = hot_run(report, 100, 0.0, 20.0)
+    run["scenario"], run["seats"], run["load"]["confirmed"] = scenario, "-", 0
+    run["load"]["requests_per_s"] = reads_per_s
+    run["load"]["reads"] = {
+        "path": path,
+        "reads": int(reads_per_s * 5),
+        "reads_per_s": reads_per_s,
+        "latency_ms": {"read": {"p50": 4.0, "p99": 20.0}},
+    }
+    return run
+
+
+def verdicts(runs, ceiling):
+    return {name: (measured, met) for name, measured, met in targets(runs, ceiling)}
+
+
+def test_hot_is_held_to_the_best_pgbench_tps_of_its_own_run(report):
+    runs = [hot_run(report, 10, 900.0, 8.0), hot_run(report, 100, 1300.0, 40.0)]
+    found = verdicts(runs, report["pgbench"])
+    assert found["hot@100 >= 1.6x pgbench's best tps of this run"] == (
+        "1.73x of 752 tps at 10 clients",
+        True,
+    )
+    assert found["hot@100 >= 3000 confirmed/s"] == ("1300/s", False)
+    assert found["hot@100 p99 <= 50 ms"] == ("40.0 ms", True)
+    assert found["hot@10 p99 <= 10 ms"] == ("8.0 ms", True)
+
+
+def test_without_pgbench_the_ratio_target_is_not_measured(report):
+    found = verdicts([hot_run(report, 100, 3500.0, 40.0)], None)
+    assert found["hot@100 >= 1.6x pgbench's best tps of this run"] == ("no pgbench tps", None)
+
+
+def test_pgbench_names_each_client_count_its_best_a_capped_count_and_errors(report):
+    ceiling = [
+        *report["pgbench"],
+        {"clients": 90, "clients_asked": 100, "duration_s": 2, "tps": 600.0, "error": None},
+        {"clients": 1, "clients_asked": 1, "duration_s": 2, "tps": None, "error": "refused"},
+    ]
+    assert best_pgbench(ceiling)["clients"] == 10
+    assert best_pgbench([ceiling[-1]]) is None
+    line = pgbench_line(ceiling)
+    assert line.startswith("pgbench tps by clients (2 s each): 752 at 10, 668 at 20, ")
+    assert "600 at 90 (of 100: max_connections)" in line
+    assert "best 752 tps at 10 clients; pgbench error at 1: refused" in line
+    assert pgbench_line(ceiling) in render(report | {"pgbench": ceiling})
+
+
+def test_summary_reads_are_held_to_90_percent_of_reads_that_touch_no_database(report):
+    runs = [
+        read_run(report, "reads/summary", 2700.0),
+        read_run(report, "reads/no-db", 3000.0, "/api/nope"),
+        read_run(report, "reads/openapi", 500.0, "/api/openapi.json"),
+    ]
+    assert reads_comparison(runs) == {"summary": 2700.0, "no-db": 3000.0, "openapi": 500.0}
+    found = verdicts(runs, None)
+    assert found["summary reads >= 90 % of no-db reads"] == ("90.0 % (2700 vs 3000/s)", True)
+    runs[0]["load"]["reads"]["reads_per_s"] = 2600.0
+    assert verdicts(runs, None)["summary reads >= 90 % of no-db reads"][1] is False
+    text = render(report | {"runs": runs})
+    assert "- reads comparison: summary (/api/reservations) 2,600/s, no-db" in text
+    assert "summary = 86.7 % of no-db" in text
+    assert table_row(runs[1])[:3] == ["reads/no-db", "100", "-"]
+
+
+def test_a_read_heavy_run_shows_its_reads_writes_latency_and_read_your_writes(report):
+    run = read_run(report, "read-heavy", 900.0)
+    run["seats"], run["load"]["confirmed_per_s"] = "1", 100.0
+    run["load"]["reads"]["latency_ms"] = {
+        "reserve": {"p50": 6.0, "p99": 30.0},
+        "summary": {"p50": 2.0, "p99": 9.5},
+    }
+    seen = {"after_write": 480, "stale_after_write": 0, "went_back": 0}
+    run["load"]["reads"]["read_your_writes"] = seen
+    assert reads_line(run) == (
+        "GET /api/reservations: 900 reads/s, 100 confirmed/s; "
+        "reserve p50 6.0 ms, p99 30.0 ms; summary p50 2.0 ms, p99 9.5 ms; "
+        "read your writes: 480 summaries read after their client's own 201, "
+        "0 showed less than it wrote, 0 less than it had read"
+    )
+    assert f"- read-heavy@100: {reads_line(run)}" in render(report | {"runs": [run]})
+
+
+def test_each_workers_cpu_per_request_is_a_line_of_its_run(report):
+    assert "worker CPU" not in render(report)  # recorded before it was measured
+    report["runs"][0]["worker_cpu_ms_per_request"] = [0.524, 0.49]
+    assert "- hot@20: worker CPU ms/req: 0.52 / 0.49\n" in render(report)
+
+
+def ab_round(report, arm, number, confirmed_per_s, p99, cpu):
+    run = hot_run(report, 100, confirmed_per_s, p99)
+    run["service_cpu_ms_per_request"] = cpu
+    return {"arm": arm, "round": number, "ok": True, "runs": [run]}
+
+
+def test_the_ab_table_gives_each_arms_rounds_their_mean_and_bs_change(report):
+    rounds = [
+        ab_round(report, "A", 1, 1000.0, 40.0, 0.5),
+        ab_round(report, "B", 1, 1200.0, 30.0, 0.4),
+        ab_round(report, "A", 2, 1100.0, 50.0, 0.5),
+        ab_round(report, "B", 2, 1300.0, 30.0, 0.4),
+    ]
+    assert ab_rows(rounds) == [
+        ["hot@100", "confirmed/s", "1,050", "1,000 1,100", "1,250", "1,200 1,300", "+19.0 %"],
+        ["hot@100", "p99 ms", "45.0", "40.0 50.0", "30.0", "30.0 30.0", "-33.3 %"],
+        ["hot@100", "svc CPU ms/req", "0.500", "0.500 0.500", "0.400", "0.400 0.400", "-20.0 %"],
+    ]
+    ab = {
+        "timestamp": "20261128T210000Z",
+        "config": {"ab": "HEAD", "scenario": "hot", "clients": 100, "duration_s": 5, "rounds": 2},
+        "order": ["A", "B", "A", "B"],
+        "arms": {
+            "A": {"label": "HEAD (c428580)", "code": "/tmp/ab/a/src/ticketboss/__init__.py"},
+            "B": {"label": "working tree (c428580-dirty)", "code": "/w/src/ticketboss/__init__.py"},
+        },
+        "rounds": rounds,
+    }
+    text = render_ab(ab)
+    assert "in the order A B A B." in text
+    assert "- A: HEAD (c428580), served from /tmp/ab/a/src/ticketboss/__init__.py" in text
+    assert markdown_table(ab_rows(rounds), AB_COLUMNS)[0] in text
+    assert text.endswith("Invariants: PASS\n")
+
+
+def test_reads_are_compared_by_requests_a_second(report):
+    rounds = [
+        {"arm": arm, "round": 1, "ok": True, "runs": [read_run(report, "reads/summary", rate)]}
+        for arm, rate in (("A", 2000.0), ("B", 2500.0))
+    ]
+    assert ab_rows(rounds)[0][1:] == ["req/s", "2,000", "2,000", "2,500", "2,500", "+25.0 %"]
