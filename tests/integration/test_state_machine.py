@@ -185,7 +185,9 @@ class ReservationMachine(RuleBasedStateMachine):
 
     @rule()
     def sweep(self):
-        assert self.service.sweep() == self.reclaim()
+        # Other tests' events share the database, and the jumped clock lapses their holds too:
+        # the sweep expires those as well; the rows invariant checks this event's exactly.
+        assert self.service.sweep() >= self.reclaim()
 
     @rule(data=st.data())
     def read_back(self, data):
