@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: help install system-packages lock run migrate seed partner prune-keys sweep-holds test lint bench clean
+.PHONY: help install system-packages lock run migrate seed partner prune-keys sweep-holds cluster test lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -47,6 +47,9 @@ prune-keys: migrate  ## delete expired Idempotency-Keys (cron it, e.g. hourly)
 
 sweep-holds: migrate  ## mark lapsed holds expired (tidiness only; the service also does it every HOLD_SWEEP_SECONDS)
 	$(BIN)/ticketboss holds sweep
+
+cluster: install  ## pgbouncer, N gunicorn hosts and HAProxy on loopback until Ctrl-C (ARGS="--hosts 3 --port 8080")
+	PYTHONPATH=scripts exec $(BIN)/python -m cluster $(ARGS)
 
 test: install  ## the whole suite against a fresh PostgreSQL database (TEST_DATABASE_URL)
 	$(BIN)/pytest $(ARGS)

@@ -7,7 +7,8 @@ Each client owns one connection and sends its next request as soon as the previo
 has arrived. At the deadline no new request starts; the ones in flight get at most --drain
 seconds, so every request sent is either answered or counted as unanswered. Scenarios:
 
-- hot:     every request reserves seats;
+- hot:     every request reserves seats; with --events, of a random one of those events
+  (POST /api/events/<id>/reservations) rather than the default one (/api/reservations);
 - sellout: like hot, but a client stops once a 409 says 0 seats are available;
 - mixed:   70 % reserve, 20 % summary, 10 % cancel one of the client's own reservations;
 - read-heavy: 90 % summary, 10 % reserve; each client checks that a summary it reads shows
@@ -56,6 +57,9 @@ class Tally:
         self.statuses: dict[str, Counter] = defaultdict(Counter)
         self.latencies: dict[str, list[float]] = defaultdict(list)
         self.asked_409: Counter = Counter()
+        # --events: statuses and the seats of 409s, per event.
+        self.by_event: dict[str, Counter] = defaultdict(Counter)
+        self.asked_409_by_event: dict[str, Counter] = defaultdict(Counter)
         self.problems_409: Counter = Counter()  # checkout: 409s by problem type
         self.abandoned = 0
         self.ids: list[str] = []
@@ -159,10 +163,16 @@ async def client(i: int, args, tally: Tally, deadline: float) -> None:
     # service takes from the key; without, it names itself as the Node.js clients did.
     key = args.keys[i % len(args.keys)] if args.keys else ""
     body = b'{"seats": %d}' if key else b'{"partnerId": "client-%d", "seats": %%d}' % i
-    reserves = [
-        (s, request_bytes("POST", PATH, host, body % s, key))
-        for s in range(int(low), int(high or low) + 1)
-    ]
+    # The reserve requests by event: None is the default event's route. Without --events
+    # no event is drawn, so the random sequence (and the load) stay what they were.
+    paths = {e: f"/api/events/{quote(e, safe='')}/reservations" for e in args.events}
+    reserves = {
+        event: [
+            (s, request_bytes("POST", path, host, body % s, key))
+            for s in range(int(low), int(high or low) + 1)
+        ]
+        for event, path in (paths or {None: PATH}).items()
+    }
     read = request_bytes("GET", args.path, host, key=key)
     own_ids: list[str] = []
     # read-heavy: the version this client's next summary must show at least (each of its
@@ -171,13 +181,18 @@ async def client(i: int, args, tally: Tally, deadline: float) -> None:
     link = Link(args, tally)
     try:
         while time.perf_counter() < deadline:
+            event = rng.choice(args.events) if args.events else None
             operation, raw, seats = next_request(
-                args.scenario, rng, reserves, own_ids, host, key, read
+                args.scenario, rng, reserves[event], own_ids, host, key, read
             )
             answer = await link.send(operation, raw)
             if answer is None:
                 continue
             status, body = answer
+            if event is not None:
+                tally.by_event[event][str(status)] += 1
+                if status == 409:
+                    tally.asked_409_by_event[event][seats] += 1
             if args.scenario == "read-heavy" and operation == "summary" and status == 200:
                 version = int(VERSION.search(body).group(1))
                 tally.went_back += version < seen
@@ -337,6 +352,16 @@ async def run(args) -> tuple[dict, list[str]]:
         report["checkout"] = checkout_figures(args, tally)
     if args.scenario in ("read", "read-heavy"):
         report["reads"] = read_figures(args, tally, wall)
+    if args.events:
+        report["events"] = {
+            event: {
+                "statuses": dict(sorted(tally.by_event[event].items())),
+                "asked_409": {
+                    str(k): v for k, v in sorted(tally.asked_409_by_event[event].items())
+                },
+            }
+            for event in args.events
+        }
     return report, tally.ids
 
 
@@ -401,11 +426,19 @@ def main() -> int:
         "--think-ms", default="50-250", help="checkout: think time before confirming, N or MIN-MAX"
     )
     parser.add_argument("--path", default=PATH, help="read: the path every request GETs")
+    parser.add_argument(
+        "--events",
+        type=lambda text: [e for e in text.split(",") if e],
+        default=[],
+        help="hot: reserve on a random one of these event ids (comma-separated) each time",
+    )
     parser.add_argument("--ids-file", help="write the reservationId of every 201 here")
     parser.add_argument(
         "--keys-file", help="API keys, one per line (not on the command line, which ps shows)"
     )
     args = parser.parse_args()
+    if args.events and args.scenario != "hot":
+        parser.error("--events is for the hot scenario")
     args.keys = []
     if args.keys_file:
         with open(args.keys_file) as keys:

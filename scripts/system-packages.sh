@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Debian packages the tests run for real (make install calls this): pgbouncer, for the
-# end-to-end test behind a transaction-mode pooler. Installs only what is missing, as root.
+# Debian packages the tests and `make cluster` run for real (make install calls this):
+# pgbouncer (a transaction-mode pooler) and HAProxy (the cluster's balancer). Installs only
+# what is missing, as root.
 set -euo pipefail
 
 missing=()
 command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
+command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -6,6 +6,7 @@
     make bench ARGS="--scenario checkout --hold-ttl 2 --duration 10"
     make bench ARGS="--scenario reads --duration 5"
     make bench ARGS="--ab HEAD --scenario hot --rounds 3"         # HEAD's code against ours
+    make bench ARGS="--cluster 1,2,4 --duration 8"                # N hosts behind HAProxy
 
 Each scenario reseeds the default event, runs scripts/loadgen.py in its own process (so its
 CPU is its own), reads the CAS counters of /metrics before and after, and checks the books in
@@ -19,6 +20,13 @@ status 1 if an invariant failed; targets are only printed.
 With --ab REV, each round is a whole bench run of one scenario (without pgbench) whose service
 imports ticketboss from a git worktree of REV (arm A) or from the working tree (arm B), the
 arms alternating A, B, A, B...; then a table compares them (results/ab-*).
+
+With --cluster N,N,..., instead of the scenarios: for each N, under round robin and then
+event affinity, a cluster (scripts/cluster: pgbouncer, N gunicorn hosts of one worker,
+HAProxy) on a fresh database, and through HAProxy at --clients for --duration: `hot` (every
+request reserves on one event) and `mix20` (each on a random one of 20 events). The table has
+a row per (workload, N, balance) with each host's share of the confirmed reservations, from
+the hosts' /metrics (results/cluster-*).
 """
 
 from __future__ import annotations
@@ -37,6 +45,7 @@ from sqlalchemy.engine import make_url
 from bench.ab import run_ab
 from bench.measure import run_all
 from bench.report import plot_sweep, render, targets, write_results
+from bench.scale import run_cluster_bench
 from bench.service import (
     free_port,
     fresh_database,
@@ -50,6 +59,14 @@ from bench.service import (
 from bench.settings import EVENT_ID, HUGE, RESULTS, SCENARIOS
 from ticketboss.config import BenchSettings, Settings
 from ticketboss.store.db import make_engine
+
+
+def host_counts(text: str) -> list[int]:
+    """--cluster's "1,2,4" as [1, 2, 4]; each at least 1."""
+    counts = [int(n) for n in text.split(",") if n.strip()]
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError("host counts are whole numbers of at least 1: 1,2,4")
+    return counts
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -99,6 +116,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         "round, on one --scenario",
     )
     parser.add_argument("--rounds", type=int, default=3, help="--ab: timed runs of each arm")
+    parser.add_argument(
+        "--cluster",
+        type=host_counts,
+        metavar="N,N,...",
+        help="instead of the scenarios: clusters of these many one-worker hosts behind HAProxy, "
+        "each under round robin and event affinity, running hot and mix20 at --clients",
+    )
     # A round of an A/B run: no pgbench, hot at --clients only, the report to this file.
     parser.add_argument("--round-json", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -108,6 +132,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--ab compares one --scenario")
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.cluster and (args.ab or args.scenario != "all"):
+        parser.error("--cluster runs its own workloads: no --ab, no --scenario")
     return args
 
 
@@ -117,6 +143,8 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so that `finally` stops gunicorn
     if args.ab:
         return run_ab(args)
+    if args.cluster:
+        return run_cluster_bench(args)
     url = BenchSettings.from_env().bench_database_url
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     RESULTS.mkdir(exist_ok=True)

@@ -43,8 +43,9 @@ from ticketboss.cli import seed_event
 from ticketboss.store.tables import events, reservations
 
 
-def cas_counters(port: int) -> dict[str, float] | None:
-    """Each CAS counter summed over its samples in /metrics; None when /metrics does not answer."""
+def cas_counters(port: int, names: dict[str, str] = COUNTERS) -> dict[str, float] | None:
+    """Each counter of `names` (the CAS counters unless told) summed over its samples in
+    /metrics, by its short name; None when /metrics does not answer."""
     try:
         with urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
             body = response.read().decode()
@@ -53,8 +54,8 @@ def cas_counters(port: int) -> dict[str, float] | None:
     totals: dict[str, float] = {}
     for line in body.splitlines():
         sample = SAMPLE.match(line)
-        if sample and sample.group(1) in COUNTERS:
-            key = COUNTERS[sample.group(1)]
+        if sample and sample.group(1) in names:
+            key = names[sample.group(1)]
             totals[key] = totals.get(key, 0.0) + float(sample.group(2))
     return totals
 
@@ -118,17 +119,17 @@ def read_summary(port: int, keys_file: Path | None) -> dict:
         raise RuntimeError(f"GET the summary of {EVENT_ID}: {exc}") from exc
 
 
-def read_books(engine) -> dict:
+def read_books(engine, event_id: str = EVENT_ID) -> dict:
     """The event's seats and its reservation rows, read straight from the database."""
     with engine.connect() as conn:
         total, available = conn.execute(
             select(events.c.total_seats, events.c.available_seats).where(
-                events.c.event_id == EVENT_ID
+                events.c.event_id == event_id
             )
         ).one()
         rows = conn.execute(
             select(reservations.c.id, reservations.c.seats, reservations.c.status).where(
-                reservations.c.event_id == EVENT_ID
+                reservations.c.event_id == event_id
             )
         ).all()
     return {

@@ -9,8 +9,11 @@ from statistics import fmean
 
 from bench.settings import (
     AB_COLUMNS,
+    CLUSTER_COLUMNS,
+    CLUSTER_WORKLOADS,
     COLUMNS,
     HOT_FEW_CLIENTS,
+    HUGE,
     PARTNERS,
     READS,
     RESULTS,
@@ -452,5 +455,122 @@ def render_ab(ab: dict) -> str:
         *markdown_table(ab_rows(ab["rounds"]), AB_COLUMNS),
         "",
         f"Invariants: {'PASS' if all(rd['ok'] for rd in ab['rounds']) else 'FAIL'}",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def host_share(confirmed: list[float] | None) -> str:
+    """Each host's share of the reservations the hosts confirmed, in whole percent and in
+    host order, e.g. "62/38"; n/a when nothing was counted."""
+    total = sum(confirmed or [])
+    if not total:
+        return "n/a"
+    return "/".join(f"{100 * n / total:.0f}" for n in confirmed)
+
+
+def spurious_by_event(asked_409: dict[str, dict[str, int]], available: dict[str, int]) -> int:
+    """409s that asked for no more seats than their event had left at the end: in a run that
+    only reserves, available never rises, so those seats were there when the 409 came."""
+    return sum(
+        n
+        for event, asked in asked_409.items()
+        for seats, n in asked.items()
+        if int(seats) <= available[event]
+    )
+
+
+def cluster_checks(
+    books: dict[str, dict], load: dict, ids: set[str], counted: list[float] | None
+) -> dict[str, bool]:
+    """A cluster run's invariants: each event's books balance and hold one row for each of
+    its 201s, every request was answered, no 503, no other 5xx, no spurious 409, and (when
+    every host's /metrics answered) the hosts counted every 201 once."""
+    statuses, by_event = load["statuses"], load["events"]
+    available = {event: b["available"] for event, b in books.items()}
+    asked = {event: counts["asked_409"] for event, counts in by_event.items()}
+    checks = {
+        "available + confirmed seats = total, every event": all(
+            b["available"] + b["confirmed_seats"] == b["total"] for b in books.values()
+        ),
+        "reservation rows = 201s received, every event": all(
+            b["rows"] == by_event[event]["statuses"].get("201", 0) for event, b in books.items()
+        ),
+        "every 201's reservationId is in the database": ids
+        <= set().union(*(b["ids"] for b in books.values())),
+        "every request answered": load["unanswered"] == 0 and all(map(str.isdigit, statuses)),
+        "no 503": statuses.get("503", 0) == 0,
+        "no 5xx other than 503": not other_5xx(statuses),
+        "no spurious 409": spurious_by_event(asked, available) == 0,
+    }
+    if counted is not None:
+        checks["the hosts' confirmed counters add up to the 201s"] = sum(counted) == statuses.get(
+            "201", 0
+        )
+    return checks
+
+
+def cluster_row(run: dict) -> list[str]:
+    """One cluster run as the cells of CLUSTER_COLUMNS."""
+    load, latency = run["load"], run["load"]["latency_ms"]
+    failed = [name for name, ok in run["invariants"].items() if not ok]
+    return [
+        run["workload"],
+        str(run["hosts"]),
+        run["balance"],
+        str(run["clients"]),
+        f"{load['confirmed_per_s']:.0f}",
+        f"{latency['p50']:.1f}",
+        f"{latency['p99']:.1f}",
+        fmt(run["retries_per_commit"]),
+        fmt(run["reservations_per_commit"]),
+        host_share(run["confirmed_by_host"]),
+        str(load["statuses"].get("503", 0)),
+        str(run["spurious_409"]),
+        "PASS" if not failed else "FAIL: " + "; ".join(failed),
+    ]
+
+
+def cluster_details(run: dict) -> str:
+    """What a cluster run's row has no room for: statuses, each host's counters, the
+    generator's CPU."""
+    load = run["load"]
+    hosts = "; ".join(
+        ", ".join([h["host"], *(f"Δ{k} {v:g}" for k, v in h.items() if k != "host")])
+        for h in run["host_counters"] or []
+    )
+    return (
+        f"- {run['workload']}@{run['hosts']} {run['balance']}: statuses "
+        + " ".join(f"{status}:{n}" for status, n in load["statuses"].items())
+        + f"; {hosts or 'n/a (no /metrics)'}; generator {load['cpu_percent']:.0f} % CPU"
+    )
+
+
+def render_cluster(report: dict) -> str:
+    """The cluster report: machine, workloads, one row per (workload, hosts, balance)."""
+    m, cfg = report["machine"], report["config"]
+    mix = CLUSTER_WORKLOADS["mix20"]
+    lines = [
+        f"# TicketBoss cluster bench {report['timestamp']}",
+        "",
+        f"Machine: {m['nproc']} CPUs ({m['cpu_model']}), PostgreSQL {m['postgresql']}, "
+        f"Python {m['python']}; revision {m['revision']}.",
+        f"Each host: gunicorn {m['gunicorn']}; HAProxy in front (roundrobin: round robin; "
+        "affinity: consistent hashing on the event id of the path), pgbouncer (transaction "
+        "pooling) behind; all on this machine.",
+        f"{cfg['clients']} clients, {cfg['duration_s']:g} s per run, seats per request "
+        f"{cfg['seats']}, AUTH_MODE {cfg['auth']}; hot: every request reserves on "
+        f"{CLUSTER_WORKLOADS['hot'][0]}; mix20: each on a random one of {len(mix)} events "
+        f"({mix[0]} … {mix[-1]}); every event has {HUGE:,} seats, so every 409 is spurious. "
+        f"Database {cfg['database']}.",
+        "",
+        *markdown_table([cluster_row(r) for r in report["runs"]], CLUSTER_COLUMNS),
+        "",
+        "host share %: each host's part of the reservations the hosts confirmed (their "
+        "/metrics), host1/host2/…; retries/commit and 201/commit from the CAS counters of every "
+        "host.",
+        "",
+        *(cluster_details(r) for r in report["runs"]),
+        "",
+        f"Invariants: {'PASS' if report['ok'] else 'FAIL'}",
     ]
     return "\n".join(lines) + "\n"

@@ -64,3 +64,24 @@ COLUMNS = (
     "invariants",
 )
 AB_COLUMNS = ("run", "measure", "A mean", "A rounds", "B mean", "B rounds", "B vs A")
+# --cluster: each host count runs under each balance, round robin first; each cluster runs
+# `hot` (every request on the default event) and `mix20` (each on a random one of 20 events).
+CLUSTER_BALANCES = ("roundrobin", "affinity")
+MIX_EVENTS = tuple(f"bench-mix-{i:02d}" for i in range(1, 21))
+CLUSTER_WORKLOADS = {"hot": (EVENT_ID,), "mix20": MIX_EVENTS}
+HOST_COUNTERS = {**COUNTERS, "ticketboss_reservations_confirmed_total": "confirmed"}
+CLUSTER_COLUMNS = (
+    "workload",
+    "hosts",
+    "balance",
+    "clients",
+    "confirmed/s",
+    "p50 ms",
+    "p99 ms",
+    "retries/commit",
+    "201/commit",
+    "host share %",
+    "503",
+    "spurious 409",
+    "invariants",
+)

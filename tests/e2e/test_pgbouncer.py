@@ -20,7 +20,7 @@ import pytest
 from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 
-from pgbouncer import PgBouncer
+from cluster.parts import PgBouncer
 from servers import request, serve
 from ticketboss.cli import seed_event
 from ticketboss.config import Settings
@@ -41,7 +41,7 @@ def bouncer(pg_url):
     pgbouncer = PgBouncer(workdir, url.host, url.port or 5432, url.username)
     pgbouncer.start()
     yield pgbouncer
-    pgbouncer.stop()
+    pgbouncer.kill()
     subprocess.run(["rm", "-rf", str(workdir)], check=False)
 
 
@@ -216,7 +216,7 @@ def test_keyed_retries_get_a_definite_answer_soon_after_an_outage_and_book_once(
     for t in threads:
         t.start()
     time.sleep(1.5)
-    bouncer.stop()
+    bouncer.kill()
     down = time.monotonic()
     time.sleep(3)
     bouncer.start()

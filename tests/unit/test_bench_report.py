@@ -5,13 +5,17 @@ import json
 from pathlib import Path
 
 import pytest
+
 from bench.report import (
     ab_rows,
     best_pgbench,
     books_checks,
     books_line,
     checkout_lines,
+    cluster_checks,
+    cluster_row,
     gunicorn_shape,
+    host_share,
     markdown_table,
     pgbench_line,
     problem_split,
@@ -19,10 +23,12 @@ from bench.report import (
     reads_line,
     render,
     render_ab,
+    render_cluster,
+    spurious_by_event,
     table_row,
     targets,
 )
-from bench.settings import AB_COLUMNS, COLUMNS
+from bench.settings import AB_COLUMNS, CLUSTER_COLUMNS, COLUMNS
 
 RECORDED = json.loads((Path(__file__).parent / "bench_report.json").read_text())
 
@@ -271,3 +277,146 @@ def test_reads_are_compared_by_requests_a_second(report):
         for arm, rate in (("A", 2000.0), ("B", 2500.0))
     ]
     assert ab_rows(rounds)[0][1:] == ["req/s", "2,000", "2,000", "2,500", "2,500", "+25.0 %"]
+
+
+def cluster_books():
+    """Two events' books as a cluster run reads them: balanced, one row per 201."""
+    return {
+        "a": {
+            "total": 100,
+            "available": 90,
+            "confirmed_seats": 10,
+            "rows": 3,
+            "ids": {"1", "2", "3"},
+        },
+        "b": {"total": 100, "available": 95, "confirmed_seats": 5, "rows": 1, "ids": {"4"}},
+    }
+
+
+def cluster_load():
+    """What the load generator reports of a run over events a and b through HAProxy."""
+    return {
+        "statuses": {"201": 4},
+        "unanswered": 0,
+        "confirmed_per_s": 812.4,
+        "cpu_percent": 11.0,
+        "latency_ms": {"p50": 9.94, "p90": 20.0, "p99": 48.26, "max": 60.0},
+        "events": {
+            "a": {"statuses": {"201": 3}, "asked_409": {}},
+            "b": {"statuses": {"201": 1}, "asked_409": {}},
+        },
+    }
+
+
+def cluster_run(**changes):
+    """A passing cluster run: mix of two events on two hosts, round robin."""
+    run = {
+        "workload": "mix20",
+        "hosts": 2,
+        "balance": "roundrobin",
+        "clients": 100,
+        "load": cluster_load(),
+        "host_counters": [
+            {"host": "host1", "commits": 2.0, "retries": 1.0, "confirmed": 3.0},
+            {"host": "host2", "commits": 1.0, "retries": 0.0, "confirmed": 1.0},
+        ],
+        "confirmed_by_host": [3.0, 1.0],
+        "retries_per_commit": 1 / 3,
+        "reservations_per_commit": 4 / 3,
+        "spurious_409": 0,
+        "invariants": cluster_checks(cluster_books(), cluster_load(), {"1", "4"}, [3.0, 1.0]),
+    }
+    return run | changes
+
+
+def test_each_hosts_share_of_the_confirmed_reservations_reads_in_host_order():
+    assert host_share([62.0, 38.0]) == "62/38"
+    assert host_share([1.0, 0.0, 3.0]) == "25/0/75"
+    assert host_share([0.0, 0.0]) == "n/a"
+    assert host_share(None) == "n/a"
+
+
+def test_a_409_is_spurious_when_its_event_still_had_the_seats_it_asked_for():
+    asked = {"a": {"3": 2, "9": 1}, "b": {"3": 4}}
+    assert spurious_by_event(asked, {"a": 5, "b": 2}) == 2
+    assert spurious_by_event(asked, {"a": 0, "b": 0}) == 0
+
+
+def test_balanced_books_on_every_event_pass_every_cluster_check():
+    checks = cluster_checks(cluster_books(), cluster_load(), {"1", "4"}, [3.0, 1.0])
+    assert checks and all(checks.values())
+    without_metrics = cluster_checks(cluster_books(), cluster_load(), {"1"}, None)
+    assert "the hosts' confirmed counters add up to the 201s" not in without_metrics
+
+
+def test_one_unbalanced_event_a_missing_row_a_503_or_a_spurious_409_fails_its_check():
+    books = cluster_books()
+    books["b"]["available"] = 96
+    assert not cluster_checks(books, cluster_load(), set(), None)[
+        "available + confirmed seats = total, every event"
+    ]
+    books = cluster_books()
+    books["a"]["rows"] = 2
+    assert not cluster_checks(books, cluster_load(), set(), None)[
+        "reservation rows = 201s received, every event"
+    ]
+    load = cluster_load()
+    load["statuses"]["503"] = 1
+    load["events"]["a"]["asked_409"] = {"4": 1}
+    failed = [
+        k for k, ok in cluster_checks(cluster_books(), load, {"9"}, [3.0, 0.0]).items() if not ok
+    ]
+    assert failed == [
+        "every 201's reservationId is in the database",
+        "no 503",
+        "no spurious 409",
+        "the hosts' confirmed counters add up to the 201s",
+    ]
+
+
+def test_a_cluster_row_gives_rates_latency_counters_and_each_hosts_share():
+    row = cluster_row(cluster_run())
+    assert row == [
+        "mix20",
+        "2",
+        "roundrobin",
+        "100",
+        "812",
+        "9.9",
+        "48.3",
+        "0.33",
+        "1.33",
+        "75/25",
+        "0",
+        "0",
+        "PASS",
+    ]
+    assert len(row) == len(CLUSTER_COLUMNS)
+    failed = cluster_run(host_counters=None, confirmed_by_host=None, retries_per_commit=None)
+    failed["invariants"] = {"no 503": False}
+    assert cluster_row(failed)[-6:] == ["n/a", "1.33", "n/a", "0", "0", "FAIL: no 503"]
+
+
+def test_the_cluster_report_has_a_row_per_run_its_details_and_the_verdict(report):
+    runs = [cluster_run(), cluster_run(balance="affinity", host_counters=None)]
+    cluster = {
+        "timestamp": "20261128T213748Z",
+        "machine": report["machine"],
+        "config": {
+            "clients": 100,
+            "duration_s": 5,
+            "seats": "1-10",
+            "auth": "keys",
+            "database": "postgresql+psycopg2://root@127.0.0.1:5432/ticketboss_bench_cluster",
+        },
+        "runs": runs,
+        "ok": True,
+    }
+    text = render_cluster(cluster)
+    assert text.startswith("# TicketBoss cluster bench 20261128T213748Z")
+    assert markdown_table([cluster_row(r) for r in runs], CLUSTER_COLUMNS)[2] in text
+    assert (
+        "- mix20@2 roundrobin: statuses 201:4; host1, Δcommits 2, Δretries 1, Δconfirmed 3;" in text
+    )
+    assert "- mix20@2 affinity: statuses 201:4; n/a (no /metrics);" in text
+    assert text.endswith("Invariants: PASS\n")

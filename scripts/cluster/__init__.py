@@ -1,0 +1,1 @@
+"""A local TicketBoss cluster on loopback: pgbouncer, N gunicorn hosts, HAProxy in front."""

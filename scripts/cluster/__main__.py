@@ -1,0 +1,59 @@
+"""Run a local cluster until Ctrl-C or SIGTERM:
+
+    make cluster ARGS="--hosts 3 --port 8080"
+    make cluster ARGS="--hosts 2 --balance roundrobin"
+
+DATABASE_URL names the PostgreSQL behind pgbouncer (its database is created if missing); with
+none, or SQLite, postgresql+psycopg2://root@127.0.0.1:5432/ticketboss_cluster. Every other
+setting in the environment (AUTH_MODE, PARTNER_RATE_LIMIT, …) reaches every host.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+
+from cluster.parts import BALANCES
+from cluster.run import DEFAULT_DATABASE_URL, Cluster
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--hosts", type=int, default=3, help="app hosts (gunicorn masters)")
+    parser.add_argument("--port", type=int, default=8080, help="HAProxy's port (0: any)")
+    parser.add_argument("--balance", choices=BALANCES, default="affinity")
+    parser.add_argument("--workers", type=int, default=1, help="gunicorn workers per host")
+    args = parser.parse_args(argv)
+    database_url = os.environ.get("DATABASE_URL", "")
+    if not database_url.startswith("postgresql"):
+        database_url = DEFAULT_DATABASE_URL
+    cluster = Cluster(
+        database_url, hosts=args.hosts, port=args.port, balance=args.balance, workers=args.workers
+    )
+    stopping = []
+
+    def stop(signum, _frame):
+        stopping.append(signum)
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    cluster.start()
+    hosts = ", ".join(f"{h.name} :{h.port}" for h in cluster.hosts)
+    print(
+        f"TicketBoss cluster at {cluster.url}  ({args.balance}; {hosts}; "
+        f"pgbouncer :{cluster.pgbouncer.port}; files in {cluster.dir})",
+        flush=True,
+    )
+    print("Ctrl-C stops it.", flush=True)
+    while not stopping:
+        time.sleep(0.2)
+    print("stopping…", file=sys.stderr, flush=True)
+    cluster.stop()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
