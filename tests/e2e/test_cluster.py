@@ -130,3 +130,53 @@ def test_a_killed_host_loses_no_confirmed_reservation_and_its_event_moves(cluste
     summary = json.loads(body)
     assert summary["availableSeats"] + len(rows) == 100_000
     assert summary["reservationCount"] == len(rows) == len(set(answered.values()))
+
+
+@pytest.fixture(scope="module")
+def round_robin(pg_url):
+    """Two hosts in turn, sharing a partner rate limit of 5/s (burst 10) through Redis."""
+    workdir = Path(tempfile.mkdtemp(prefix="ticketboss-cluster-test-"))
+    try:
+        with Cluster(
+            pg_url,
+            hosts=2,
+            balance="roundrobin",
+            workdir=workdir,
+            PARTNER_RATE_LIMIT=5,
+            PARTNER_RATE_BURST=10,
+        ) as running:
+            yield running
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def test_the_rate_limit_and_idempotency_keys_hold_across_hosts(round_robin, engine):
+    seed_event(engine, "cluster-shared", "Shared", 100, reset=True)
+    key = create_key(engine, f"shared-{uuid.uuid4().hex[:6]}", Role.PARTNER)[1]
+    # The same key and body sent to each host directly: one booking, the same answer twice.
+    body = {"seats": 2}
+    answers = [
+        request(
+            host.port,
+            "POST",
+            "/api/events/cluster-shared/reservations",
+            body,
+            key,
+            headers={"Idempotency-Key": "order-1"},
+        )
+        for host in round_robin.hosts
+    ]
+    assert [status for status, _ in answers] == [201, 201]
+    assert len({json.loads(answer)["reservationId"] for _, answer in answers}) == 1
+    # Through the balancer, in turn to both hosts: one partner's burst of 10, counted once.
+    time.sleep(2.1)  # the two POSTs above count too: let the window pass
+    statuses = Counter(
+        request(round_robin.haproxy.port, "GET", "/api/events/cluster-shared", key=key)[0]
+        for _ in range(30)
+    )
+    assert statuses == Counter({200: 10, 429: 20})
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(reservations.c.id).where(reservations.c.event_id == "cluster-shared")
+        ).all()
+    assert len(rows) == 1
