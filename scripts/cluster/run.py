@@ -11,10 +11,10 @@ import time
 import urllib.request
 from pathlib import Path
 
-from sqlalchemy import create_engine, text
-from sqlalchemy.engine import URL, make_url
+from sqlalchemy.engine import make_url
 
 from cluster.parts import REDIS_URL, HAProxy, Host, PgBouncer, ensure_redis, free_port
+from ticketboss.store.migrate import create_database_if_missing
 
 DEFAULT_DATABASE_URL = "postgresql+psycopg2://root@127.0.0.1:5432/ticketboss_cluster"
 TICKETBOSS = Path(sys.executable).parent / "ticketboss"
@@ -66,7 +66,7 @@ class Cluster:
     def start(self) -> Cluster:
         try:
             self._redis = ensure_redis()
-            _create_database(self.upstream)
+            create_database_if_missing(self.upstream.render_as_string(hide_password=False))
             self.pgbouncer.start()
             through = {**os.environ, "DATABASE_URL": self.database_url.render_as_string(False)}
             for command in (["migrate"], ["seed"]):  # through pgbouncer, as the hosts go
@@ -111,17 +111,3 @@ class Cluster:
 
     def __exit__(self, *_) -> None:
         self.stop()
-
-
-def _create_database(url: URL) -> None:
-    """The database, created on its server if it does not exist yet."""
-    admin = create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            exists = conn.scalar(
-                text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": url.database}
-            )
-            if not exists:
-                conn.execute(text(f'CREATE DATABASE "{url.database}"'))
-    finally:
-        admin.dispose()
