@@ -33,25 +33,31 @@ def main(argv=None) -> int:
     cluster = Cluster(
         database_url, hosts=args.hosts, port=args.port, balance=args.balance, workers=args.workers
     )
-    stopping = []
 
-    def stop(signum, _frame):
-        stopping.append(signum)
+    def interrupt(signum, _frame):
+        raise KeyboardInterrupt
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    cluster.start()
-    hosts = ", ".join(f"{h.name} :{h.port}" for h in cluster.hosts)
-    print(
-        f"TicketBoss cluster at {cluster.url}  ({args.balance}; {hosts}; "
-        f"pgbouncer :{cluster.pgbouncer.port}; files in {cluster.dir})",
-        flush=True,
-    )
-    print("Ctrl-C stops it.", flush=True)
-    while not stopping:
-        time.sleep(0.2)
-    print("stopping…", file=sys.stderr, flush=True)
-    cluster.stop()
+    # SIGTERM and SIGHUP stop it as Ctrl-C does, during the start (which then cleans up what
+    # it started) as well as after it.
+    signal.signal(signal.SIGTERM, interrupt)
+    signal.signal(signal.SIGHUP, interrupt)
+    try:
+        cluster.start()
+        hosts = ", ".join(f"{h.name} :{h.port}" for h in cluster.hosts)
+        print(
+            f"TicketBoss cluster at {cluster.url}  ({args.balance}; {hosts}; "
+            f"pgbouncer :{cluster.pgbouncer.port}; files in {cluster.dir})",
+            flush=True,
+        )
+        print("Ctrl-C stops it.", flush=True)
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        print("stopping…", file=sys.stderr, flush=True)
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)  # a second Ctrl-C must not cut the stop short
+        cluster.stop()
     return 0
 
 

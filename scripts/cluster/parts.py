@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 
 PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
@@ -143,7 +144,14 @@ class Host:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C reaches the cluster, which stops us in order
             )
-        wait_for_port(self.port, self.process, f"host {self.name} (log: {self.log_path})", 30)
+        what = f"host {self.name} (log: {self.log_path})"
+        wait_for_port(self.port, self.process, what, 30)
+        # Its own app answers, migrated (not something else that took the port meanwhile).
+        deadline = time.monotonic() + 30
+        while not _ready(self.port):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{what} is not ready")
+            time.sleep(0.1)
 
     def kill(self) -> None:
         """As a crash would: SIGKILL to the master (its workers notice and exit)."""
@@ -153,6 +161,14 @@ class Host:
 
     def stop(self) -> None:
         stop(self.process, signal.SIGTERM, 30)
+
+
+def _ready(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/ready", timeout=2) as answer:
+            return answer.status == 200
+    except OSError:
+        return False
 
 
 def haproxy_config(port: int, hosts: list[Host], balance: str, default_event: str) -> str:
@@ -232,25 +248,29 @@ class HAProxy:
         stop(self.process, signal.SIGUSR1)  # soft stop: finish what is in flight
 
 
-def ensure_redis(url: str = REDIS_URL) -> subprocess.Popen | None:
-    """Redis answering at `url`; started (and returned, to be stopped) if it was not."""
+def ensure_redis(url: str = REDIS_URL) -> tuple[str, subprocess.Popen | None]:
+    """A Redis for the cluster: the one answering at `url` (left running: others may use
+    it), or one of its own on a free port, returned to be stopped with the cluster."""
     import redis
 
-    client = redis.Redis.from_url(url, socket_connect_timeout=1)
     try:
-        client.ping()
-        return None
+        redis.Redis.from_url(url, socket_connect_timeout=1).ping()
+        return url, None
     except OSError:
         pass
     binary = shutil.which("redis-server")
     if binary is None:
         raise RuntimeError(f"Redis does not answer at {url} and redis-server is not installed")
-    port = client.connection_pool.connection_kwargs.get("port", 6379)
+    port = free_port()
     process = subprocess.Popen(
         [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    wait_for_port(port, process, "redis-server")
-    return process
+    try:
+        wait_for_port(port, process, "redis-server")
+    except RuntimeError:
+        stop(process)
+        raise
+    return f"redis://127.0.0.1:{port}/0", process

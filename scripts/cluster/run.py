@@ -49,7 +49,6 @@ class Cluster:
         )
         self.database_url = upstream.set(host="127.0.0.1", port=self.pgbouncer.port)
         through = self.database_url.render_as_string(hide_password=False)
-        settings.setdefault("RATELIMIT_STORAGE_URI", REDIS_URL)
         self.hosts = [
             Host(f"host{i + 1}", self.dir, through, workers, **settings) for i in range(hosts)
         ]
@@ -65,7 +64,9 @@ class Cluster:
 
     def start(self) -> Cluster:
         try:
-            self._redis = ensure_redis()
+            redis_url, self._redis = ensure_redis(REDIS_URL)
+            for host in self.hosts:  # the partners' rate limit, shared by every host
+                host.env.setdefault("RATELIMIT_STORAGE_URI", redis_url)
             create_database_if_missing(self.upstream.render_as_string(hide_password=False))
             self.pgbouncer.start()
             through = {**os.environ, "DATABASE_URL": self.database_url.render_as_string(False)}
@@ -105,6 +106,7 @@ class Cluster:
         if self._redis is not None:
             self._redis.terminate()
             self._redis.wait(10)
+            self._redis = None
 
     def __enter__(self) -> Cluster:
         return self.start()

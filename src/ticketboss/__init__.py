@@ -71,8 +71,6 @@ def register_extensions(app: Flask, settings: Settings, clock: Clock | None = No
         app,
         resources={r"/api/*": {"origins": "*"}},
         send_wildcard=True,
-        # Only browsers ask (they send Origin): partners' servers' requests skip the work.
-        always_send=False,
         expose_headers=[
             "Location",
             "Retry-After",

@@ -61,6 +61,8 @@ class Settings:
     ratelimit_storage_uri: str = "memory://"
 
     def __post_init__(self) -> None:
+        if self.cas_swaps_per_transaction < 1:
+            raise ValueError("CAS_SWAPS_PER_TRANSACTION must be at least 1")
         if not 1 <= self.hold_ttl_seconds <= self.hold_max_seconds:
             raise ValueError("HOLD_TTL_SECONDS must be between 1 and HOLD_MAX_SECONDS")
         if self.auth_mode not in AUTH_MODES:

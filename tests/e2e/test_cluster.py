@@ -56,6 +56,18 @@ def confirmed_by(host) -> float:
     return 0.0
 
 
+def summaries_answered(host) -> float:
+    """The summaries a host answered (200 or 429), from its /metrics."""
+    _, body = request(host.port, "GET", "/metrics")
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in body.decode().splitlines()
+        if line.startswith("ticketboss_http_requests_total")
+        and 'route="/api/events/<event_id>"' in line
+        and 'method="GET"' in line
+    )
+
+
 def test_a_killed_host_loses_no_confirmed_reservation_and_its_event_moves(cluster, engine):
     seed_event(engine, EVENT, "Cluster", 100_000, reset=True)
     key = create_key(engine, "cluster-ops", Role.OPERATOR)[1]
@@ -175,6 +187,8 @@ def test_the_rate_limit_and_idempotency_keys_hold_across_hosts(round_robin, engi
         for _ in range(30)
     )
     assert statuses == Counter({200: 10, 429: 20})
+    # Both hosts answered (round robin): the count was shared, not one host's own.
+    assert all(summaries_answered(host) > 0 for host in round_robin.hosts)
     with engine.connect() as conn:
         rows = conn.execute(
             select(reservations.c.id).where(reservations.c.event_id == "cluster-shared")

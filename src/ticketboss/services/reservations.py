@@ -164,7 +164,7 @@ class ReservationService:
         """One read of the event for every summary waiting on it: (event, database time)."""
         with self.engine.connect() as conn:
             read = queries.load_event_at(conn, event_id)
-        return [read or EventNotFound(event_id)] * len(readers)
+        return [read or EventNotFound(event_id) for _ in readers]
 
     def get(self, event_id: str, reservation_id: UUID, *, owner: str | None = None) -> Reservation:
         """A reservation or hold of that event, as it stands now; only one of `owner`'s when
@@ -331,16 +331,16 @@ class ReservationService:
         is needed. Only after a few such losses does the whole transaction back off."""
         changes = [s.change for s in batch]
         with transaction(self.engine, _event(event_id)) as conn:
-            for _ in range(self.settings.cas_swaps_per_transaction):
+            for attempt in range(self.settings.cas_swaps_per_transaction):
+                if attempt:
+                    metrics.CAS_RETRIES.inc()
                 try:
                     read = self._read(conn, event_id, changes)
                 except VersionConflict:  # its rows were newer than its event: read again
-                    metrics.CAS_RETRIES.inc()
                     continue
                 decided = plan(event_id, read, changes)
                 if self._swapped(conn, decided):
                     break
-                metrics.CAS_RETRIES.inc()
             else:
                 raise VersionConflict(event_id)
             outcomes = self._write(conn, event_id, read, decided)

@@ -15,6 +15,9 @@ def make_engine(settings: Settings) -> Engine:
         return _sqlite_engine(url, settings)
     engine = create_engine(
         url,
+        # The compare-and-swap relies on it (a lost swap re-reads the latest commit in the
+        # same transaction), whatever the server's default is.
+        isolation_level="READ COMMITTED",
         pool_size=settings.db_pool_size,
         max_overflow=settings.db_max_overflow,
         pool_timeout=settings.db_pool_timeout,
