@@ -40,7 +40,7 @@ def run_round(args: argparse.Namespace, root: Path, report_path: Path) -> dict:
     """One round: `python -m bench` with `root`'s src first on PYTHONPATH, so that the
     bench's migrations, seeds, keys and gunicorn all import that tree's ticketboss (the bench
     itself is always the working tree's); its report."""
-    options = {k: v for k, v in vars(args).items() if k not in AB_ONLY}
+    options = {k: v for k, v in vars(args).items() if k not in AB_ONLY and v is not None}
     # A port the kernel picks: gunicorn binds with SO_REUSEPORT, so another bench that took
     # the same fixed port at the same time would silently share its connections with ours.
     options["port"] = 0
