@@ -17,7 +17,7 @@ $(BIN)/ticketboss: pyproject.toml setup.cfg scripts/constraints.txt
 
 install: $(BIN)/ticketboss system-packages  ## create .venv and install the project with its test tools, pinned by scripts/constraints.txt
 
-system-packages:  ## the Debian packages the tests run for real (pgbouncer), installed where missing
+system-packages:  ## the Debian packages the tests and make cluster run for real (pgbouncer, haproxy), installed where missing
 	@scripts/system-packages.sh
 
 lock:  ## re-resolve pyproject.toml's ranges in a scratch venv and rewrite scripts/constraints.txt
