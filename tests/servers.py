@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
-import signal
-import socket
 import subprocess
-import sys
-import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from cluster.parts import Host
 
 
 @dataclass(frozen=True)
@@ -20,12 +17,6 @@ class Served:
     port: int
     log: Path
     process: subprocess.Popen
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def request(port, method, path, body=None, key=None, full=False, headers=None):
@@ -48,50 +39,18 @@ def request(port, method, path, body=None, key=None, full=False, headers=None):
 
 def serve(database_url, tmp_path_factory, max_tracebacks=0, **settings):
     """gunicorn with the project's config on a free port, two workers, `settings` in its
-    environment; yields it, then stops it and checks that it stopped cleanly, having logged
-    no more than `max_tracebacks` tracebacks."""
-    port = free_port()
-    log = tmp_path_factory.mktemp("gunicorn") / "gunicorn.log"
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url,
-        "PORT": str(port),
-        "WEB_CONCURRENCY": "2",
-        "PROMETHEUS_MULTIPROC_DIR": str(tmp_path_factory.mktemp("prometheus")),
-        **settings,
-    }
-    with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "gunicorn",
-                "-c",
-                "python:ticketboss.gunicorn_conf",
-                "ticketboss.wsgi:app",
-            ],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            if request(port, "GET", "/api/health")[0] == 200:
-                break
-        except OSError:
-            pass
-        assert process.poll() is None, log.read_text()
-        assert time.monotonic() < deadline, "gunicorn did not come up"
-        time.sleep(0.1)
+    environment (started as `make cluster` starts a host); yields it, then stops it and
+    checks that it stopped cleanly, having logged no more than `max_tracebacks` tracebacks."""
+    host = Host("gunicorn", tmp_path_factory.mktemp("gunicorn"), database_url, 2, **settings)
+    host.start()
+    assert host.process is not None
     try:
-        yield Served(port, log, process)
+        yield Served(host.port, host.log_path, host.process)
     finally:  # stopped even when the test failed
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-        code = process.wait(timeout=30)
-    assert code == 0, log.read_text()
-    assert tracebacks(log.read_text()) <= max_tracebacks, log.read_text()
+        host.stop()
+    log = host.log_path.read_text()
+    assert host.process.returncode == 0, log
+    assert tracebacks(log) <= max_tracebacks, log
 
 
 serving = contextmanager(serve)

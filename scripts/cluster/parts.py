@@ -202,6 +202,8 @@ defaults
 
 frontend api
     bind 127.0.0.1:{port}
+    # The hash key is ours alone: a client's own header of that name is dropped first.
+    http-request del-header X-TicketBoss-Event
     http-request set-header X-TicketBoss-Event %[path,field(4,/)] if {{ path_beg /api/events/ }}
     http-request set-header X-TicketBoss-Event {default_event} if {{ path_beg /api/reservations }}
     default_backend hosts

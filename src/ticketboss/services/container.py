@@ -31,6 +31,6 @@ class Services:
             settings,
             engine,
             reservations,
-            EventService(engine, settings, reservations),
+            EventService(engine, reservations),
             KeyCache(engine, settings.auth_cache_seconds),
         )

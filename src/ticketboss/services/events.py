@@ -9,7 +9,6 @@ from uuid import UUID
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
-from ticketboss.config import Settings
 from ticketboss.domain import Event, EventExists, EventNotFound, Reservation
 from ticketboss.services.reservations import ReservationService
 from ticketboss.services.unit_of_work import transaction
@@ -17,9 +16,8 @@ from ticketboss.store import queries
 
 
 class EventService:
-    def __init__(self, engine: Engine, settings: Settings, seats: ReservationService):
+    def __init__(self, engine: Engine, seats: ReservationService):
         self.engine = engine
-        self.settings = settings
         self.seats = seats  # changes of seats, and summaries that reclaim lapsed holds
         self.clock = seats.clock
 
