@@ -20,11 +20,15 @@ from ticketboss.domain import Role
 from ticketboss.services import ReservationService
 from ticketboss.services.clock import Clock
 from ticketboss.services.partners import create_key
+from ticketboss.store import queries
 from ticketboss.store.db import make_engine
 from ticketboss.store.migrate import upgrade
 
 DEFAULT_SERVER = "postgresql+psycopg2://root@127.0.0.1:5432/postgres"
 EVENT_ID = "node-meetup-2025"
+# The partners the tests reserve for as operators: in AUTH_MODE=keys an operator reserves
+# only for partners that have an account. Every test database has them.
+TEST_PARTNERS = ("abc-corp", "alpha", "beta", "late", "p", *(f"p{i}" for i in range(40)))
 
 # Generous retry limits: the tests prove that contention is retried, never refused.
 # Pools stay small (three apps share the server's 100 connections) but wait long for a connection.
@@ -34,6 +38,7 @@ PATIENT = {
     "db_pool_size": 8,
     "db_max_overflow": 4,
     "db_pool_timeout": 60.0,
+    "request_deadline_seconds": 60.0,
 }
 
 
@@ -62,6 +67,7 @@ def pg_url():
     url = server.set(database=name).render_as_string(hide_password=False)
     try:
         upgrade(url)
+        create_partners(url)
         yield url
     finally:
         with admin.connect() as conn:
@@ -73,7 +79,18 @@ def pg_url():
 def sqlite_url(tmp_path_factory):
     url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'ticketboss.sqlite3'}"
     upgrade(url)
+    create_partners(url)
     return url
+
+
+def create_partners(url: str) -> None:
+    engine = make_engine(Settings(database_url=url))
+    try:
+        with engine.begin() as conn:
+            for partner_id in TEST_PARTNERS:
+                queries.ensure_partner(conn, partner_id)
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture(scope="session", params=["postgresql", "sqlite"])

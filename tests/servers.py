@@ -11,6 +11,9 @@ from pathlib import Path
 
 from cluster.parts import Host
 
+# The METRICS_TOKEN of every server these tests start (unless a test sets its own).
+METRICS_TOKEN = "metrics-token-of-the-tests"
+
 
 @dataclass(frozen=True)
 class Served:
@@ -41,6 +44,7 @@ def serve(database_url, tmp_path_factory, max_tracebacks=0, **settings):
     """gunicorn with the project's config on a free port, two workers, `settings` in its
     environment (started as `make cluster` starts a host); yields it, then stops it and
     checks that it stopped cleanly, having logged no more than `max_tracebacks` tracebacks."""
+    settings = {"METRICS_TOKEN": METRICS_TOKEN, **settings}
     host = Host("gunicorn", tmp_path_factory.mktemp("gunicorn"), database_url, 2, **settings)
     host.start()
     assert host.process is not None

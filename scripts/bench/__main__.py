@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import secrets
 import signal
 import sys
 import tempfile
@@ -162,8 +163,10 @@ def main(argv=None) -> int:
             "PORT": str(port),
             "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
             "AUTH_MODE": args.auth,
+            "METRICS_TOKEN": os.environ.get("METRICS_TOKEN") or secrets.token_urlsafe(32),
         }
         bench = {"args": args, "url": url, "engine": engine, "port": port, "workdir": Path(workdir)}
+        bench["metrics_token"] = env["METRICS_TOKEN"]
         bench["keys_file"] = partner_keys(engine, Path(workdir)) if args.auth == "keys" else None
         print(
             f"bench database {make_url(url).database}, service on 127.0.0.1:{port}, log {log_path}"

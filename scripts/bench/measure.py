@@ -43,11 +43,16 @@ from ticketboss.cli import seed_event
 from ticketboss.store.tables import events, reservations
 
 
-def cas_counters(port: int, names: dict[str, str] = COUNTERS) -> dict[str, float] | None:
+def cas_counters(
+    port: int, token: str, names: dict[str, str] = COUNTERS
+) -> dict[str, float] | None:
     """Each counter of `names` (the CAS counters unless told) summed over its samples in
-    /metrics, by its short name; None when /metrics does not answer."""
+    /metrics (scraped with the METRICS_TOKEN `token`), by its short name; None when /metrics
+    does not answer."""
+    scrape = Request(f"http://127.0.0.1:{port}/metrics")
+    scrape.add_header("Authorization", f"Bearer {token}")
     try:
-        with urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        with urlopen(scrape, timeout=5) as response:
             body = response.read().decode()
     except URLError:
         return None
@@ -186,7 +191,7 @@ def run_scenario(bench: dict, scenario: str, clients: int, duration: float) -> d
     total = {"sellout": SELLOUT_SEATS, "checkout": args.checkout_seats}.get(scenario, HUGE)
     seed_event(engine, EVENT_ID, "TicketBoss bench", total, reset=True)
     ids_file = bench["workdir"] / f"ids-{scenario.replace('/', '-')}-{clients}.txt"
-    before = cas_counters(port)
+    before = cas_counters(port, bench["metrics_token"])
     loadgen_scenario = "hot" if scenario == "sweep" else scenario
     extra = checkout_options(args) if checkout else None
     read = scenario.partition("reads/")[2]  # a run of the reads comparison: what it GETs
@@ -198,7 +203,7 @@ def run_scenario(bench: dict, scenario: str, clients: int, duration: float) -> d
         port, loadgen_scenario, clients, duration, seats, ids_file, bench["keys_file"], extra
     )
     cpu_after = service_cpu(master), machine_cpu_seconds()
-    after = cas_counters(port)
+    after = cas_counters(port, bench["metrics_token"])
     summary = None
     if checkout:
         # Every hold was taken before the load generator exited: once the ttl has passed

@@ -48,7 +48,8 @@ def run_workload(
     for event in events:
         seed_event(engine, event, "TicketBoss bench", HUGE, reset=True)
     ids_file = workdir / f"ids-{workload}.txt"
-    hosts_before = [cas_counters(host.port, HOST_COUNTERS) for host in cluster.hosts]
+    token = cluster.metrics_token
+    hosts_before = [cas_counters(host.port, token, HOST_COUNTERS) for host in cluster.hosts]
     load = run_loadgen(
         cluster.haproxy.port,
         "hot",
@@ -59,7 +60,7 @@ def run_workload(
         keys_file,
         ["--events", ",".join(events)],
     )
-    hosts_after = [cas_counters(host.port, HOST_COUNTERS) for host in cluster.hosts]
+    hosts_after = [cas_counters(host.port, token, HOST_COUNTERS) for host in cluster.hosts]
     books = {event: read_books(engine, event) for event in events}
     deltas = counter_deltas(cluster, hosts_before, hosts_after)
     counted = [d.get("confirmed", 0.0) for d in deltas] if deltas is not None else None

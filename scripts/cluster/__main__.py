@@ -49,6 +49,11 @@ def main(argv=None) -> int:
             f"pgbouncer :{cluster.pgbouncer.port}; files in {cluster.dir})",
             flush=True,
         )
+        print(  # METRICS_TOKEN from the environment, or a new one
+            f"metrics: curl -H 'Authorization: Bearer {cluster.metrics_token}' "
+            f"127.0.0.1:{cluster.hosts[0].port}/metrics (each host's port)",
+            flush=True,
+        )
         print("Ctrl-C stops it.", flush=True)
         while True:
             time.sleep(3600)

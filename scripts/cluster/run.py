@@ -4,6 +4,7 @@ hosts, HAProxy), find its parts, stop it in order."""
 from __future__ import annotations
 
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -49,6 +50,10 @@ class Cluster:
         )
         self.database_url = upstream.set(host="127.0.0.1", port=self.pgbouncer.port)
         through = self.database_url.render_as_string(hide_password=False)
+        # Every host's /metrics wants this token: the environment's, or a new one.
+        token = os.environ.get("METRICS_TOKEN") or secrets.token_urlsafe(32)
+        settings.setdefault("METRICS_TOKEN", token)
+        self.metrics_token = str(settings["METRICS_TOKEN"])
         self.hosts = [
             Host(f"host{i + 1}", self.dir, through, workers, **settings) for i in range(hosts)
         ]

@@ -23,6 +23,8 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.json = OrjsonProvider(app)
     register_config(app, settings)
     register_observability(app)
+    register_paths(app)
+    register_deadline(app, settings)
     register_extensions(app, settings, clock)
     register_security(app, settings)
     register_body_limits(app, settings)
@@ -58,6 +60,21 @@ def register_observability(app: Flask) -> None:
     from ticketboss import observability
 
     observability.register_observability(app)
+
+
+def register_paths(app: Flask) -> None:
+    """A path Werkzeug would redirect, or one with an encoded slash, is refused before
+    anything else looks at the request."""
+    from ticketboss.api import paths
+
+    paths.register_paths(app)
+
+
+def register_deadline(app: Flask, settings: Settings) -> None:
+    """No request waits on a dependency past REQUEST_DEADLINE_SECONDS (ticketboss.deadline)."""
+    from ticketboss.api.deadlines import register_deadline
+
+    register_deadline(app, settings)
 
 
 def register_extensions(app: Flask, settings: Settings, clock: Clock | None = None) -> None:

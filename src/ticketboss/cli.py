@@ -9,6 +9,12 @@ from ticketboss.store.db import make_engine
 from ticketboss.store.migrate import upgrade
 
 
+class Refused(click.ClickException):
+    """A usage error said in one line, without the usage (exit status 2, as click's own)."""
+
+    exit_code = 2
+
+
 @click.group()
 def main() -> None:
     """TicketBoss operations. DATABASE_URL picks the database (SQLite under var/ if unset)."""
@@ -17,8 +23,13 @@ def main() -> None:
 @main.command()
 def migrate() -> None:
     """Apply the alembic migrations to DATABASE_URL (creating a PostgreSQL database if absent)."""
+    from alembic.util import CommandError
+
     settings = Settings.from_env()
-    upgrade(settings.database_url)
+    try:
+        upgrade(settings.database_url)
+    except CommandError as exc:  # a revision that stopped, saying why and what to do
+        raise click.ClickException(str(exc)) from exc
     click.echo(f"migrated {_safe(settings.database_url)} to head")
 
 
@@ -77,12 +88,15 @@ def partner() -> None:
 @click.argument("partner_id")
 @click.option("--operator", is_flag=True, help="An operator key: every partner, and the events.")
 def partner_create(partner_id: str, operator: bool) -> None:
-    """Print a new key for PARTNER_ID (created if absent) on stdout, alone; store its hash."""
-    from ticketboss.domain import Role
+    """Print a new key for PARTNER_ID (created if absent) on stdout, alone; store its hash.
+    PARTNER_ID: 1-64 lowercase ASCII letters, digits, '-', '_', '.'; a letter or digit first."""
+    from ticketboss.domain import InvalidPartnerId, Role, check_partner_id
     from ticketboss.services.partners import create_key
 
-    if not 1 <= len(partner_id) <= 128 or not partner_id.strip() or "\x00" in partner_id:
-        raise click.BadParameter("1–128 characters, not blank, no NUL.", param_hint="PARTNER_ID")
+    try:
+        check_partner_id(partner_id)  # before the database is touched
+    except InvalidPartnerId as exc:
+        raise Refused(str(exc)) from exc
     engine = make_engine(Settings.from_env())
     try:
         info, key, created = create_key(

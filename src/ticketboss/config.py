@@ -45,6 +45,12 @@ class Settings:
     db_statement_timeout_ms: int = 5000
     # Sent in Retry-After with every 503.
     retry_after_seconds: int = 1
+    # No request waits on a dependency longer than this, counted from when it arrived whole
+    # (its headers; then its body): a connect, a statement, a COMMIT, a pool checkout or a
+    # place in its event's queue. Past it the answer is a 503 with Retry-After (one that may
+    # have committed says "outcome unknown": the Idempotency-Key retry finds the truth).
+    # DB_STATEMENT_TIMEOUT_MS, DB_POOL_TIMEOUT and CAS_MAX_SECONDS apply within it.
+    request_deadline_seconds: float = 3.0
     # A request body is read whole before anything acts on it: at most this big (a
     # reservation is under 1 KB), arriving within this time.
     max_body_bytes: int = 65_536
@@ -54,13 +60,28 @@ class Settings:
     # long, which bounds how late a revocation takes effect.
     auth_mode: str = "keys"
     auth_cache_seconds: float = 5.0
+    # Failed authentications one client address may make in a minute before its requests
+    # with a key are a 429 that touches no database, until the window passes (0 = off).
+    # Counted per worker (in memory); behind a proxy every client shares its address.
+    auth_failures_per_minute: int = 60
     # Per-partner rate limit (flask-limiter): requests/s sustained and at once; 0 = off.
     # In-memory counters are per worker; RATELIMIT_STORAGE_URI=redis://… shares them.
     partner_rate_limit: int = 0
     partner_rate_burst: int = 0
     ratelimit_storage_uri: str = "memory://"
+    # A rate-limit store (Redis) that takes longer than this to connect or answer is treated
+    # as gone: each worker then counts alone, allowing its share of the limit (the limit
+    # divided by RATELIMIT_FALLBACK_WORKERS; 0: this host's worker count), and says so.
+    ratelimit_storage_timeout_seconds: float = 0.05
+    ratelimit_fallback_workers: int = 0
+    # /metrics: the bearer token scrapers send (unset: an operator key, or nothing with
+    # AUTH_MODE=open), and how long a worker serves the exposition it built (0: rebuild).
+    metrics_token: str = ""
+    metrics_cache_seconds: float = 1.0
 
     def __post_init__(self) -> None:
+        if self.request_deadline_seconds <= 0:
+            raise ValueError("REQUEST_DEADLINE_SECONDS must be above 0")
         if self.cas_swaps_per_transaction < 1:
             raise ValueError("CAS_SWAPS_PER_TRANSACTION must be at least 1")
         if not 1 <= self.hold_ttl_seconds <= self.hold_max_seconds:

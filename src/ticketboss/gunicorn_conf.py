@@ -60,11 +60,17 @@ def on_starting(server):
 
 
 def post_fork(server, worker):
-    """Under gevent, make psycopg2 wait for the database cooperatively instead of blocking."""
-    if "gevent" in server.cfg.worker_class_str.lower():
-        from psycogreen.gevent import patch_psycopg
+    """psycopg2 waits for the database through a callback: cooperatively under gevent, and
+    never past the request's deadline (work no request made, such as the hold sweep, gets
+    the statement timeout and a second) in either worker class."""
+    from ticketboss.config import Settings
+    from ticketboss.store.db import install_bounded_waits
 
-        patch_psycopg()
+    settings = Settings.from_env()
+    install_bounded_waits(
+        settings.db_statement_timeout_ms / 1000 + 1.0,
+        green="gevent" in server.cfg.worker_class_str.lower(),
+    )
 
 
 def post_worker_init(worker):

@@ -4,7 +4,10 @@ With PROMETHEUS_MULTIPROC_DIR set (gunicorn_conf sets it), every worker writes i
 there and /metrics adds them up; without it (tests, scripts) they live in this process.
 """
 
+import math
 import os
+import threading
+import time
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -46,12 +49,31 @@ HELD_SEATS = Gauge(
     ["event_id"],
     multiprocess_mode="mostrecent",
 )
+RATELIMIT_STORAGE_UP = Gauge(
+    "ticketboss_ratelimit_storage_up",
+    "1 while the shared rate-limit storage (Redis) answers; 0 while a worker counts alone.",
+    multiprocess_mode="livemin",
+)
 
 
-def exposition() -> tuple[bytes, str]:
-    """The text format of every counter, summed over worker processes when there are several."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry), CONTENT_TYPE_LATEST
-    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+# The multi-process exposition this worker built last: (time.monotonic() then, the text).
+_built: tuple[float, bytes] = (-math.inf, b"")
+_building = threading.Lock()
+
+
+def exposition(max_age: float = 0.0) -> tuple[bytes, str]:
+    """The text format of every counter. Summed over worker processes when there are several,
+    and then built at most once per `max_age` seconds in this worker: adding up every
+    worker's files is what makes a scrape costly, and a flood of scrapes must not cost the
+    requests. In one process: the live values."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+    global _built
+    with _building:  # threads that find it stale together wait for one build
+        built_at, body = _built
+        if time.monotonic() - built_at >= max_age:
+            registry = CollectorRegistry()
+            multiprocess.MultiProcessCollector(registry)
+            body = generate_latest(registry)
+            _built = (time.monotonic(), body)
+    return body, CONTENT_TYPE_LATEST

@@ -7,6 +7,9 @@
   idle or slow connections is shed quickly, and the worker keeps room to answer
   well-behaved clients (gevent worker; gthread keeps its own connection handling). The
   body's reads are bounded by the app (api/body.py).
+- Chunked framing that can never end well is refused as it arrives: a chunk-size line with
+  a bare LF, or a size longer than any body we take (gunicorn would wait for the CRLF, or
+  for the exabytes, until the body's deadline).
 - Shutdown (SIGTERM, or the old workers of a `kill -HUP` reload) stops accepting at once,
   first taking in every connection already waiting in the listen queue (the kernel would
   reset those when the last process closes the socket), answers every request received
@@ -16,6 +19,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 import uuid
 from functools import partial
@@ -24,7 +28,8 @@ from http import HTTPStatus
 import gevent
 from gevent.pool import Pool
 from gevent.server import StreamServer
-from gunicorn.http import errors
+from gunicorn.http import errors, message
+from gunicorn.http.body import ChunkedReader
 from gunicorn.util import write_nonblock
 from gunicorn.workers.ggevent import GeventWorker as _GeventWorker
 from gunicorn.workers.gthread import ThreadWorker as _ThreadWorker
@@ -47,6 +52,36 @@ _BODY_FRAMING = (
     errors.InvalidChunkExtension,
     errors.NoMoreData,
 )
+
+
+# Hex digits of the largest chunk size accepted: 16 MiB, past any body MAX_BODY_BYTES allows.
+_CHUNK_SIZE_DIGITS = 6
+_HEX = re.compile(rb"[0-9A-Fa-f]+")
+
+
+class StrictChunkedReader(ChunkedReader):
+    """gunicorn's chunked body reader, refusing at once what it would otherwise wait on."""
+
+    def parse_chunk_size(self, unreader, data=None):
+        size, rest = super().parse_chunk_size(unreader, data)
+        if size >= 16**_CHUNK_SIZE_DIGITS:
+            raise errors.InvalidChunkSize(b"chunk size over %d hex digits" % _CHUNK_SIZE_DIGITS)
+        return size, rest
+
+    def read_into(self, unreader, buf):
+        """While a chunk-size line is read: a bare LF can never become its CRLF, and a line
+        that is already longer than a size can be is not one."""
+        super().read_into(unreader, buf)
+        line = bytes(buf).split(b"\r\n", 1)[0]
+        if b"\n" in line.rstrip(b"\r"):
+            raise errors.InvalidChunkSize(b"bare LF in a chunk line")
+        size = line.split(b";", 1)[0].rstrip(b" \t\r")
+        if len(size) > _CHUNK_SIZE_DIGITS + 10 and _HEX.fullmatch(size):  # room for zeros
+            raise errors.InvalidChunkSize(b"chunk size line too long")
+
+
+# gunicorn builds each request's chunked reader by this module-level name.
+message.ChunkedReader = StrictChunkedReader  # type: ignore[misc]
 
 
 class ProblemAnswers:

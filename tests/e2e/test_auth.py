@@ -1,21 +1,36 @@
 """Partner keys in the default AUTH_MODE=keys, on PostgreSQL and SQLite: 401 without a valid
 key, 403 for a key without the right, another partner's reservation a 404, operators acting
-for anyone, rotation, revocation and the per-partner rate limit."""
+for anyone (but only for partners with an account), rotation, revocation, the per-partner rate
+limit, keys checked by their checksum first, and the limit on failed authentications."""
 
 from __future__ import annotations
 
+import secrets
 import time
 import uuid
+from contextlib import contextmanager
+from datetime import UTC, datetime
 
 import pytest
 from flask.testing import FlaskClient
+from sqlalchemy import event
 
 from conftest import PATIENT, assert_problem
 from conftest import reserve as api_reserve
 from ticketboss import create_app, services_of
 from ticketboss.config import Settings
 from ticketboss.domain import Role
-from ticketboss.services.partners import create_key, revoke_key
+from ticketboss.services.partners import (
+    KEY_PREFIX,
+    KEY_SHAPE,
+    FailureLimit,
+    checksum_matches,
+    create_key,
+    hash_key,
+    revoke_key,
+)
+from ticketboss.services.unit_of_work import transaction
+from ticketboss.store import queries
 
 EVENT = "node-meetup-2025"
 
@@ -137,9 +152,9 @@ def test_a_real_key_never_reaches_a_response_or_the_log(app, new_key, capsys):
     assert key[3:] not in logged.out + logged.err
 
 
-def test_health_readiness_the_document_docs_and_metrics_need_no_key(app):
+def test_health_readiness_the_document_and_docs_need_no_key(app):
     client = as_key(app, None)
-    for path in ("/api/health", "/api/ready", "/api/openapi.json", "/api/docs/", "/metrics"):
+    for path in ("/api/health", "/api/ready", "/api/openapi.json", "/api/docs/"):
         assert client.get(path).status_code == 200, path
 
 
@@ -340,3 +355,189 @@ def test_a_partner_over_its_rate_gets_429_with_retry_after_and_others_are_served
     # Nothing was booked, the other partner is served, public routes are never limited.
     assert modest.get("/api/reservations").status_code == 200
     assert as_key(limited_app, None).get("/api/health").status_code == 200
+
+
+# Partner ids that look alike ---------------------------------------------------------------
+
+
+@contextmanager
+def statements(app):
+    """The SQL statements the app's engine sends inside the block."""
+    seen: list[str] = []
+
+    def record(conn, cursor, statement, *args):
+        seen.append(statement)
+
+    engine = services_of(app).engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield seen
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+@pytest.mark.parametrize("partner_id", ["nobody-here", "ABC-corp", "\u0430bc-corp", "p" * 128])
+def test_an_operator_reserving_or_holding_for_a_partner_without_an_account_is_a_422(
+    app, operator, partner_id
+):
+    # abc-corp is a partner of the test database; its look-alikes (case, Cyrillic a) are not.
+    before = books(app)
+    body = assert_problem(reserve(operator, partnerId=partner_id), 422, "unknown-partner")
+    assert partner_id in body["detail"]
+    held = operator.post(f"/api/events/{EVENT}/holds", json={"seats": 1, "partnerId": partner_id})
+    assert_problem(held, 422, "unknown-partner")
+    assert books(app) == before
+    listed = operator.get(
+        f"/api/events/{EVENT}/reservations", query_string={"partnerId": partner_id}
+    )
+    assert listed.status_code == 200 and listed.get_json()["items"] == []
+
+
+def test_a_partner_created_after_a_refusal_has_no_reservations_and_counts_at_once(app, operator):
+    partner_id = f"later-{uuid.uuid4().hex[:8]}"
+    assert_problem(reserve(operator, partnerId=partner_id), 422, "unknown-partner")
+    partner = as_key(app, create_key(services_of(app).engine, partner_id, Role.PARTNER)[1])
+    mine = f"/api/events/{EVENT}/reservations"
+    assert partner.get(mine).get_json()["items"] == []
+    made = reserve(operator, partnerId=partner_id)  # an unknown id was not remembered
+    assert made.status_code == 201
+    listed = partner.get(mine).get_json()["items"]
+    assert [r["reservationId"] for r in listed] == [made.get_json()["reservationId"]]
+
+
+def test_a_partner_key_reserving_for_itself_pays_no_partner_lookup_and_an_operator_one(
+    app, alice, operator
+):
+    alice_id, a = alice
+    with statements(app) as seen:
+        assert reserve(a).status_code == 201
+        assert reserve(a, partnerId=alice_id).status_code == 201
+    assert not [s for s in seen if "FROM partners" in s]
+    with statements(app) as seen:
+        for _ in range(3):
+            assert reserve(operator, partnerId=alice_id).status_code == 201
+    assert len([s for s in seen if "FROM partners" in s]) == 1  # then this worker knows
+
+
+def test_in_open_mode_any_partner_id_the_schema_takes_still_reserves(database_url):
+    app = create_app(Settings(database_url=database_url, auth_mode="open", **PATIENT))
+    try:
+        client = app.test_client()
+        for partner_id in ("Nobody Registered", "\u0430bc-corp", "ABC-corp", "p" * 128):
+            made = api_reserve(client, 1, partner_id)
+            assert made.status_code == 201
+            assert client.get(made.headers["Location"]).get_json()["partnerId"] == partner_id
+    finally:
+        services_of(app).engine.dispose()
+
+
+# Forged keys and failed authentications ----------------------------------------------------
+
+
+def test_a_key_ends_with_its_checksum_and_a_wrong_one_is_refused_without_the_database(app, new_key):
+    _, _, key = new_key()
+    assert KEY_SHAPE.fullmatch(key) and checksum_matches(key)
+    assert as_key(app, key).get("/api/reservations").status_code == 200
+    flip = {"A": "B"}
+    forged = [
+        key[:-1] + flip.get(key[-1], "A"),  # the checksum changed
+        key[:10] + flip.get(key[10], "A") + key[11:],  # the random part changed
+        KEY_PREFIX + "x" * 49,
+    ]
+    assert not any(checksum_matches(bad) for bad in forged)
+    with statements(app) as seen:
+        for bad in forged:
+            assert_problem(as_key(app, bad).get("/api/reservations"), 401, "unauthenticated")
+    assert seen == []
+
+
+def _old_format_key(engine, partner_id: str) -> tuple[str, str]:
+    """(key id, key) of a key as they were made before the checksum: tb_ + 43 characters."""
+    key, key_id = "tb_" + secrets.token_urlsafe(32), "key_" + secrets.token_hex(8)
+    with transaction(engine, "an old key") as conn:
+        queries.insert_key(
+            conn, key_id, partner_id, "partner", key[:11], hash_key(key), datetime.now(UTC)
+        )
+    return key_id, key
+
+
+def test_old_format_keys_keep_working_and_cost_no_lookup_once_none_is_active(database_url):
+    """Each phase on a new app: a worker asks whether an old-format key is active once per
+    AUTH_CACHE_SECONDS (here long enough for the phase)."""
+
+    def worker():
+        return create_app(Settings(database_url=database_url, auth_cache_seconds=60, **PATIENT))
+
+    def guesses(app) -> list[str]:
+        """What three made-up old-format keys send to the database."""
+        with statements(app) as seen:
+            for _ in range(3):
+                guess = as_key(app, "tb_" + secrets.token_urlsafe(32)).get("/api/reservations")
+                assert_problem(guess, 401, "unauthenticated")
+        return seen
+
+    apps = [worker() for _ in range(3)]
+    engine = services_of(apps[0]).engine
+    partner_id = f"old-{uuid.uuid4().hex[:8]}"
+    create_key(engine, partner_id, Role.PARTNER)
+    with engine.connect() as conn:
+        assert not queries.active_key_with_prefix_exists(conn, "tb_"), "a test left an old key"
+    old_id = None
+    try:
+        asked = guesses(apps[0])
+        assert sum("api_keys" in s for s in asked) == 1  # the one question, then no lookup
+        old_id, old = _old_format_key(engine, partner_id)
+        assert as_key(apps[1], old).get("/api/reservations").status_code == 200
+        looked_up = guesses(apps[1])
+        assert sum("api_keys" in s for s in looked_up) == 3  # while one is active, each is
+        revoke_key(engine, old_id)
+        assert_problem(as_key(apps[2], old).get("/api/reservations"), 401, "unauthenticated")
+        assert guesses(apps[2]) == []
+    finally:
+        if old_id is not None:
+            revoke_key(engine, old_id)
+        for app in apps:
+            services_of(app).engine.dispose()
+
+
+@pytest.fixture
+def wary_app(database_url):
+    """A worker that allows an address 3 failed authentications a minute."""
+    app = create_app(Settings(database_url=database_url, auth_failures_per_minute=3, **PATIENT))
+    yield app
+    services_of(app).engine.dispose()
+
+
+def test_an_address_that_sent_too_many_bad_keys_gets_429_without_the_database(wary_app):
+    _, key, _ = create_key(
+        services_of(wary_app).engine, f"wary-{uuid.uuid4().hex[:8]}", Role.PARTNER
+    )
+    attacker, neighbour = "203.0.113.7", "198.51.100.2"
+
+    def get(address: str, key: str | None):
+        return as_key(wary_app, key).get("/api/reservations", environ_base={"REMOTE_ADDR": address})
+
+    for bad in ("tb_" + secrets.token_urlsafe(32), KEY_PREFIX + "x" * 49, "not-a-key"):
+        assert_problem(get(attacker, bad), 401, "unauthenticated")
+    with statements(wary_app) as seen:
+        for any_key in ("not-a-key", key):  # even a good key, until the window passes
+            refused = get(attacker, any_key)
+            body = assert_problem(refused, 429, "too-many-auth-failures")
+            assert 1 <= int(refused.headers["Retry-After"]) <= 60
+            assert "failed authentications" in body["detail"]
+    assert seen == []
+    assert_problem(get(attacker, None), 401, "unauthenticated")  # no key: the usual answer
+    assert get(neighbour, key).status_code == 200  # other addresses count alone
+
+
+def test_failed_authentications_are_forgotten_when_their_window_passes():
+    limit = FailureLimit(2, seconds=1)
+    assert limit.retry_after("a") is None
+    limit.failed("a")
+    limit.failed("a")
+    assert limit.retry_after("a") == 1 and limit.retry_after("b") is None
+    deadline = time.monotonic() + 3
+    while limit.retry_after("a") is not None:
+        assert time.monotonic() < deadline, "the failures were never forgotten"
+        time.sleep(0.05)
+    assert FailureLimit(0).retry_after("a") is None  # 0: no limit

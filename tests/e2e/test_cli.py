@@ -67,7 +67,23 @@ def test_create_prints_the_key_alone_list_never_shows_it_and_revoke_stops_it(app
     ]
 
 
-@pytest.mark.parametrize("partner_id", ["", "   ", "x" * 129])
-def test_create_refuses_a_partner_id_the_api_could_not_take(run, partner_id):
-    refused = run("partner", "create", partner_id)
+@pytest.mark.parametrize(
+    "partner_id", ["", "x" * 65, "-abc", "a b", "abc\n", "\u0430bc-corp", "ABC"]
+)
+def test_create_refuses_a_partner_id_that_is_not_canonical_in_one_line_with_the_rule(
+    run, partner_id
+):
+    refused = run("partner", "create", "--", partner_id)
     assert refused.returncode == 2 and refused.stdout == ""
+    assert refused.stderr.count("\n") == 1 and "lowercase ASCII letters" in refused.stderr
+
+
+def test_create_never_folds_case_but_names_the_canonical_spelling(run):
+    for given in ("ABC-Corp", "\uff41\uff42\uff43-corp"):  # upper case, full-width letters
+        refused = run("partner", "create", given)
+        assert refused.returncode == 2
+        assert "its canonical spelling is 'abc-corp'" in refused.stderr
+    look_alike = run("partner", "create", "\u0430bc-corp")  # a Cyrillic a
+    assert "non-ASCII characters (U+0430)" in look_alike.stderr
+    listed = {line.split()[0] for line in run("partner", "list").stdout.splitlines()}
+    assert not listed & {"ABC-Corp", "\uff41\uff42\uff43-corp", "\u0430bc-corp"}

@@ -49,7 +49,7 @@ def cluster(pg_url):
 
 def confirmed_by(host) -> float:
     """The reservations a host has confirmed, from its /metrics."""
-    _, body = request(host.port, "GET", "/metrics")
+    _, body = request(host.port, "GET", "/metrics", key=host.env["METRICS_TOKEN"])
     for line in body.decode().splitlines():
         if line.startswith("ticketboss_reservations_confirmed_total "):
             return float(line.split()[1])
@@ -58,7 +58,7 @@ def confirmed_by(host) -> float:
 
 def summaries_answered(host) -> float:
     """The summaries a host answered (200 or 429), from its /metrics."""
-    _, body = request(host.port, "GET", "/metrics")
+    _, body = request(host.port, "GET", "/metrics", key=host.env["METRICS_TOKEN"])
     return sum(
         float(line.rsplit(" ", 1)[1])
         for line in body.decode().splitlines()

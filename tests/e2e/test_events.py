@@ -55,6 +55,18 @@ def test_an_event_id_can_be_created_once(client):
     assert summary(client)["totalSeats"] == 10
 
 
+def test_an_event_id_differing_only_in_case_from_another_is_taken_but_lookups_stay_exact(client):
+    create_event(client, "gala")
+    for spelling in ("GALA", "Gala"):
+        response = create_event(client, spelling, seats=99)
+        assert response.status_code == 409 and response.mimetype == PROBLEM
+        assert response.get_json()["type"] == "/problems/event-exists"
+        assert client.get(f"/api/events/{spelling}").status_code == 404
+    assert summary(client)["totalSeats"] == 10
+    listed = client.get("/api/events").get_json()["items"]
+    assert [e["eventId"] for e in listed if e["eventId"].lower() == "gala"] == ["gala"]
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -165,6 +177,33 @@ def test_an_invalid_patch_is_a_400(client, body):
     create_event(client)
     assert client.patch("/api/events/gala", json=body).status_code == 400
     assert summary(client)["version"] == 0
+
+
+@pytest.mark.parametrize(
+    "body", [{"eventId": "other", "name": "x"}, {"eventId": "gala"}, {"eventId": None}]
+)
+def test_a_patch_naming_an_event_id_is_a_400_and_changes_nothing(client, body):
+    create_event(client)
+    response = client.patch("/api/events/gala", json=body)
+    assert response.status_code == 400 and response.mimetype == PROBLEM
+    problem = response.get_json()
+    assert problem["type"] == "/problems/invalid-request" and "eventId" in problem["errors"]
+    assert (summary(client)["name"], summary(client)["version"]) == ("Gala", 0)
+    assert client.get("/api/events/other").status_code == 404
+
+
+def test_a_patch_that_changes_nothing_keeps_the_version_and_the_etag(client):
+    create_event(client)  # "Gala", 10 seats
+    reserve(client, seats=2)
+    for body in ({"name": "Gala", "totalSeats": 10}, {"name": "Gala"}, {"totalSeats": 10}):
+        response = client.patch("/api/events/gala", json=body, headers={"If-Match": '"1"'})
+        assert response.status_code == 200 and response.headers["ETag"] == '"1"'
+        assert response.get_json() == summary(client)
+        assert response.get_json()["version"] == 1
+    stale = client.patch("/api/events/gala", json={"name": "Gala"}, headers={"If-Match": '"0"'})
+    assert stale.status_code == 412  # If-Match is still checked
+    changed = client.patch("/api/events/gala", json={"name": "Gala", "totalSeats": 11})
+    assert changed.status_code == 200 and changed.headers["ETag"] == '"2"'
 
 
 def test_if_match_guards_patch_and_reservations(client):

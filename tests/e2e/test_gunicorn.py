@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from servers import request, serving
+from servers import METRICS_TOKEN, request, serving
 from ticketboss.cli import seed_event
 from ticketboss.config import Settings
 from ticketboss.domain import Role
@@ -72,7 +72,7 @@ def test_a_burst_through_gunicorn_sells_exactly_the_seats_and_metrics_add_up(
     assert (status, summary["availableSeats"], summary["reservationCount"]) == (200, 0, 50)
     assert summary["version"] == 50
 
-    status, body = request(server, "GET", "/metrics")
+    status, body = request(server, "GET", "/metrics", key=METRICS_TOKEN)
     samples = dict(
         line.rsplit(" ", 1) for line in body.decode().splitlines() if line.startswith("ticket")
     )
@@ -248,7 +248,7 @@ def test_each_worker_sweeps_lapsed_holds_by_itself(
         while rows_of(engine, event)[hold_id] != "expired":
             assert time.monotonic() < deadline, "no worker swept the lapsed hold"
             time.sleep(0.1)
-        _, metrics = request(served.port, "GET", "/metrics")
+        _, metrics = request(served.port, "GET", "/metrics", key=METRICS_TOKEN)
     samples = dict(
         line.rsplit(" ", 1) for line in metrics.decode().splitlines() if line.startswith("ticket")
     )

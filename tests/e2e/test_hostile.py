@@ -214,6 +214,92 @@ def test_an_upper_case_reservation_id_is_the_same_reservation(served, engine, ke
     assert status == 200 and json.loads(body)["reservationId"] == reservation_id
 
 
+# JSON that two readers would read differently --------------------------------------------
+
+DUPLICATES = {
+    "partnerId twice": (b'{"seats": 1, "partnerId": "a", "partnerId": "b"}', "partnerId"),
+    "seats twice": (b'{"seats": 1, "partnerId": "a", "seats": 9}', "seats"),
+    "once spelled with an escape": (b'{"partner\\u0049d": "a", "partnerId": "b"}', "partnerId"),
+    "in a nested object": (b'{"seats": 1, "x": {"k": 1, "k": 2}}', "k"),
+}
+
+
+@pytest.mark.parametrize("path", ["/api/reservations", f"/api/events/{EVENT_ID}/reservations"])
+@pytest.mark.parametrize("name", sorted(DUPLICATES))
+def test_a_json_object_with_a_duplicated_key_is_400_naming_it(served, engine, key, path, name):
+    before = books(engine)
+    body, duplicated = DUPLICATES[name]
+    problem = assert_problem(exchange(served.port, http("POST", path, body, key)), 400)
+    assert problem["type"] == "/problems/invalid-request"
+    assert f"Duplicate key '{duplicated}'" in problem["detail"]
+    assert books(engine) == before
+
+
+def test_an_operator_body_with_a_duplicated_key_is_400_too(served, engine, key):
+    before = books(engine)
+    body = b'{"totalSeats": 500, "totalSeats": 1}'
+    answer = exchange(served.port, http("PATCH", f"/api/events/{EVENT_ID}", body, key))
+    assert "Duplicate key 'totalSeats'" in assert_problem(answer, 400)["detail"]
+    assert books(engine) == before
+
+
+# Paths --------------------------------------------------------------------------------------
+
+OTHER_HOST = "attacker.example"
+
+
+@pytest.mark.parametrize("method", ["GET", "POST"])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/api//reservations",  # Werkzeug would merge the slashes, and redirect
+        "//api/reservations",
+        f"/api/events/{EVENT_ID}//reservations",
+        "/api/events//reservations",
+        "/api/docs",  # Werkzeug would add the rule's trailing slash, and redirect
+        "/api//docs/",
+        "//metrics",
+    ],
+)
+def test_doubled_slashes_and_paths_werkzeug_would_redirect_are_404_without_the_host(
+    served, engine, key, method, path
+):
+    before = books(engine)
+    raw = http(method, path, b'{"seats": 1}' if method == "POST" else None, key)
+    raw = raw.replace(b"Host: localhost", f"Host: {OTHER_HOST}".encode())
+    answer = exchange(served.port, raw)
+    assert_problem(answer, 404)
+    _, headers, body = answer
+    assert "location" not in headers
+    assert OTHER_HOST not in str(headers) and OTHER_HOST.encode() not in body
+    assert books(engine) == before
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"/api/events/{EVENT_ID}%2Freservations",  # decoded: the default event's reservations
+        f"/api/events/{EVENT_ID}%2freservations",
+        "/api/events/a%2Fb/reservations",
+        f"/api/events/{EVENT_ID}/reservations/{uuid.uuid4()}%2Fconfirm",
+        "/api%2Freservations",
+        "/metrics%2F",
+    ],
+)
+def test_an_encoded_slash_in_a_path_is_a_400_and_books_nothing(served, engine, key, path):
+    before = books(engine)
+    for method, body in (("GET", None), ("POST", b'{"seats": 1}')):
+        problem = assert_problem(exchange(served.port, http(method, path, body, key)), 400)
+        assert "encoded slash" in problem["detail"]
+    assert books(engine) == before
+
+
+def test_an_encoded_slash_in_the_query_is_only_a_value(served, key):
+    path = f"/api/events/{EVENT_ID}/reservations?partnerId=a%2Fb"
+    status, _, body = exchange(served.port, http("GET", path, key=key))
+    assert status == 200 and json.loads(body)["items"] == []
+
+
 # Framing ------------------------------------------------------------------------------------
 
 
@@ -253,8 +339,8 @@ def chunked(path: str, key: str, chunks: bytes) -> bytes:
         (b"zz\r\n{}\r\n0\r\n\r\n", 400),  # not a chunk size
         (b"1c\r\n" + b'{"partnerId": "p", "seats": 1}' + b"\r\n0\r\n\r\n", 400),  # too small
         (b"1e\r\n" + b'{"partnerId": "p", "seats": 1}' + b"XX0\r\n\r\n", 400),  # no CRLF
-        # A chunk that announces more than ever comes: the body never arrives whole.
-        (b"ffffffffffffffffffff\r\n{}\r\n0\r\n\r\n", 408),
+        # A chunk that announces more than any body may hold: refused as it arrives.
+        (b"ffffffffffffffffffff\r\n{}\r\n0\r\n\r\n", 400),
     ],
 )
 def test_broken_chunked_framing_is_refused_and_books_nothing(served, engine, key, chunks, status):

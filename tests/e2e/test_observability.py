@@ -8,19 +8,26 @@ import os
 import re
 import subprocess
 import sys
+import time
 import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from flask.testing import FlaskClient
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from conftest import PROBLEM
+from conftest import PROBLEM, assert_problem
+from servers import METRICS_TOKEN, request, serving
 from ticketboss import create_app, services_of
+from ticketboss.cli import seed_event
 from ticketboss.config import Settings
+from ticketboss.domain import Role
 from ticketboss.observability import JsonFormatter
+from ticketboss.services.partners import create_key
+from ticketboss.store.db import make_engine
 from ticketboss.store.migrate import upgrade
 
 GENERATED_ID = re.compile(r"[0-9a-f]{32}")
@@ -215,6 +222,112 @@ def test_metrics_exposes_the_counter_and_the_histogram_but_does_not_count_scrape
         if s.name.endswith("_bucket") and s.labels["route"] == "/api/reservations"
     }
     assert {"0.001", "2.0", "+Inf"} <= buckets
+
+
+# --- /metrics: who may scrape, and what a flood of scrapes costs ---------------------------
+
+SCRAPER_TOKEN = "scraper-" + uuid.uuid4().hex
+
+
+def scrape(app, authorization: str | None = None):
+    """GET /metrics with this Authorization header, or none."""
+    client = FlaskClient(app, app.response_class)
+    headers = {} if authorization is None else {"Authorization": authorization}
+    return client.get("/metrics", headers=headers)
+
+
+def test_without_a_metrics_token_a_scrape_needs_an_operator_key(app):
+    engine = services_of(app).engine
+    partner_key = create_key(engine, "abc-corp", Role.PARTNER)[1]
+    missing = assert_problem(scrape(app), 401, "unauthenticated")
+    assert "an operator key" in missing["detail"]
+    for wrong in (f"Basic {partner_key}", "Bearer", "Bearer tb_" + "A" * 43, SCRAPER_TOKEN):
+        response = scrape(app, wrong)
+        assert_problem(response, 401, "unauthenticated")
+        assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    assert_problem(scrape(app, f"Bearer {partner_key}"), 403, "forbidden")
+    scraped = scrape(app, f"Bearer {app.config['TEST_OPERATOR_KEY']}")
+    assert scraped.status_code == 200 and scraped.mimetype == "text/plain"
+    assert "ticketboss_http_requests_total" in scraped.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("auth_mode", ["keys", "open"])
+def test_with_a_metrics_token_only_that_token_scrapes_and_it_is_never_echoed(
+    database_url, capsys, auth_mode
+):
+    settings = Settings(database_url=database_url, auth_mode=auth_mode, metrics_token=SCRAPER_TOKEN)
+    app = create_app(settings)
+    try:
+        operator_key = create_key(services_of(app).engine, "ops", Role.OPERATOR)[1]
+        capsys.readouterr()
+        near_misses = [
+            SCRAPER_TOKEN[:-1],
+            SCRAPER_TOKEN + "x",
+            SCRAPER_TOKEN[:-1] + "g",  # as long, not a hex digit: one character off
+            operator_key,  # with a token, operator keys do not scrape
+        ]
+        answers = [scrape(app), *(scrape(app, f"Bearer {wrong}") for wrong in near_misses)]
+        for response in answers:
+            assert_problem(response, 401, "unauthenticated")
+        assert "the metrics token" in answers[0].get_json()["detail"]
+        for authorization in (f"Bearer {SCRAPER_TOKEN}", f"bearer {SCRAPER_TOKEN}"):
+            scraped = scrape(app, authorization)
+            assert scraped.status_code == 200, scraped.get_data(as_text=True)
+            answers.append(scraped)
+        logged = capsys.readouterr()
+        for response in answers:  # neither the token nor any near miss of it
+            assert SCRAPER_TOKEN[:-1] not in response.get_data(as_text=True)
+            assert SCRAPER_TOKEN[:-1] not in str(response.headers)
+        assert SCRAPER_TOKEN[:-1] not in logged.out + logged.err
+    finally:
+        services_of(app).engine.dispose()
+
+
+def test_in_auth_mode_open_without_a_token_anyone_scrapes(database_url):
+    app = create_app(Settings(database_url=database_url, auth_mode="open"))
+    try:
+        assert scrape(app).status_code == 200
+    finally:
+        services_of(app).engine.dispose()
+
+
+def confirmed_in(exposition: bytes) -> float:
+    for line in exposition.decode().splitlines():
+        if line.startswith("ticketboss_reservations_confirmed_total "):
+            return float(line.split()[1])
+    raise AssertionError("no ticketboss_reservations_confirmed_total")
+
+
+def test_a_worker_builds_the_exposition_at_most_once_per_metrics_cache_seconds(
+    pg_url, tmp_path_factory
+):
+    engine = make_engine(Settings(database_url=pg_url))
+    event = f"scraped-{uuid.uuid4().hex[:8]}"
+    seed_event(engine, event, "Scraped", 10, reset=True)
+    operator = create_key(engine, "scrape-ops", Role.OPERATOR)[1]
+    engine.dispose()
+    # One worker, so that every scrape meets the same cache.
+    with serving(pg_url, tmp_path_factory, WEB_CONCURRENCY="1", METRICS_CACHE_SECONDS="3") as s:
+        status, _, headers = request(s.port, "GET", "/metrics", full=True)
+        assert (status, headers["Content-Type"]) == (401, PROBLEM)
+        began = time.monotonic()
+        status, first = request(s.port, "GET", "/metrics", key=METRICS_TOKEN)
+        assert status == 200
+        reserved = request(
+            s.port, "POST", f"/api/events/{event}/reservations", {"seats": 1}, operator
+        )
+        assert reserved[0] == 201
+        # The same bytes, built once, until the cache is METRICS_CACHE_SECONDS old.
+        assert request(s.port, "GET", "/metrics", key=METRICS_TOKEN) == (200, first)
+        while True:
+            status, latest = request(s.port, "GET", "/metrics", key=METRICS_TOKEN)
+            if latest != first:
+                break
+            assert time.monotonic() - began < 10, "the exposition was never built again"
+            time.sleep(0.1)
+        assert time.monotonic() - began >= 3
+        assert confirmed_in(latest) == confirmed_in(first) + 1
+    assert METRICS_TOKEN not in s.log.read_text()
 
 
 def test_the_gunicorn_config_sets_the_multiprocess_dir_before_prometheus_client_loads():

@@ -4,7 +4,9 @@ import uuid
 
 import pytest
 from alembic import command
+from alembic.util import CommandError
 from sqlalchemy import create_engine, insert, select, text
+from sqlalchemy.exc import IntegrityError
 
 from ticketboss.config import Settings
 from ticketboss.store.db import make_engine
@@ -114,5 +116,158 @@ def test_holds_arrive_without_touching_existing_rows_and_leave_releasing_their_s
             statuses = conn.execute(text("SELECT status FROM reservations ORDER BY seats")).all()
             assert [s for (s,) in statuses] == ["cancelled", "confirmed"]
         upgrade(empty_database_url)
+    finally:
+        engine.dispose()
+
+
+def _rows(conn, sql: str) -> list:
+    return sorted(tuple(row) for row in conn.execute(text(sql)))
+
+
+def test_partner_ids_become_canonical_everywhere_and_the_rule_holds_from_then_on(
+    empty_database_url,
+):
+    upgrade(empty_database_url, "0006")
+    engine = make_engine(Settings(database_url=empty_database_url))
+    reservation = uuid.uuid4()
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO events (event_id, name, total_seats, available_seats) "
+                    "VALUES ('gala', 'Gala', 10, 10)"
+                )
+            )
+            # ABC-Corp has a key; ｆｕｌｌ (full-width) has none; ok is canonical already.
+            for partner_id in ("ABC-Corp", "\uff46\uff55\uff4c\uff4c", "ok"):
+                conn.execute(insert(partners).values(partner_id=partner_id))
+            conn.execute(
+                text(
+                    "INSERT INTO api_keys (id, partner_id, role, prefix, key_hash) "
+                    "VALUES ('key_1', 'ABC-Corp', 'partner', 'tb_12345678', :hash)"
+                ),
+                {"hash": "0" * 64},
+            )
+            # Stranger reserved in AUTH_MODE=open after 0004: no partner, left as it is.
+            owners = [(reservation, "ABC-Corp"), (uuid.uuid4(), "ok"), (uuid.uuid4(), "Stranger")]
+            for rid, partner_id in owners:
+                conn.execute(
+                    insert(reservations).values(
+                        id=rid, event_id="gala", partner_id=partner_id, seats=1, status="confirmed"
+                    )
+                )
+            for scope in (
+                "partner:ABC-Corp:partner:ABC-Corp",  # its key reserved for itself
+                "operator:ops:partner:ABC-Corp",  # an operator reserved for it
+                f"partner:ABC-Corp:reservation:{reservation}",  # its key cancelled
+                "partner:ABC-Corp",  # AUTH_MODE=open: the body's spelling, sent again
+            ):
+                conn.execute(
+                    text(
+                        "INSERT INTO idempotency_keys (scope, key, fingerprint, owner, outcome, "
+                        "expires_at) VALUES (:scope, 'k', 'f', :owner, 'reserved', "
+                        "CURRENT_TIMESTAMP)"
+                    ),
+                    {"scope": scope, "owner": uuid.uuid4().hex},
+                )
+        upgrade(empty_database_url)
+        with engine.connect() as conn:
+            assert _rows(conn, "SELECT partner_id FROM partners") == [
+                ("abc-corp",),
+                ("full",),
+                ("ok",),
+            ]
+            assert _rows(conn, "SELECT id, partner_id FROM api_keys") == [("key_1", "abc-corp")]
+            assert _rows(conn, "SELECT partner_id FROM reservations") == [
+                ("Stranger",),
+                ("abc-corp",),
+                ("ok",),
+            ]
+            assert _rows(conn, "SELECT scope FROM idempotency_keys") == [
+                ("operator:ops:partner:abc-corp",),
+                ("partner:ABC-Corp",),
+                ("partner:abc-corp:partner:abc-corp",),
+                (f"partner:abc-corp:reservation:{reservation}",),
+            ]
+        # From now on the database keeps the rule, and event ids apart regardless of case.
+        for refused in ("Abc", "\u0430bc", "-abc", "a b", "a" * 65, "abc\n"):
+            with pytest.raises(IntegrityError), engine.begin() as conn:
+                conn.execute(insert(partners).values(partner_id=refused))
+        with engine.begin() as conn:
+            conn.execute(insert(partners).values(partner_id="a.b_c-9"))
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO events (event_id, name, total_seats, available_seats) "
+                    "VALUES ('GALA', 'Gala', 10, 10)"
+                )
+            )
+
+        # Down, where the old rules take any id again, and up: it is made canonical again.
+        command.downgrade(alembic_config(empty_database_url), "0006")
+        with engine.begin() as conn:
+            conn.execute(insert(partners).values(partner_id="Again"))
+            conn.execute(
+                text(
+                    "INSERT INTO events (event_id, name, total_seats, available_seats) "
+                    "VALUES ('GALA', 'Gala', 10, 10)"
+                )
+            )
+            conn.execute(text("DELETE FROM events WHERE event_id = 'GALA'"))
+        upgrade(empty_database_url)
+        with engine.connect() as conn:
+            assert ("again",) in _rows(conn, "SELECT partner_id FROM partners")
+            assert len(conn.execute(select(reservations.c.id)).all()) == 3
+    finally:
+        engine.dispose()
+
+
+def test_the_migration_stops_naming_what_it_cannot_make_canonical_and_changes_nothing(
+    empty_database_url,
+):
+    upgrade(empty_database_url, "0006")
+    engine = make_engine(Settings(database_url=empty_database_url))
+    unfit = ["Partner A", "\u0430bc-corp", "x" * 65]  # a space, a Cyrillic a, too long
+    taken = ["ABC", "Abc", "Zed"]  # ABC and Abc would be one; zed reserved without an account
+    try:
+        with engine.begin() as conn:
+            for partner_id in ["abc", "ok", *unfit, *taken]:
+                conn.execute(insert(partners).values(partner_id=partner_id))
+            for event_id in ("gala", "GALA", "other"):
+                conn.execute(
+                    text(
+                        "INSERT INTO events (event_id, name, total_seats, available_seats) "
+                        "VALUES (:id, 'E', 10, 10)"
+                    ),
+                    {"id": event_id},
+                )
+            conn.execute(
+                insert(reservations).values(
+                    id=uuid.uuid4(), event_id="other", partner_id="zed", seats=1, status="confirmed"
+                )
+            )
+            before = _rows(conn, "SELECT partner_id FROM partners")
+
+        with pytest.raises(CommandError) as stopped:
+            upgrade(empty_database_url)
+        message = str(stopped.value)
+        assert "nothing was changed" in message and "Then migrate again." in message
+        for partner_id in unfit + taken:
+            assert repr(partner_id) in message
+        assert "'abc'" not in message and "'ok'" not in message  # canonical: nothing to do
+        assert "'GALA', 'gala'" in message and "'other'" not in message
+        with engine.connect() as conn:
+            assert conn.scalar(text("SELECT version_num FROM alembic_version")) == "0006"
+            assert _rows(conn, "SELECT partner_id FROM partners") == before
+
+        # Done as the message says, it goes through.
+        with engine.begin() as conn:
+            for partner_id in unfit + taken:
+                conn.execute(text("DELETE FROM partners WHERE partner_id = :p"), {"p": partner_id})
+            conn.execute(text("DELETE FROM events WHERE event_id = 'GALA'"))
+        upgrade(empty_database_url)
+        with engine.connect() as conn:
+            assert _rows(conn, "SELECT partner_id FROM partners") == [("abc",), ("ok",)]
+            assert _rows(conn, "SELECT partner_id FROM reservations") == [("zed",)]
     finally:
         engine.dispose()

@@ -177,6 +177,16 @@ def test_a_resize_counts_held_seats_as_taken():
     assert (decided.after.name, decided.after.available_seats) == ("Gala II", 0)
 
 
+def test_a_resize_to_what_the_event_already_is_writes_nothing():
+    decided = plan("gala", read(), [Resize(name="Gala", total_seats=14), Resize(name="Gala")])
+    assert kinds(decided) == [Resized, Resized]
+    assert decided.changes == 0 and not decided.writes
+    assert [o.event.version for o in decided.outcomes] == [7, 7]
+    # Beside a change that is written, it adds no version of its own.
+    decided = plan("gala", read(), [Resize(total_seats=14), SeatRequest("p", 1)])
+    assert decided.changes == 1 and decided.after.version == 8
+
+
 # The property: a batch equals its changes applied one at a time by a plain model.
 IDS = [A, B, H, L, uuid.UUID(int=0)]
 OWNERS = st.sampled_from([None, "alpha", "beta"])

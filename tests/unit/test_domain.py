@@ -5,7 +5,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ticketboss.config import Settings
-from ticketboss.domain import Event, NotEnoughSeats
+from ticketboss.domain import Event, InvalidPartnerId, NotEnoughSeats, check_partner_id
 
 
 def event(available=10, total=10):
@@ -52,3 +52,29 @@ def test_settings_come_from_upper_cased_environment_variables():
     assert settings.database_url == "sqlite:///x.db"
     assert (settings.cas_max_attempts, settings.cas_max_seconds) == (7, 1.5)
     assert settings.db_pool_size == Settings().db_pool_size
+
+
+@pytest.mark.parametrize("partner_id", ["abc-corp", "a", "0", "a.b_c-9", "x" * 64])
+def test_a_canonical_partner_id_is_accepted_as_it_is(partner_id):
+    check_partner_id(partner_id)
+
+
+@pytest.mark.parametrize(
+    ("partner_id", "hint"),
+    [
+        ("ABC", "its canonical spelling is 'abc'"),
+        ("\u212a-corp", "its canonical spelling is 'k-corp'"),  # the Kelvin sign
+        ("cafe\u0301", "non-ASCII characters (U+0301)"),  # NFD: e and a combining accent
+        ("\u0430bc-corp", "non-ASCII characters (U+0430)"),  # a Cyrillic a
+        ("", ""),
+        ("-abc", ""),
+        ("x" * 65, ""),
+        ("abc\n", ""),
+    ],
+)
+def test_any_other_partner_id_is_refused_with_the_rule_and_never_folded(partner_id, hint):
+    with pytest.raises(InvalidPartnerId) as refused:
+        check_partner_id(partner_id)
+    message = str(refused.value)
+    assert "1-64 characters of lowercase ASCII letters" in message and hint in message
+    assert "\n" not in message  # one line, whatever the id holds

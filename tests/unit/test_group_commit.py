@@ -7,6 +7,8 @@ import time
 
 import pytest
 
+from ticketboss import deadline
+from ticketboss.domain import DeadlinePassed
 from ticketboss.services.group_commit import GroupCommit
 
 
@@ -150,6 +152,8 @@ def test_a_maximum_of_one_commits_each_request_alone(max_batch):
 GEVENT_SCRIPT = """
 from gevent import monkey; monkey.patch_all()
 import gevent
+from ticketboss import deadline
+from ticketboss.domain import DeadlinePassed
 from ticketboss.services.group_commit import GroupCommit
 
 def commit(key, requests):
@@ -176,3 +180,57 @@ def test_a_queued_request_killed_under_gevent_does_not_strand_the_ones_behind_it
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["e:0", "e:2", "e:3"]
+
+
+def _within(seconds, group, key, request):
+    with deadline.within(seconds):
+        return _outcome(group, key, request)
+
+
+def test_a_queued_request_leaves_the_queue_at_its_deadline_with_nothing_written():
+    recorder = Recorder()
+    group = Group(recorder, max_batch=10, interrupted=Interrupted)
+    leader = threading.Thread(target=lambda: _outcome(group, "e", 0))
+    leader.start()
+    assert recorder.entered.wait(5)
+    began = time.monotonic()
+    outcome = _within(0.2, group, "e", 1)  # queued behind a batch that does not end
+    assert 0.2 <= time.monotonic() - began < 1.0
+    assert isinstance(outcome, DeadlinePassed)
+    recorder.release.set()
+    leader.join(5)
+    assert recorder.batches == [[0]]  # it never joined a batch
+
+
+def test_a_request_whose_batch_outlives_its_deadline_is_told_the_outcome_is_unknown():
+    """A request taken into a batch that is still running at its deadline (as a COMMIT on
+    the wire would be) cannot know whether it will commit: Interrupted, at its deadline."""
+    first, second = Recorder(), Recorder()
+    calls = iter([first, second])
+    group = Group(lambda key, requests: next(calls)(key, requests), 10, interrupted=Interrupted)
+    results: dict = {}
+
+    def run(request, seconds=None):
+        began = time.monotonic()
+        outcome = (
+            _within(seconds, group, "e", request) if seconds else _outcome(group, "e", request)
+        )
+        results[request] = (outcome, time.monotonic() - began)
+
+    threads = [threading.Thread(target=run, args=(0,))]
+    threads[0].start()
+    assert first.entered.wait(5)  # 0 leads the first batch, which waits
+    for request in (1, 2):  # queued in that order
+        threads.append(threading.Thread(target=run, args=(request, 0.5)))
+        threads[-1].start()
+        time.sleep(0.05)
+    first.release.set()  # the first batch commits; 1 leads the second, which hangs
+    assert second.entered.wait(5)
+    threads[2].join(5)
+    outcome, took = results[2]
+    assert isinstance(outcome, Interrupted) and took < 1.0
+    second.release.set()
+    for thread in threads:
+        thread.join(5)
+    assert results[0][0] == "e:0" and results[1][0] == "e:1"
+    assert second.batches == [[1, 2]]  # 2 was in that batch: its outcome was truly unknown

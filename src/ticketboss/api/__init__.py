@@ -40,7 +40,8 @@ _KEY_ANSWERS = {
         },
     },
     "429": {
-        "description": "The partner's rate limit is spent (only with PARTNER_RATE_LIMIT set).",
+        "description": "The partner's rate limit is spent (with PARTNER_RATE_LIMIT set), or "
+        "this address sent too many bad keys in the last minute (AUTH_FAILURES_PER_MINUTE).",
         "content": _PROBLEM,
         "headers": {
             "Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."},
@@ -53,7 +54,7 @@ _KEY_ANSWERS = {
 SECURITY_SCHEME = {
     "type": "http",
     "scheme": "bearer",
-    "description": "A partner or operator key (tb_…), from `ticketboss partner create`.",
+    "description": "A partner or operator key (tbk_…), from `ticketboss partner create`.",
 }
 
 

@@ -3,13 +3,17 @@ JSON parsed without letting nesting or huge numbers escape as a 500."""
 
 from __future__ import annotations
 
+import contextlib
 import io
+import json
 import time
 
+import gevent
 from flask import Flask, current_app, request
 from flask_smorest import Blueprint as SmorestBlueprint
+from gevent import monkey
 from webargs import core
-from webargs.flaskparser import FlaskParser, is_json_request
+from webargs.flaskparser import FlaskParser, abort, is_json_request
 from werkzeug.exceptions import (
     BadRequest,
     RequestEntityTooLarge,
@@ -17,6 +21,7 @@ from werkzeug.exceptions import (
     UnsupportedMediaType,
 )
 
+from ticketboss.api import deadlines
 from ticketboss.api.auth import needs_key
 from ticketboss.config import Settings
 
@@ -37,8 +42,9 @@ class IncompleteBody(BadRequest):
 
 def read_whole_body() -> None:
     """Read the body now, whole, or refuse the request: 413 past MAX_BODY_BYTES (without
-    reading the excess), 408 past BODY_TIMEOUT_SECONDS, 400 if it is cut short or its
-    chunked framing is broken. The app then reads it from memory."""
+    reading the excess), 408 if the whole body has not arrived within BODY_TIMEOUT_SECONDS
+    of its headers (however it trickles), 400 if it is cut short or its chunked framing is
+    broken. The app then reads it from memory, and the request's deadline starts again."""
     environ = request.environ
     length = request.content_length
     chunked = "chunked" in environ.get("HTTP_TRANSFER_ENCODING", "").lower()
@@ -48,37 +54,42 @@ def read_whole_body() -> None:
     if length is not None and length > limit:
         raise RequestEntityTooLarge(f"The body may be at most {limit} bytes.")
     want = length if length is not None else limit + 1
-    body = _read(environ, want, time.monotonic() + current_app.config["BODY_TIMEOUT_SECONDS"])
+    body = _read(environ, want, current_app.config["BODY_TIMEOUT_SECONDS"])
     if len(body) > limit:
         raise RequestEntityTooLarge(f"The body may be at most {limit} bytes.")
     if length is not None and len(body) < length:
         raise IncompleteBody()
     environ["wsgi.input"] = io.BytesIO(body)
     environ["CONTENT_LENGTH"] = str(len(body))
+    deadlines.restart()
 
 
-def _read(environ: dict, want: int, deadline: float) -> bytes:
-    """Up to `want` bytes of the body, or less if it ends; RequestTimeout past `deadline`."""
+def _read(environ: dict, want: int, seconds: float) -> bytes:
+    """Up to `want` bytes of the body, or less if it ends; RequestTimeout past `seconds`."""
+    deadline = time.monotonic() + seconds
     # gunicorn lends the client's socket: bound each read by the time left. (Headers of the
-    # next request are the worker's to time; see workers.py.)
+    # next request are the worker's to time; see workers.py.) A read returns only once it
+    # has all it asked for, so a body trickling a byte at a time would pass every per-read
+    # bound: under gevent, a timeout also bounds the whole.
     client = environ.get("gunicorn.socket")
     previous = client.gettimeout() if client is not None else None
     stream, chunks, size = environ["wsgi.input"], [], 0
     try:
-        while size < want:
-            if client is not None:
-                client.settimeout(max(deadline - time.monotonic(), 0.001))
-            chunk = stream.read(min(_CHUNK, want - size))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            size += len(chunk)
-            if time.monotonic() > deadline:
-                raise RequestTimeout("The request body took too long to arrive.")
+        with _whole_within(seconds):
+            while size < want:
+                if client is not None:
+                    client.settimeout(max(deadline - time.monotonic(), 0.001))
+                chunk = stream.read(min(_CHUNK, want - size))
+                if not chunk:
+                    break
+                chunks.append(chunk)
+                size += len(chunk)
+                if time.monotonic() > deadline:
+                    raise _too_slow()
     except RequestTimeout:
         raise
     except TimeoutError as exc:
-        raise RequestTimeout("The request body took too long to arrive.") from exc
+        raise _too_slow() from exc
     except Exception as exc:  # the server's body reader: a reset, broken chunks
         raise IncompleteBody() from exc
     finally:
@@ -87,10 +98,42 @@ def _read(environ: dict, want: int, deadline: float) -> bytes:
     return b"".join(chunks)
 
 
+def _too_slow() -> RequestTimeout:
+    return RequestTimeout("The request body took too long to arrive.")
+
+
+def _whole_within(seconds: float):
+    """A gevent timeout that raises RequestTimeout in this greenlet (gunicorn's gevent
+    worker); nothing in threads, where each read's bound is all there is."""
+    if not monkey.is_module_patched("socket"):
+        return contextlib.nullcontext()
+    return gevent.Timeout(seconds, _too_slow())
+
+
+class DuplicateKey(Exception):
+    """A JSON object names a key twice (json.loads would keep the last one silently)."""
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    found = dict(pairs)
+    if len(found) != len(pairs):
+        seen = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise DuplicateKey(key)
+            seen.add(key)
+    return found
+
+
+# Built once: json.loads with a hook would build a decoder for every body.
+_DECODER = json.JSONDecoder(object_pairs_hook=_unique_keys)
+
+
 class JsonParser(FlaskParser):
     """webargs' parser, refusing what json.loads cannot take as a 400 rather than a 500
-    (nesting past the recursion limit, integers past Python's digit limit) and bodies that
-    declare a charset other than UTF-8 (RFC 8259) as a 415."""
+    (nesting past the recursion limit, integers past Python's digit limit), bodies that
+    declare a charset other than UTF-8 (RFC 8259) as a 415, and an object with a duplicated
+    key as a 400: a proxy or firewall that reads the first one would see another request."""
 
     DEFAULT_VALIDATION_STATUS = 400
 
@@ -101,8 +144,11 @@ class JsonParser(FlaskParser):
         if charset not in ("utf-8", "utf8"):
             raise UnsupportedMediaType("JSON bodies are UTF-8 (RFC 8259).")
         try:
-            return core.parse_json(req.get_data(cache=True))
-        except (RecursionError, ValueError) as exc:  # JSONDecodeError is a ValueError
+            return _DECODER.decode(req.get_data(cache=True).decode())
+        except DuplicateKey as exc:
+            message = f"Duplicate key {exc.args[0][:64]!r}: a key may appear once in an object."
+            abort(400, exc=exc, messages={"json": [message]})
+        except (RecursionError, ValueError) as exc:  # JSONDecodeError, UnicodeDecodeError
             return self._handle_invalid_json_error(exc, req)
 
 

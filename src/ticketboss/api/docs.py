@@ -40,7 +40,11 @@ _PROBLEMS = {
         {**RETRY_AFTER, **REPLAYED},
     ),
     412: ("If-Match names a version the event no longer has; nothing was written.", {}),
-    422: ("The Idempotency-Key was used with a different request.", {}),
+    422: (
+        "The Idempotency-Key was used with a different request, or an operator named a "
+        "partnerId that has no partner account.",
+        {},
+    ),
     503: ("Overloaded, or the database is unreachable: retry after Retry-After.", RETRY_AFTER),
 }
 

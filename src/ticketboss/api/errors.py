@@ -12,6 +12,7 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from ticketboss.domain import (
+    DeadlinePassed,
     EventExists,
     EventNotFound,
     Forbidden,
@@ -24,7 +25,9 @@ from ticketboss.domain import (
     PreconditionFailed,
     ReservationNotFound,
     SeatsAlreadyReserved,
+    TooManyAuthFailures,
     Unauthenticated,
+    UnknownPartner,
     VersionConflict,
 )
 
@@ -42,11 +45,13 @@ _DOMAIN_STATUS = {
     EventNotFound: (404, "event-not-found"),
     EventExists: (409, "event-exists"),
     Forbidden: (403, "forbidden"),
+    UnknownPartner: (422, "unknown-partner"),
     SeatsAlreadyReserved: (409, "seats-reserved"),
     PreconditionFailed: (412, "precondition-failed"),
     IdempotencyKeyInFlight: (409, "idempotency-key-in-flight"),
     IdempotencyKeyReused: (422, "idempotency-key-reused"),
     VersionConflict: (503, "too-busy"),
+    DeadlinePassed: (503, "too-busy"),
     OutcomeUnknown: (503, "outcome-unknown"),
 }
 _STATUS_OF_SLUG = {slug: status for status, slug in _DOMAIN_STATUS.values()}
@@ -126,6 +131,7 @@ def register_errorhandlers(app: Flask) -> None:
         app.register_error_handler(error_type, _unavailable)
     app.register_error_handler(DataError, _data_error)
     app.register_error_handler(Unauthenticated, _unauthenticated)
+    app.register_error_handler(TooManyAuthFailures, _too_many_auth_failures)
     app.register_error_handler(429, _rate_limited)
     app.register_error_handler(Exception, _unexpected)
 
@@ -139,6 +145,11 @@ def _data_error(exc: DataError):
 
 def _unauthenticated(exc: Unauthenticated):
     return problem(401, str(exc), "unauthenticated", _BAD_KEY if exc.given else _NO_KEY)
+
+
+def _too_many_auth_failures(exc: TooManyAuthFailures):
+    retry_after = {"Retry-After": str(exc.retry_after)}
+    return problem(429, str(exc), "too-many-auth-failures", retry_after)
 
 
 def _rate_limited(exc: HTTPException):

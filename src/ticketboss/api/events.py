@@ -95,8 +95,9 @@ class EventItem(MethodView):
     @problems(blp, 400, 403, 404, 409, 412, 503)
     @operator_only
     def patch(self, path, body, **_):
-        """Rename, or change totalSeats (never below the seats already reserved). Operator
-        keys only."""
+        """Rename, or change totalSeats (never below the seats already reserved); a PATCH to
+        what the event already is keeps its version. `eventId` in the body is a 400 (the id
+        is the path's). Operator keys only."""
         event = writes.reservations().resize(
             path["event_id"],
             name=body.get("name"),

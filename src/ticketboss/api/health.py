@@ -1,4 +1,6 @@
-"""Liveness that also proves the database answers, and readiness: the schema is this code's."""
+"""Liveness that also proves the database answers, and readiness: the schema is this code's.
+Each waits at most PROBE_SECONDS for the database (a pool checkout included), so a stalled
+database is a prompt 503 and a balancer takes the host out, never a probe left hanging."""
 
 from functools import cache
 
@@ -6,14 +8,16 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
-from ticketboss import services_of
+from ticketboss import deadline, services_of
 from ticketboss.api.body import Blueprint
 from ticketboss.api.errors import problem
 from ticketboss.api.schemas import Health, Problem
+from ticketboss.services.unit_of_work import connection
 from ticketboss.store.migrate import alembic_config
 
 blp = Blueprint("health", __name__, url_prefix="/api", description="Service health")
 
+PROBE_SECONDS = 1.0
 _RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}}
 
 
@@ -24,8 +28,8 @@ _RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "S
     503, schema=Problem, headers=_RETRY_AFTER, description="The database does not answer."
 )
 def health():
-    """200 when the database answers a trivial query."""
-    with services_of().engine.connect() as conn:
+    """200 when the database answers a trivial query within a second."""
+    with deadline.within(PROBE_SECONDS), connection(services_of().engine) as conn:
         conn.execute(text("SELECT 1"))
     return {"status": "UP"}
 
@@ -40,9 +44,10 @@ def health():
     description="The database is not migrated to this code's head revision, or does not answer.",
 )
 def ready():
-    """200 when the database's alembic revision is the head of this code's migrations."""
+    """200 when the database's alembic revision is the head of this code's migrations, read
+    within a second."""
     # A database that does not answer raises here; errors.py turns that into a 503 as well.
-    with services_of().engine.connect() as conn:
+    with deadline.within(PROBE_SECONDS), connection(services_of().engine) as conn:
         current = MigrationContext.configure(conn).get_current_revision()
     head = head_revision()
     if current != head:

@@ -1,13 +1,43 @@
-"""Prometheus scrape endpoint (outside the OpenAPI document, like every exporter's)."""
+"""Prometheus scrape endpoint (outside the OpenAPI document, like every exporter's), for
+scrapers only: the credentials are checked before the exposition is built."""
 
-from flask import Blueprint, Response
+import hmac
 
-from ticketboss import metrics
+from flask import Blueprint, Response, request
+
+from ticketboss import metrics, services_of
+from ticketboss.config import Settings
+from ticketboss.domain import Unauthenticated
 
 blp = Blueprint("metrics", __name__)
 
 
 @blp.get("/metrics")
 def scrape():
-    body, content_type = metrics.exposition()
+    """The Prometheus text format, for a scraper with the right credentials."""
+    settings = services_of().settings
+    _require_scraper(settings)
+    body, content_type = metrics.exposition(settings.metrics_cache_seconds)
     return Response(body, content_type=content_type)
+
+
+def _require_scraper(settings: Settings) -> None:
+    """METRICS_TOKEN when it is set; else an operator key (a partner key is Forbidden), or
+    nothing with AUTH_MODE=open. Neither is ever echoed or logged."""
+    expected = settings.metrics_token
+    if not expected and settings.auth_mode == "open":
+        return
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    wanted = "the metrics token" if expected else "an operator key"
+    if scheme.lower() != "bearer" or not token:
+        raise Unauthenticated(f"Send {wanted}: Authorization: Bearer <token>.", given=False)
+    if expected:
+        if not hmac.compare_digest(token.encode(), expected.encode()):
+            raise Unauthenticated("The metrics token is wrong.", given=True)
+        return
+    # As for every key: an address that sent too many bad keys lately is a 429, unlooked-up.
+    principal = services_of().keys.authenticate(token, client=request.remote_addr or "")
+    if principal is None:
+        raise Unauthenticated("The API key is malformed, unknown or revoked.", given=True)
+    principal.require_operator()

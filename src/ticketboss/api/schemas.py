@@ -196,13 +196,18 @@ class EventCreate(RequestSchema):
 
 
 class EventPatch(RequestSchema):
+    """The event's id is its path's and cannot change: a body naming `eventId` is refused
+    rather than ignored, since its sender expected it to mean something."""
+
     name = Text(validate=_EVENT_NAME)
     total_seats = fields.Integer(
         data_key="totalSeats", strict=True, validate=validate.Range(0, 1_000_000)
     )
 
-    @validates_schema
-    def _something_to_change(self, data, **_):
+    @validates_schema(pass_original=True)
+    def _something_to_change(self, data, original, **_):
+        if "eventId" in original:
+            raise ValidationError("The event's id is its path's and cannot change.", "eventId")
         if not data:
             raise ValidationError("Give name and/or totalSeats.")
 

@@ -14,7 +14,7 @@ from ticketboss.api.auth import principal
 from ticketboss.api.conditional import if_match_versions
 from ticketboss.api.errors import problem, status_of
 from ticketboss.api.schemas import HoldAnswer
-from ticketboss.domain import Forbidden, Status
+from ticketboss.domain import Forbidden, Status, UnknownPartner
 from ticketboss.services import EventService, IdempotencyKey, Replay, ReservationService
 from ticketboss.services.idempotency import Kept
 
@@ -85,8 +85,10 @@ def cancel(event_id: str, reservation_id: UUID, headers: dict):
 
 
 def _partner(body: dict) -> str:
-    """Whose seats a reservation or hold takes: the key's partner, or the one it names."""
-    partner_id = principal().acting_for(body.get("partner_id"))
+    """Whose seats a reservation or hold takes: the key's partner, or the one an operator
+    names, which must have an account (open mode: the body's, any the schema takes)."""
+    who = principal()
+    partner_id = who.acting_for(body.get("partner_id"))
     if partner_id is None:  # AUTH_MODE=open: the body says whose reservation it is
         # As webargs says a missing field, so the answer is the one the schema used to give.
         missing = BadRequest()
@@ -94,6 +96,10 @@ def _partner(body: dict) -> str:
             "messages": {"json": {"partnerId": ["Missing data for required field."]}}
         }
         raise missing
+    # A key's own partner exists (the key is its), so a partner reserving for itself pays no
+    # lookup; an operator naming another partner does, cached per worker.
+    if who.partner_id not in (None, partner_id) and not services_of().keys.has_partner(partner_id):
+        raise UnknownPartner(partner_id)
     return partner_id
 
 

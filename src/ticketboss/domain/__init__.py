@@ -1,20 +1,31 @@
 """Pure rules of seat inventory: no Flask, no SQLAlchemy."""
 
-from ticketboss.domain.access import ANYONE, Principal, Role
+from ticketboss.domain.access import (
+    ANYONE,
+    PARTNER_ID_RULE,
+    Principal,
+    Role,
+    check_partner_id,
+    is_partner_id,
+)
 from ticketboss.domain.errors import (
+    DeadlinePassed,
     EventExists,
     EventNotFound,
     Forbidden,
     HoldExpired,
     IdempotencyKeyInFlight,
     IdempotencyKeyReused,
+    InvalidPartnerId,
     NotEnoughSeats,
     NotHeld,
     OutcomeUnknown,
     PreconditionFailed,
     ReservationNotFound,
     SeatsAlreadyReserved,
+    TooManyAuthFailures,
     Unauthenticated,
+    UnknownPartner,
     VersionConflict,
 )
 from ticketboss.domain.model import MAX_SEATS, MIN_SEATS, Event, Reservation, Status
@@ -23,6 +34,8 @@ __all__ = [
     "ANYONE",
     "MAX_SEATS",
     "MIN_SEATS",
+    "PARTNER_ID_RULE",
+    "DeadlinePassed",
     "Event",
     "EventExists",
     "EventNotFound",
@@ -30,6 +43,7 @@ __all__ = [
     "HoldExpired",
     "IdempotencyKeyInFlight",
     "IdempotencyKeyReused",
+    "InvalidPartnerId",
     "NotEnoughSeats",
     "NotHeld",
     "OutcomeUnknown",
@@ -40,6 +54,10 @@ __all__ = [
     "Role",
     "SeatsAlreadyReserved",
     "Status",
+    "TooManyAuthFailures",
     "Unauthenticated",
+    "UnknownPartner",
     "VersionConflict",
+    "check_partner_id",
+    "is_partner_id",
 ]

@@ -3,9 +3,40 @@
 from __future__ import annotations
 
 import enum
+import re
+import unicodedata
 from dataclasses import dataclass
 
-from ticketboss.domain.errors import Forbidden
+from ticketboss.domain.errors import Forbidden, InvalidPartnerId
+
+# A partner account's id is its identity: one spelling, nothing that passes for another (no
+# case, no look-alike letters of other scripts, no second Unicode normal form). Migration
+# 0007 puts the same rule in a CHECK constraint on partners.
+PARTNER_ID_RULE = (
+    "1-64 characters of lowercase ASCII letters, digits, '-', '_' and '.', "
+    "starting with a letter or digit"
+)
+_PARTNER_ID = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+
+
+def is_partner_id(partner_id: str) -> bool:
+    """Whether a partner account may have this id (PARTNER_ID_RULE)."""
+    return _PARTNER_ID.fullmatch(partner_id) is not None
+
+
+def check_partner_id(partner_id: str) -> None:
+    """InvalidPartnerId unless the id obeys PARTNER_ID_RULE. Never folded: `ABC` is refused,
+    with a hint that `abc` is its canonical spelling."""
+    if is_partner_id(partner_id):
+        return
+    canonical = unicodedata.normalize("NFKC", partner_id).lower()
+    foreign = sorted({f"U+{ord(c):04X}" for c in partner_id if not c.isascii()})
+    hint = ""
+    if is_partner_id(canonical):
+        hint = f"; its canonical spelling is '{canonical}'"
+    elif foreign:  # a look-alike of another script reads like ASCII: name the intruders
+        hint = f"; it holds non-ASCII characters ({', '.join(foreign[:3])})"
+    raise InvalidPartnerId(f"partner id {partner_id!r} refused: {PARTNER_ID_RULE}{hint}")
 
 
 class Role(enum.StrEnum):

@@ -121,9 +121,11 @@ class Extended:
 
 @dataclass(frozen=True)
 class Resized:
-    """The event as this change left it, at its new version."""
+    """The event as this change left it, at its new version; `written` False: the change
+    named the name and total it already had, and the version stays."""
 
     event: Event
+    written: bool = True
 
 
 @dataclass(frozen=True)
@@ -201,9 +203,9 @@ class Plan:
 
 
 def _writes(outcome: Outcome) -> bool:
-    if isinstance(outcome, Confirmed):
+    if isinstance(outcome, Confirmed | Resized):
         return outcome.written
-    return isinstance(outcome, Granted | Released | Extended | Resized)
+    return isinstance(outcome, Granted | Released | Extended)
 
 
 def plan(event_id: str, read: Read | None, changes: Sequence[Change]) -> Plan:
@@ -261,6 +263,8 @@ def _resize(change: Resize, event: Event, version: int):
     except SeatsAlreadyReserved as refused:
         return refused, event
     after = after if change.name is None else replace(after, name=change.name)
+    if after == event:  # nothing changes: no write, no new version (and no new ETag)
+        return Resized(replace(event, version=version), written=False), event
     return Resized(replace(after, version=version + 1)), after
 
 

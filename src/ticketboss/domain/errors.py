@@ -67,6 +67,14 @@ class OutcomeUnknown(DomainError):
         self.subject = subject
 
 
+class DeadlinePassed(DomainError):
+    """The request's deadline passed while it waited its turn: nothing was written."""
+
+    def __init__(self, subject: str):
+        super().__init__(f"The change to {subject} could not be made in time; retry later.")
+        self.subject = subject
+
+
 class VersionConflict(DomainError):
     """The event changed between our read and our compare-and-swap: retry from a fresh read."""
 
@@ -77,7 +85,8 @@ class VersionConflict(DomainError):
 
 class EventExists(DomainError):
     def __init__(self, event_id: str):
-        super().__init__(f"Event '{event_id}' already exists.")
+        # Ids are looked up exactly, but two may not differ only in case (GALA beside gala).
+        super().__init__(f"Event '{event_id}' already exists (or one differing only in case).")
         self.event_id = event_id
 
 
@@ -110,3 +119,28 @@ class IdempotencyKeyInFlight(DomainError):
 class IdempotencyKeyReused(DomainError):
     def __init__(self, key: str):
         super().__init__(f"Idempotency-Key '{key}' was already used with a different request.")
+
+
+class UnknownPartner(DomainError):
+    """An operator named a partnerId that has no partner account (AUTH_MODE=keys)."""
+
+    def __init__(self, partner_id: str):
+        super().__init__(
+            f"Partner '{partner_id}' has no account; an operator reserves only for partners "
+            "that exist (ticketboss partner create)."
+        )
+        self.partner_id = partner_id
+
+
+class InvalidPartnerId(DomainError):
+    """A partner account's id that breaks the rule (domain.access.PARTNER_ID_RULE)."""
+
+
+class TooManyAuthFailures(DomainError):
+    """The client's address sent too many bad keys lately: refused before any look-up."""
+
+    def __init__(self, retry_after: int):
+        super().__init__(
+            f"Too many failed authentications from this address; retry in {retry_after} s."
+        )
+        self.retry_after = retry_after

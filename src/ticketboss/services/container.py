@@ -32,5 +32,5 @@ class Services:
             engine,
             reservations,
             EventService(engine, reservations),
-            KeyCache(engine, settings.auth_cache_seconds),
+            KeyCache(engine, settings.auth_cache_seconds, settings.auth_failures_per_minute),
         )

@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from ticketboss.domain import Event, EventExists, EventNotFound, Reservation
 from ticketboss.services.reservations import ReservationService
-from ticketboss.services.unit_of_work import transaction
+from ticketboss.services.unit_of_work import connection, transaction
 from ticketboss.store import queries
 
 
@@ -33,7 +33,7 @@ class EventService:
     def page(self, after: str | None, limit: int) -> list[Event]:
         """Up to `limit` events after the event id `after`, in id order; an event with lapsed
         holds is summarised afresh, so no listed seat is taken by an expired hold."""
-        with self.engine.connect() as conn:
+        with connection(self.engine) as conn:
             now = self.clock.now(queries.read_database_now(conn))
             listed = queries.list_events(conn, after, limit)
         return [self.seats.summary(e.event_id) if e.has_lapsed_holds(now) else e for e in listed]
@@ -49,7 +49,7 @@ class EventService:
     ) -> list[Reservation]:
         """A page of the event's reservations in (created_at, id) order, as they stand now
         (a hold past its time is expired); EventNotFound."""
-        with self.engine.connect() as conn:
+        with connection(self.engine) as conn:
             now = self.clock.now(queries.read_database_now(conn))
             page = queries.list_reservations(
                 conn,

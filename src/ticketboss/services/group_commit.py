@@ -6,6 +6,10 @@ hands leadership to the oldest queued request, whose thread then runs the next b
 everything that queued meanwhile. Requests are taken in arrival order (first come, first
 served within the process); worker processes still race each other through the
 compare-and-swap.
+
+A queued request waits at most until its own deadline (ticketboss.deadline): still queued,
+it leaves the queue unanswered (DeadlinePassed: nothing was written); already taken into a
+batch that has not committed, its outcome is unknown.
 """
 
 from __future__ import annotations
@@ -14,6 +18,9 @@ import threading
 from collections import deque
 from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
+
+from ticketboss import deadline
+from ticketboss.domain import DeadlinePassed
 
 Request = TypeVar("Request")
 
@@ -56,10 +63,14 @@ class GroupCommit(Generic[Request]):
             queue.append(ticket)
         if not ticket.leads:
             try:
-                ticket.ready.wait()
+                answered = ticket.ready.wait(deadline.remaining())
             except BaseException:  # killed while queued (a gevent timeout, a shutdown)
                 self._abandon(key, ticket)
                 raise
+            if not answered and self._abandon(key, ticket):
+                raise DeadlinePassed(f"event '{key}'")
+            if not answered and not ticket.ready.is_set():
+                raise self._interrupted(key)  # its batch is running: it may commit
         if ticket.leads:  # from the start, or handed over by the previous leader
             self._lead(key, commit)
         if isinstance(ticket.outcome, BaseException):
@@ -86,22 +97,24 @@ class GroupCommit(Generic[Request]):
             if successor is not None:
                 successor.ready.set()
 
-    def _abandon(self, key: str, ticket: _Ticket) -> None:
+    def _abandon(self, key: str, ticket: _Ticket) -> bool:
         """A queued request gave up waiting: take it out, and if the lead had just been handed
-        to it, hand the lead on so the requests behind it are not stranded."""
+        to it, hand the lead on so the requests behind it are not stranded. False if it was
+        already taken into a batch (whose leader answers it)."""
         with self._lock:
             queue = self._queues.get(key)
             if queue is None or ticket not in queue:
-                return  # already taken into a batch: its leader answers it
+                return False
             queue.remove(ticket)
             if not ticket.leads:
-                return
+                return True
             if not queue:
                 del self._queues[key]
-                return
+                return True
             successor = queue[0]
             successor.leads = True
         successor.ready.set()
+        return True
 
     def _hand_over(self, key: str) -> _Ticket | None:
         """The oldest queued request leads next; with none queued, the key is free again."""

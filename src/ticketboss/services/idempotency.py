@@ -11,17 +11,21 @@ from __future__ import annotations
 import enum
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
 
 from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
+from ticketboss import deadline
 from ticketboss.config import Settings
-from ticketboss.domain import IdempotencyKeyInFlight, IdempotencyKeyReused
-from ticketboss.services.unit_of_work import transaction
+from ticketboss.domain import IdempotencyKeyInFlight, IdempotencyKeyReused, OutcomeUnknown
+from ticketboss.services.unit_of_work import connection, retry_when_dropped, transaction
 from ticketboss.store import queries
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,7 @@ class Replay:
     detail: str | None = None
 
 
+@retry_when_dropped
 def claim(engine: Engine, settings: Settings, key: IdempotencyKey) -> Claim | Replay:
     """Claim the key, or return its stored answer; IdempotencyKeyReused if it came with
     another request, IdempotencyKeyInFlight while its first request is still running."""
@@ -89,7 +94,7 @@ def claim(engine: Engine, settings: Settings, key: IdempotencyKey) -> Claim | Re
             return Claim(key, owner)
         except IntegrityError:
             pass  # the key exists: what state is it in?
-        with engine.connect() as conn:
+        with connection(engine) as conn:
             row = queries.load_claim(conn, key.scope, key.key)
         if row is None:
             continue
@@ -116,10 +121,23 @@ def claim(engine: Engine, settings: Settings, key: IdempotencyKey) -> Claim | Re
     raise IdempotencyKeyInFlight(key.key)
 
 
+@retry_when_dropped
 def release(engine: Engine, held: Claim) -> None:
     """Give the key up unanswered (the request failed before changing anything)."""
     with transaction(engine, f"Idempotency-Key '{held.key.key}'") as conn:
         queries.delete_claim(conn, held.key.scope, held.key.key, held.owner)
+
+
+def release_if_possible(engine: Engine, held: Claim) -> None:
+    """Release the key if the database lets us before the request's deadline: the request is
+    failing for its own reason, which is what it answers. A claim left behind lapses after
+    IDEMPOTENCY_LEASE_SECONDS; until then a retry is told the key is in flight."""
+    if deadline.remaining(1.0) == 0:
+        return
+    try:
+        release(engine, held)
+    except (SQLAlchemyError, OutcomeUnknown) as exc:
+        log.info("Idempotency-Key '%s' not released: %s", held.key.key, type(exc).__name__)
 
 
 def prune(engine: Engine) -> int:

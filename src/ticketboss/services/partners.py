@@ -2,29 +2,43 @@
 token, shown once, stored only as its SHA-256, rotatable (a partner may hold several) and
 revocable. Workers cache what a key resolves to for a few seconds, so the check costs no
 database round trip in steady state and a revocation reaches every worker within that time.
+A key ends with a checksum of its random part (as GitHub's tokens do), so a made-up or
+mistyped key is refused without the database; so are bad keys from an address that sent too
+many of them in the last minute.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import math
 import re
 import secrets
+import string
 import threading
 import time
+import zlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
+from limits import RateLimitItemPerSecond
+from limits.storage import MemoryStorage
+from limits.strategies import MovingWindowRateLimiter
 from sqlalchemy import Engine
 
-from ticketboss.domain import Principal, Role
-from ticketboss.services.unit_of_work import transaction
+from ticketboss.domain import Principal, Role, TooManyAuthFailures, check_partner_id, is_partner_id
+from ticketboss.services.unit_of_work import connection, retry_when_dropped, transaction
 from ticketboss.store import queries
 
-KEY_PREFIX = "tb_"
-# tb_ + 32 random bytes, URL-safe base64 without padding: 43 characters.
-KEY_SHAPE = re.compile(r"tb_[A-Za-z0-9_-]{43}")
-_SHOWN_PREFIX = 11  # "tb_" and 8 characters: enough to tell keys apart in a list
+KEY_PREFIX = "tbk_"
+# tbk_, 32 random bytes as 43 base62 characters, then their CRC32 as 6 base62 characters.
+KEY_SHAPE = re.compile(r"tbk_[0-9A-Za-z]{49}")
+_RANDOM, _CHECKSUM = 43, 6
+# Keys made before the checksum stay valid: tb_ + 32 random bytes, URL-safe base64.
+OLD_KEY_PREFIX = "tb_"
+OLD_KEY_SHAPE = re.compile(r"tb_[A-Za-z0-9_-]{43}")
+_BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
+_SHOWN_PREFIX = 11  # the prefix and 7 or 8 characters: enough to tell keys apart in a list
 _CACHE_LIMIT = 10_000  # distinct keys a worker remembers; past that the cache starts over
 _LOOKUP_LOCKS = 64  # lookups of keys that share a lock run one at a time
 
@@ -46,10 +60,38 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
+def new_key() -> str:
+    """The prefix, 256 random bits in base62, and the checksum of those."""
+    random_part = _base62(int.from_bytes(secrets.token_bytes(32)), _RANDOM)
+    return KEY_PREFIX + random_part + _checksum(random_part)
+
+
+def checksum_matches(key: str) -> bool:
+    """Whether the key has the current shape and its own checksum. The checksum is no secret
+    (anyone can compute a CRC32): it tells a made-up or mistyped key without the database."""
+    if KEY_SHAPE.fullmatch(key) is None:
+        return False
+    return _checksum(key[len(KEY_PREFIX) : -_CHECKSUM]) == key[-_CHECKSUM:]
+
+
+def _checksum(random_part: str) -> str:
+    return _base62(zlib.crc32(random_part.encode()), _CHECKSUM)
+
+
+def _base62(number: int, width: int) -> str:
+    """`number` as exactly `width` base62 digits, zero-padded (it must fit)."""
+    digits = []
+    for _ in range(width):
+        number, digit = divmod(number, 62)
+        digits.append(_BASE62[digit])
+    return "".join(reversed(digits))
+
+
 def create_key(engine: Engine, partner_id: str, role: Role) -> tuple[KeyInfo, str, bool]:
     """A new key for the partner (created if absent): its info, the key (shown only now),
-    and whether the partner was new."""
-    key = KEY_PREFIX + secrets.token_urlsafe(32)
+    and whether the partner was new. InvalidPartnerId for an id that breaks the rule."""
+    check_partner_id(partner_id)
+    key = new_key()
     info = KeyInfo(
         key_id="key_" + secrets.token_hex(8),
         partner_id=partner_id,
@@ -94,28 +136,95 @@ def revoke_key(engine: Engine, key_id: str) -> bool:
         return queries.revoke_key(conn, key_id, datetime.now(UTC))
 
 
-class KeyCache:
-    """Resolves keys to principals, remembering each answer for `ttl` seconds per worker."""
+class FailureLimit:
+    """At most `amount` failed authentications per client address in a moving window of
+    `seconds` (limits, in this process's memory: each worker counts alone); 0: no limit."""
 
-    def __init__(self, engine: Engine, ttl: float):
+    def __init__(self, amount: int, seconds: int = 60):
+        self._item = RateLimitItemPerSecond(amount, seconds) if amount > 0 else None
+        self._window = MovingWindowRateLimiter(MemoryStorage())
+
+    def retry_after(self, client: str) -> int | None:
+        """Seconds until the oldest counted failure leaves the window; None if none is due."""
+        if self._item is None or self._window.test(self._item, client):
+            return None
+        reset = self._window.get_window_stats(self._item, client).reset_time
+        return max(1, math.ceil(reset - time.time()))
+
+    def failed(self, client: str) -> None:
+        if self._item is not None:
+            self._window.hit(self._item, client)
+
+
+class KeyCache:
+    """Resolves keys to principals, remembering each answer for `ttl` seconds per worker;
+    also which partners exist, and whether any key of the old format is still active."""
+
+    def __init__(self, engine: Engine, ttl: float, failures_per_minute: int = 0):
         self.engine = engine
         self.ttl = ttl
+        self.failures = FailureLimit(failures_per_minute)
         self._known: dict[str, tuple[Principal, float]] = {}
+        self._partners: dict[str, float] = {}
+        # Whether an unrevoked old-format key exists, and until when that answer holds.
+        self._old_keys = (False, 0.0)
+        self._old_keys_lock = threading.Lock()
         # When a key's entry expires, the many requests that carry it must not all look it up
         # at once (and all stamp its row): one does, the others wait for its answer. (Under
         # gunicorn's gevent workers, threading's locks are cooperative.)
         self._locks = [threading.Lock() for _ in range(_LOOKUP_LOCKS)]
 
-    def authenticate(self, key: str) -> Principal | None:
-        """The principal of an active key; None for a malformed, unknown or revoked one."""
-        if not KEY_SHAPE.fullmatch(key):
-            return None
+    def authenticate(self, key: str, client: str | None = None) -> Principal | None:
+        """The principal of an active key; None for a malformed, unknown or revoked one. A
+        `client` (address) that sent too many bad keys lately is TooManyAuthFailures before
+        anything else is looked at, and each key refused counts against it."""
+        if client is not None:
+            retry_after = self.failures.retry_after(client)
+            if retry_after is not None:
+                raise TooManyAuthFailures(retry_after)
+        principal = self._resolve(key)
+        if principal is None and client is not None:
+            self.failures.failed(client)
+        return principal
+
+    def has_partner(self, partner_id: str) -> bool:
+        """Whether a partner account has this id: remembered for `ttl` once seen, looked up
+        otherwise (so a partner created just now counts at once)."""
+        if self._partners.get(partner_id, 0.0) > time.monotonic():
+            return True
+        if not is_partner_id(partner_id):
+            return False  # no account can have it
+        with connection(self.engine) as conn:
+            exists = queries.partner_exists(conn, partner_id)
+        if exists:
+            if len(self._partners) >= _CACHE_LIMIT:
+                self._partners.clear()
+            self._partners[partner_id] = time.monotonic() + self.ttl
+        return exists
+
+    def _resolve(self, key: str) -> Principal | None:
+        if not (checksum_matches(key) or (OLD_KEY_SHAPE.fullmatch(key) and self._old_keys_live())):
+            return None  # no key we issued could look like this: no lookup
         digest = hash_key(key)
         principal = self._fresh(digest)
         if principal is not None:
             return principal
         with self._locks[int(digest[:8], 16) % _LOOKUP_LOCKS]:
             return self._fresh(digest) or self._refresh(digest)
+
+    def _old_keys_live(self) -> bool:
+        """Whether any unrevoked key of the old format (no checksum) exists: one query per
+        `ttl`, so random old-shaped keys cost no lookup once the last old key is revoked."""
+        live, until = self._old_keys
+        if until > time.monotonic():
+            return live
+        with self._old_keys_lock:
+            live, until = self._old_keys
+            if until <= time.monotonic():
+                with connection(self.engine) as conn:
+                    live = queries.active_key_with_prefix_exists(conn, OLD_KEY_PREFIX)
+                self._old_keys = (live, time.monotonic() + self.ttl)
+        return live
 
     def _fresh(self, digest: str) -> Principal | None:
         known = self._known.get(digest)
@@ -135,6 +244,7 @@ class KeyCache:
         self._known[digest] = (principal, time.monotonic() + self.ttl)
         return principal
 
+    @retry_when_dropped
     def _look_up(self, digest: str) -> Principal | None:
         """One indexed read by hash, and last-used stamped (once per ttl per worker)."""
         with transaction(self.engine, "a key's last use") as conn:

@@ -34,6 +34,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from ticketboss import metrics
 from ticketboss.config import Settings
 from ticketboss.domain import (
+    DeadlinePassed,
     Event,
     EventNotFound,
     HoldExpired,
@@ -70,7 +71,7 @@ from ticketboss.services.clock import Clock
 from ticketboss.services.group_commit import GroupCommit
 from ticketboss.services.idempotency import Claim, IdempotencyKey, Kept, Replay
 from ticketboss.services.retry import with_retries
-from ticketboss.services.unit_of_work import transaction
+from ticketboss.services.unit_of_work import connection, transaction
 from ticketboss.store import queries
 
 
@@ -162,14 +163,14 @@ class ReservationService:
 
     def _read_events(self, event_id: str, readers: list[None]) -> list[object]:
         """One read of the event for every summary waiting on it: (event, database time)."""
-        with self.engine.connect() as conn:
+        with connection(self.engine) as conn:
             read = queries.load_event_at(conn, event_id)
         return [read or EventNotFound(event_id) for _ in readers]
 
     def get(self, event_id: str, reservation_id: UUID, *, owner: str | None = None) -> Reservation:
         """A reservation or hold of that event, as it stands now; only one of `owner`'s when
         given (another partner's is not found, exactly as if it did not exist)."""
-        with self.engine.connect() as conn:
+        with connection(self.engine) as conn:
             reservation = queries.load_reservation(conn, reservation_id)
             if reservation is not None and reservation.status is Status.HELD:
                 reservation = reservation.seen_at(self.now(conn))
@@ -269,7 +270,7 @@ class ReservationService:
     def sweep(self) -> int:
         """Expire every lapsed hold (tidiness only: writes reclaim them anyway); returns how
         many were expired."""
-        with self.engine.connect() as conn:
+        with connection(self.engine) as conn:
             lapsed = queries.events_with_lapsed_holds(conn, self.now(conn))
         expired = 0
         for event_id in lapsed:
@@ -293,11 +294,11 @@ class ReservationService:
             # Queued with the changes of this event; whichever request leads the batch runs
             # commit_batch (below) for all of them.
             return self._changes.submit(event_id, Submitted(change, held), self.commit_batch)
-        except (VersionConflict, SQLAlchemyError):
+        except (VersionConflict, DeadlinePassed, SQLAlchemyError):
             # Nothing was written: let the client's retry use the key afresh. (After an
             # OutcomeUnknown the claim stays: the answer may be on it, or it lapses.)
             if held is not None:
-                idempotency.release(self.engine, held)
+                idempotency.release_if_possible(self.engine, held)
             raise
 
     def commit_batch(self, event_id: str, requests: Sequence[Submitted | Change]) -> list[object]:

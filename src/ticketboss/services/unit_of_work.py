@@ -1,6 +1,8 @@
 """The one way a write runs: a transaction that commits when its block ends, rolls back when
 it raises, and reports a failed COMMIT as OutcomeUnknown (the changes may or may not have
-landed, so nothing may retry it blindly)."""
+landed, so nothing may retry it blindly). Every transaction and read starts on a connection
+that has answered its first statement: a pooled connection the server dropped is replaced
+there by a fresh one, whatever the transaction is for."""
 
 from __future__ import annotations
 
@@ -9,16 +11,73 @@ from contextlib import contextmanager
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
+from tenacity import Retrying, retry, retry_if_exception, stop_after_attempt
 
 from ticketboss.domain import OutcomeUnknown
+from ticketboss.store.db import DatabaseTimeout
+
+# A restart or pg_terminate_backend drops every pooled connection at once; SQLAlchemy then
+# recycles the whole pool, so the second try is on a fresh connection.
+_BEGIN_ATTEMPTS = 3
 
 
 @contextmanager
 def transaction(engine: Engine, subject: str) -> Iterator[Connection]:
     """`with transaction(engine, "event 'gala'") as conn:` — one transaction on `conn`."""
-    with engine.connect() as conn:  # closing without a commit rolls back
+    with connection(engine) as conn:  # closing without a commit rolls back
         yield conn
         try:
             conn.commit()
         except DBAPIError as exc:
             raise OutcomeUnknown(subject) from exc
+
+
+@contextmanager
+def connection(engine: Engine) -> Iterator[Connection]:
+    """A connection whose transaction has begun (on PostgreSQL its first statement, SET LOCAL
+    statement_timeout, has answered); reads use it as they are, writes through
+    `transaction`."""
+    try:
+        conn = _begun(engine)
+    except DBAPIError as exc:
+        if not dropped(exc):
+            raise
+        retrying = Retrying(
+            retry=retry_if_exception(dropped),
+            stop=stop_after_attempt(_BEGIN_ATTEMPTS - 1),
+            reraise=True,
+        )
+        conn = retrying(_begun, engine)
+    with conn:
+        yield conn
+
+
+def dropped(exc: BaseException) -> bool:
+    """A pooled connection the server closed (a restart, a terminated backend): nothing was
+    asked of it, so a fresh one may be tried. Not a database that stopped answering (the
+    deadline passed: trying again would wait past it)."""
+    return (
+        isinstance(exc, DBAPIError)
+        and exc.connection_invalidated
+        and not isinstance(exc.orig, DatabaseTimeout)
+    )
+
+
+# Decorates a use case made of whole transactions (an Idempotency-Key's claim, its release):
+# a connection the server dropped before a COMMIT was asked for wrote nothing, so the use
+# case runs again, on a fresh connection. (The batch has its own retries: services/retry.py.)
+retry_when_dropped = retry(
+    retry=retry_if_exception(dropped),
+    stop=stop_after_attempt(_BEGIN_ATTEMPTS),
+    reraise=True,
+)
+
+
+def _begun(engine: Engine) -> Connection:
+    conn = engine.connect()
+    try:
+        conn.begin()
+    except BaseException:
+        conn.close()
+        raise
+    return conn

@@ -69,6 +69,8 @@ events = Table(
     ),
     CheckConstraint("reservation_count >= 0", name="reservation_count_not_negative"),
     CheckConstraint("held_seats >= 0", name="held_seats_not_negative"),
+    # Ids are exact, but no two may differ only in case (GALA beside gala).
+    Index("uq_events_lower_event_id", func.lower(text("event_id")), unique=True),
     # The sweep finds the events whose next expiry has passed.
     Index(
         "ix_events_next_expiry",
@@ -135,7 +137,9 @@ idempotency_keys = Table(
 partners = Table(
     "partners",
     metadata,
-    # The partnerId of reservations; a partner exists once it has had a key or a reservation.
+    # The partnerId of reservations; a partner exists once it has had a key (before 0004: a
+    # reservation). Migration 0007 adds a CHECK per engine that the id obeys
+    # domain.access.PARTNER_ID_RULE (ck_partners_partner_id_canonical).
     Column("partner_id", String(128), primary_key=True),
     Column("created_at", UtcDateTime(), nullable=False, server_default=func.now()),
 )

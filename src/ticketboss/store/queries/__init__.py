@@ -25,10 +25,12 @@ from ticketboss.store.queries.events import (
     reset_event,
 )
 from ticketboss.store.queries.keys import (
+    active_key_with_prefix_exists,
     ensure_partner,
     insert_key,
     list_keys,
     load_active_key,
+    partner_exists,
     revoke_key,
     touch_key,
 )
@@ -45,6 +47,7 @@ from ticketboss.store.queries.reservations import (
 )
 
 __all__ = [
+    "active_key_with_prefix_exists",
     "compare_and_swap",
     "create_event",
     "delete_claim",
@@ -68,6 +71,7 @@ __all__ = [
     "mark_cancelled",
     "mark_confirmed",
     "mark_expired",
+    "partner_exists",
     "prune_claims",
     "read_database_now",
     "record_outcome",

@@ -24,9 +24,16 @@ _TOUCH_KEY = (
 )
 
 
+_PARTNER = select(partners.c.partner_id).where(partners.c.partner_id == bindparam("partner_id"))
+
+
+def partner_exists(conn: Connection, partner_id: str) -> bool:
+    return conn.scalar(_PARTNER, {"partner_id": partner_id}) is not None
+
+
 def ensure_partner(conn: Connection, partner_id: str) -> bool:
     """Create the partner unless it exists; True if it was created."""
-    if conn.scalar(select(partners.c.partner_id).where(partners.c.partner_id == partner_id)):
+    if partner_exists(conn, partner_id):
         return False
     conn.execute(insert(partners).values(partner_id=partner_id))
     return True
@@ -52,6 +59,14 @@ def load_active_key(conn: Connection, key_hash: str):
 
 def touch_key(conn: Connection, key_id: str, used_at: datetime) -> None:
     conn.execute(_TOUCH_KEY, {"key_id": key_id, "used_at": used_at})
+
+
+def active_key_with_prefix_exists(conn: Connection, prefix: str) -> bool:
+    """Whether any unrevoked key starts with `prefix` (a few rows: no index needed)."""
+    query = select(api_keys.c.id).where(
+        api_keys.c.revoked_at.is_(None), api_keys.c.prefix.startswith(prefix, autoescape=True)
+    )
+    return conn.scalar(query.limit(1)) is not None
 
 
 def list_keys(conn: Connection) -> list:
