@@ -54,6 +54,11 @@ class Cluster:
         token = os.environ.get("METRICS_TOKEN") or secrets.token_urlsafe(32)
         settings.setdefault("METRICS_TOKEN", token)
         self.metrics_token = str(settings["METRICS_TOKEN"])
+        # Behind HAProxy every client has its address: a per-address limit of failed keys
+        # would shut every partner out for one client's mistakes (limit at the proxy).
+        settings.setdefault(
+            "AUTH_FAILURES_PER_MINUTE", os.environ.get("AUTH_FAILURES_PER_MINUTE", "0")
+        )
         self.hosts = [
             Host(f"host{i + 1}", self.dir, through, workers, **settings) for i in range(hosts)
         ]

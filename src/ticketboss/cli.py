@@ -2,6 +2,7 @@
 
 import click
 from sqlalchemy import Engine
+from sqlalchemy.exc import IntegrityError
 
 from ticketboss.config import Settings
 from ticketboss.store import queries
@@ -45,6 +46,10 @@ def seed(event_id: str | None, name: str, seats: int, reset: bool) -> None:
     engine = make_engine(settings)
     try:
         click.echo(seed_event(engine, event_id, name, seats, reset))
+    except IntegrityError as exc:  # the unique index on lower(event_id)
+        raise click.ClickException(
+            f"event '{event_id}' cannot be created: another event's id differs from it only in case"
+        ) from exc
     finally:
         engine.dispose()
 

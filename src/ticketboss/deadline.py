@@ -37,6 +37,22 @@ def remaining(default: float | None = None) -> float | None:
 
 
 @contextmanager
+def at_least(seconds: float) -> Iterator[None]:
+    """At least `seconds` from now, even if the deadline has passed: for tidying up after
+    it (a ROLLBACK that a live server answers at once), never for new work. Without a
+    deadline, nothing changes."""
+    left = remaining()
+    if left is None:
+        yield
+        return
+    token = start(max(seconds, left))
+    try:
+        yield
+    finally:
+        end(token)
+
+
+@contextmanager
 def within(seconds: float) -> Iterator[None]:
     """At most `seconds` from now, and never past a deadline already set (a health probe)."""
     left = remaining()

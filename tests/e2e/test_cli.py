@@ -87,3 +87,12 @@ def test_create_never_folds_case_but_names_the_canonical_spelling(run):
     assert "non-ASCII characters (U+0430)" in look_alike.stderr
     listed = {line.split()[0] for line in run("partner", "list").stdout.splitlines()}
     assert not listed & {"ABC-Corp", "\uff41\uff42\uff43-corp", "\u0430bc-corp"}
+
+
+def test_seed_refuses_an_event_id_differing_only_in_case_in_one_line(app, run):
+    event_id = f"Seed-{uuid.uuid4().hex[:8]}"
+    assert run("seed", "--event-id", event_id.lower(), "--seats", "5").returncode == 0
+    refused = run("seed", "--event-id", event_id, "--seats", "5")
+    assert refused.returncode == 1
+    assert "differs from it only in case" in refused.stderr
+    assert "Traceback" not in refused.stderr

@@ -9,7 +9,7 @@ import pytest
 
 from ticketboss import deadline
 from ticketboss.domain import DeadlinePassed
-from ticketboss.services.group_commit import GroupCommit
+from ticketboss.services.group_commit import LEAD_FLOOR_SECONDS, GroupCommit
 
 
 class Interrupted(Exception):
@@ -154,7 +154,7 @@ from gevent import monkey; monkey.patch_all()
 import gevent
 from ticketboss import deadline
 from ticketboss.domain import DeadlinePassed
-from ticketboss.services.group_commit import GroupCommit
+from ticketboss.services.group_commit import LEAD_FLOOR_SECONDS, GroupCommit
 
 def commit(key, requests):
     gevent.sleep(0.2)  # the leader's transaction is slow: followers queue
@@ -234,3 +234,31 @@ def test_a_request_whose_batch_outlives_its_deadline_is_told_the_outcome_is_unkn
         thread.join(5)
     assert results[0][0] == "e:0" and results[1][0] == "e:1"
     assert second.batches == [[1, 2]]  # 2 was in that batch: its outcome was truly unknown
+
+
+def test_a_request_handed_the_lead_with_almost_no_time_left_passes_it_on():
+    """A batch runs on its leader's time: the next request leads instead, with its own."""
+    first, second = Recorder(), Recorder()
+    second.release.set()
+    calls = iter([first, second])
+    group = Group(lambda key, requests: next(calls)(key, requests), 10, interrupted=Interrupted)
+    results: dict = {}
+
+    def run(request, seconds):
+        results[request] = _within(seconds, group, "e", request)
+
+    leader = threading.Thread(target=run, args=(0, 5.0))
+    leader.start()
+    assert first.entered.wait(5)
+    late = threading.Thread(target=run, args=(1, LEAD_FLOOR_SECONDS + 0.15))
+    late.start()
+    time.sleep(0.05)
+    fresh = threading.Thread(target=run, args=(2, 5.0))
+    fresh.start()
+    time.sleep(0.15)  # 1 now has less than the floor left; it is next in line
+    first.release.set()
+    for thread in (leader, late, fresh):
+        thread.join(5)
+    assert results[0] == "e:0" and results[2] == "e:2"
+    assert isinstance(results[1], DeadlinePassed)
+    assert second.batches == [[2]]  # 1 wrote nothing

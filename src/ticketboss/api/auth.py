@@ -91,6 +91,7 @@ def register_rate_limit(app: Flask, settings: Settings) -> None:
     workers by default), logs one warning, and sets ticketboss_ratelimit_storage_up to 0;
     flask-limiter pings the store again after 1, 2, 4… 32 s and goes back to it by itself.
     """
+    metrics.RATELIMIT_STORAGE_UP.set(1)  # 0 only while a worker counts alone
     if settings.partner_rate_limit <= 0:
         return
     from flask_limiter import Limiter
@@ -118,8 +119,6 @@ def register_rate_limit(app: Flask, settings: Settings) -> None:
     limiter.init_app(app)
     app.extensions["ticketboss.limiter"] = limiter
     app.after_request(_rate_limit_headers)
-    if shared:
-        metrics.RATELIMIT_STORAGE_UP.set(1)
 
 
 def _storage_options(timeout: float) -> dict:
@@ -162,8 +161,9 @@ _storage_lost_at: float | None = None  # this worker's limiter counts alone sinc
 def _note_storage(limiter) -> None:
     """One warning when a worker's limiter falls back to its memory, one when it is back."""
     global _storage_lost_at
-    # flask-limiter keeps no public flag: `_storage_dead` is what its fallback switches on.
-    dead = limiter._storage_dead
+    # flask-limiter keeps no public flag: `_storage_dead` is what its fallback switches on
+    # (tests/e2e/test_hangs.py fails if it stops meaning that).
+    dead = getattr(limiter, "_storage_dead", False)
     if dead == (_storage_lost_at is not None):
         return
     if dead:

@@ -9,7 +9,8 @@ compare-and-swap.
 
 A queued request waits at most until its own deadline (ticketboss.deadline): still queued,
 it leaves the queue unanswered (DeadlinePassed: nothing was written); already taken into a
-batch that has not committed, its outcome is unknown.
+batch that has not committed, its outcome is unknown. A batch runs on its leader's time, so
+a request with almost none left hands the lead on instead.
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from ticketboss import deadline
 from ticketboss.domain import DeadlinePassed
 
 Request = TypeVar("Request")
+# A request with less time left than this does not lead a batch (which runs on its time).
+LEAD_FLOOR_SECONDS = 0.1
 
 
 class _Ticket(Generic[Request]):
@@ -71,6 +74,11 @@ class GroupCommit(Generic[Request]):
                 raise DeadlinePassed(f"event '{key}'")
             if not answered and not ticket.ready.is_set():
                 raise self._interrupted(key)  # its batch is running: it may commit
+        if ticket.leads and (deadline.remaining(1.0) or 0.0) < LEAD_FLOOR_SECONDS:
+            # Its batch would run on its time, cut short for everyone in it: the lead goes
+            # to the next request, and this one writes nothing.
+            self._abandon(key, ticket)
+            raise DeadlinePassed(f"event '{key}'")
         if ticket.leads:  # from the start, or handed over by the previous leader
             self._lead(key, commit)
         if isinstance(ticket.outcome, BaseException):

@@ -12,6 +12,7 @@ import enum
 import hashlib
 import json
 import logging
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from uuid import UUID, uuid4
@@ -129,11 +130,17 @@ def release(engine: Engine, held: Claim) -> None:
 
 
 def release_if_possible(engine: Engine, held: Claim) -> None:
-    """Release the key if the database lets us before the request's deadline: the request is
-    failing for its own reason, which is what it answers. A claim left behind lapses after
+    """Release the key, best effort: the request is failing for its own reason, which is
+    what it answers. With its deadline spent, the release runs in the background (the
+    answer does not wait for it). A claim left behind lapses after
     IDEMPOTENCY_LEASE_SECONDS; until then a retry is told the key is in flight."""
-    if deadline.remaining(1.0) == 0:
-        return
+    if (deadline.remaining(1.0) or 0.0) > 0:
+        _release_quietly(engine, held)
+    else:  # a new thread (a greenlet under gevent) starts with no deadline: the default bound
+        threading.Thread(target=_release_quietly, args=(engine, held), daemon=True).start()
+
+
+def _release_quietly(engine: Engine, held: Claim) -> None:
     try:
         release(engine, held)
     except (SQLAlchemyError, OutcomeUnknown) as exc:

@@ -18,6 +18,8 @@ import string
 import threading
 import time
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -26,7 +28,15 @@ from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 from sqlalchemy import Engine
 
-from ticketboss.domain import Principal, Role, TooManyAuthFailures, check_partner_id, is_partner_id
+from ticketboss import deadline
+from ticketboss.domain import (
+    DeadlinePassed,
+    Principal,
+    Role,
+    TooManyAuthFailures,
+    check_partner_id,
+    is_partner_id,
+)
 from ticketboss.services.unit_of_work import connection, retry_when_dropped, transaction
 from ticketboss.store import queries
 
@@ -187,6 +197,7 @@ class KeyCache:
             self.failures.failed(client)
         return principal
 
+    @retry_when_dropped
     def has_partner(self, partner_id: str) -> bool:
         """Whether a partner account has this id: remembered for `ttl` once seen, looked up
         otherwise (so a partner created just now counts at once)."""
@@ -209,16 +220,17 @@ class KeyCache:
         principal = self._fresh(digest)
         if principal is not None:
             return principal
-        with self._locks[int(digest[:8], 16) % _LOOKUP_LOCKS]:
+        with _held(self._locks[int(digest[:8], 16) % _LOOKUP_LOCKS], "a key's lookup"):
             return self._fresh(digest) or self._refresh(digest)
 
+    @retry_when_dropped
     def _old_keys_live(self) -> bool:
         """Whether any unrevoked key of the old format (no checksum) exists: one query per
         `ttl`, so random old-shaped keys cost no lookup once the last old key is revoked."""
         live, until = self._old_keys
         if until > time.monotonic():
             return live
-        with self._old_keys_lock:
+        with _held(self._old_keys_lock, "the old keys' check"):
             live, until = self._old_keys
             if until <= time.monotonic():
                 with connection(self.engine) as conn:
@@ -254,3 +266,15 @@ class KeyCache:
                 return None
             queries.touch_key(conn, row.id, datetime.now(UTC))
         return Principal(row.partner_id, Role(row.role))
+
+
+@contextmanager
+def _held(lock: threading.Lock, what: str) -> Iterator[None]:
+    """The lock, waited for no longer than the request's deadline (whoever holds it is
+    waiting on the database under its own)."""
+    if not lock.acquire(timeout=deadline.remaining(-1.0) or 0.0):
+        raise DeadlinePassed(what)
+    try:
+        yield
+    finally:
+        lock.release()

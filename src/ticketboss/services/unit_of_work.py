@@ -13,12 +13,14 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 from tenacity import Retrying, retry, retry_if_exception, stop_after_attempt
 
+from ticketboss import deadline
 from ticketboss.domain import OutcomeUnknown
 from ticketboss.store.db import DatabaseTimeout
 
 # A restart or pg_terminate_backend drops every pooled connection at once; SQLAlchemy then
 # recycles the whole pool, so the second try is on a fresh connection.
 _BEGIN_ATTEMPTS = 3
+_CLOSE_GRACE_SECONDS = 0.1
 
 
 @contextmanager
@@ -48,8 +50,10 @@ def connection(engine: Engine) -> Iterator[Connection]:
             reraise=True,
         )
         conn = retrying(_begun, engine)
-    with conn:
+    try:
         yield conn
+    finally:
+        _close(conn)
 
 
 def dropped(exc: BaseException) -> bool:
@@ -71,6 +75,18 @@ retry_when_dropped = retry(
     stop=stop_after_attempt(_BEGIN_ATTEMPTS),
     reraise=True,
 )
+
+
+def _close(conn: Connection) -> None:
+    """Roll back what is left and give the connection back. Past the deadline, a live server
+    still gets a moment to answer the ROLLBACK (the connection then stays pooled); a silent
+    one costs only this connection: what the block did, or raised, stands."""
+    with deadline.at_least(_CLOSE_GRACE_SECONDS):
+        try:
+            conn.close()
+        except DBAPIError as exc:
+            if not isinstance(exc.orig, DatabaseTimeout):
+                raise
 
 
 def _begun(engine: Engine) -> Connection:

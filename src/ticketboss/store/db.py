@@ -4,8 +4,8 @@ the request's deadline (ticketboss.deadline), whatever the server does."""
 
 from __future__ import annotations
 
+import re
 import select
-import sys
 import time
 from functools import partial
 from pathlib import Path
@@ -56,6 +56,14 @@ def make_engine(settings: Settings) -> Engine:
     )
     longest_ms = int(settings.db_statement_timeout_ms)
 
+    @event.listens_for(engine, "handle_error")
+    def _one_connection_timed_out(context):
+        # A connection that missed the deadline is closed, as psycopg2 closes it, and the
+        # dialect calls that a disconnect; but it says nothing of the pool's other
+        # connections: only that one goes (SQLAlchemy would recycle them all).
+        if isinstance(context.original_exception, DatabaseTimeout):
+            context.invalidate_pool_on_disconnect = False
+
     @event.listens_for(engine, "begin")
     def _statement_timeout(conn):
         # A stuck statement becomes a 503 instead of a hung worker. Set in each transaction,
@@ -103,16 +111,24 @@ class PatientPool(QueuePool):
         started = time.monotonic()
         try:
             return self._create_connection()
-        except Exception:
+        except psycopg2.OperationalError as exc:
             self._dec_overflow()
-            if self.checkedout() == 0:
-                raise  # nobody's connection will come back: the database is away
+            if not _TOO_MANY_CLIENTS.search(str(exc)) or self.checkedout() == 0:
+                raise  # the database is away, or nobody's connection will come back
             self._refused_until = time.monotonic() + _REFUSED_SECONDS
-            refusal = sys.exc_info()[1]
+            refusal = exc
+        except BaseException:
+            self._dec_overflow()
+            raise
         try:
             return self._pool.get(True, max(timeout - (time.monotonic() - started), 0.0))
         except sqla_queue.Empty:
             raise refusal from None
+
+
+# What PostgreSQL says when max_connections is reached (SQLSTATE 53300, which libpq does not
+# report for a connection it could not open).
+_TOO_MANY_CLIENTS = re.compile(r"too many clients|remaining connection slots are reserved")
 
 
 class DatabaseTimeout(psycopg2.OperationalError):
@@ -152,6 +168,8 @@ def _green_wait(fd: int, read: bool, seconds: float) -> bool:
         (wait_read if read else wait_write)(fd, timeout=seconds)
     except TimeoutError:  # gevent's default timeout_exc, socket.timeout
         return False
+    except OSError as exc:  # the wait was cancelled (the socket closed under it)
+        raise psycopg2.OperationalError(f"the wait for PostgreSQL was cancelled: {exc}") from exc
     return True
 
 
