@@ -1,4 +1,4 @@
-# The menu of common commands; README explains each one.
+# The menu of common commands; `make help` lists them, README and docs/ explain them.
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin

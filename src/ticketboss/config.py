@@ -1,4 +1,4 @@
-"""Settings read from the environment, in one place (README lists every variable)."""
+"""Settings read from the environment, in one place (docs/operations.md lists every variable)."""
 
 from __future__ import annotations
 

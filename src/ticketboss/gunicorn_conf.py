@@ -14,7 +14,8 @@ bind = f"{server.host}:{server.port}"
 # One process per core keeps every core busy. gevent (the default) serves each request in a
 # greenlet: hundreds of concurrent requests cost no OS threads and no GIL contention, and
 # reservations of a hot event that arrive together join one group-committed transaction (see
-# README). WORKER_CLASS=gthread with GUNICORN_THREADS threads is the thread-based alternative.
+# docs/concurrency.md). WORKER_CLASS=gthread with GUNICORN_THREADS threads is the thread-based
+# alternative.
 workers = server.workers
 # The workers of ticketboss.workers: problem+json for what gunicorn refuses itself, header
 # deadlines, idle connections shed under a flood, lossless shutdown (see that module).

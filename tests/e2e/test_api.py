@@ -6,7 +6,8 @@ import uuid
 
 import pytest
 
-from conftest import PATIENT, assert_problem, reserve
+from support.api import assert_problem, reserve
+from support.database import PATIENT
 from ticketboss import create_app, services_of
 from ticketboss.config import Settings
 

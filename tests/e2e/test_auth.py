@@ -15,8 +15,9 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import event
 
-from conftest import PATIENT, assert_problem
-from conftest import reserve as api_reserve
+from support.api import assert_problem
+from support.api import reserve as api_reserve
+from support.database import PATIENT
 from ticketboss import create_app, services_of
 from ticketboss.config import Settings
 from ticketboss.domain import Role

@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import select
 
 from cluster.run import Cluster
-from servers import request
+from support.servers import request
 from ticketboss.cli import seed_event
 from ticketboss.config import Settings
 from ticketboss.domain import Role

@@ -4,9 +4,9 @@ import uuid
 
 import pytest
 
-from conftest import PROBLEM, create_event
-from conftest import reserve as api_reserve
-from conftest import summary as api_summary
+from support.api import PROBLEM, create_event
+from support.api import reserve as api_reserve
+from support.api import summary as api_summary
 from ticketboss import services_of
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from servers import METRICS_TOKEN, request, serving
+from support.servers import METRICS_TOKEN, request, serving
 from ticketboss.cli import seed_event
 from ticketboss.config import Settings
 from ticketboss.domain import Role

@@ -22,8 +22,8 @@ import psycopg2
 import pytest
 from sqlalchemy import create_engine, select, text
 
-from faults import PrivatePostgres, PrivateRedis, wait_until
-from servers import METRICS_TOKEN, request, serving
+from support.faults import PrivatePostgres, PrivateRedis, wait_until
+from support.servers import METRICS_TOKEN, request, serving
 from ticketboss.cli import seed_event
 from ticketboss.config import Settings
 from ticketboss.domain import Role

@@ -10,8 +10,10 @@ import pytest
 from flask.testing import FlaskClient
 from sqlalchemy import select
 
-from conftest import PATIENT, JumpingClock, as_operator, assert_problem, create_event
-from conftest import reserve as api_reserve
+from support.api import as_operator, assert_problem, create_event
+from support.api import reserve as api_reserve
+from support.clock import JumpingClock
+from support.database import PATIENT
 from ticketboss import create_app, services_of
 from ticketboss.cli import seed_event
 from ticketboss.config import Settings

@@ -15,8 +15,8 @@ import uuid
 
 import pytest
 
-from conftest import PROBLEM
-from servers import request, serve
+from support.api import PROBLEM
+from support.servers import request, serve
 from ticketboss.cli import seed_event
 from ticketboss.config import Settings
 from ticketboss.domain import Role

@@ -4,7 +4,7 @@ from dataclasses import replace
 
 import pytest
 
-from conftest import as_operator, reserve
+from support.api import as_operator, reserve
 from ticketboss import create_app, services_of
 from ticketboss.cli import seed_event
 from ticketboss.services import IdempotencyKey, idempotency

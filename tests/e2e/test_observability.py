@@ -19,8 +19,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from conftest import PROBLEM, assert_problem
-from servers import METRICS_TOKEN, request, serving
+from support.api import PROBLEM, assert_problem
+from support.servers import METRICS_TOKEN, request, serving
 from ticketboss import create_app, services_of
 from ticketboss.cli import seed_event
 from ticketboss.config import Settings

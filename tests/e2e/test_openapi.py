@@ -15,7 +15,7 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from conftest import as_operator
+from support.api import as_operator
 from ticketboss import create_app, services_of
 from ticketboss.cli import seed_event
 

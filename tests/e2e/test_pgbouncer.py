@@ -21,7 +21,7 @@ from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 
 from cluster.parts import PgBouncer
-from servers import request, serve
+from support.servers import request, serve
 from ticketboss.cli import seed_event
 from ticketboss.config import Settings
 from ticketboss.domain import Role

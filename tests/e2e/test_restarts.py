@@ -14,7 +14,7 @@ from collections import Counter
 import pytest
 from sqlalchemy import func, select
 
-from servers import serving
+from support.servers import serving
 from ticketboss.cli import seed_event
 from ticketboss.config import Settings
 from ticketboss.domain import Role

@@ -13,10 +13,16 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from sqlalchemy import event, select
 
-from conftest import as_operator
+from support.api import as_operator
 from ticketboss import services_of
 from ticketboss.cli import seed_event
-from ticketboss.domain import HoldExpired, NotEnoughSeats, Reservation, VersionConflict
+from ticketboss.domain import (
+    EVERY_PARTNER,
+    HoldExpired,
+    NotEnoughSeats,
+    Reservation,
+    VersionConflict,
+)
 from ticketboss.services import CancelRequest, ReservationService, SeatRequest
 from ticketboss.services.reservations import Submitted
 from ticketboss.store import queries
@@ -105,7 +111,7 @@ def test_a_cancel_and_a_reservation_on_the_same_version_both_land(service, other
     reservation = service.reserve(EVENT_ID, "a", 5)
     with LineUpCompareAndSwaps(service.engine, parties=2) as lineup:
         results = run_together(
-            lambda: service.cancel(EVENT_ID, reservation.reservation_id),
+            lambda: service.cancel(EVENT_ID, reservation.reservation_id, owner=EVERY_PARTNER),
             lambda: other_worker.reserve(EVENT_ID, "b", 2),
         )
     assert results[0] is None and results[1].seats == 2
@@ -122,8 +128,8 @@ def test_two_cancels_of_one_reservation_return_its_seats_once(service, other_wor
     reservation = service.reserve(EVENT_ID, "a", 5)
     with LineUpCompareAndSwaps(service.engine, parties=2):
         results = run_together(
-            lambda: service.cancel(EVENT_ID, reservation.reservation_id),
-            lambda: other_worker.cancel(EVENT_ID, reservation.reservation_id),
+            lambda: service.cancel(EVENT_ID, reservation.reservation_id, owner=EVERY_PARTNER),
+            lambda: other_worker.cancel(EVENT_ID, reservation.reservation_id, owner=EVERY_PARTNER),
         )
     assert sorted(type(r).__name__ for r in results) == ["NoneType", "ReservationNotFound"]
     summary = service.summary(EVENT_ID)
@@ -232,9 +238,11 @@ def test_one_batch_applies_reserves_and_cancels_in_arrival_order(service, pg_eng
         EVENT_ID,
         [
             SeatRequest("b", 2),  # nothing left yet: refused
-            CancelRequest(first.reservation_id),  # 6 seats back
+            CancelRequest(first.reservation_id, EVERY_PARTNER),  # 6 seats back
             SeatRequest("c", 4),  # fits now
-            CancelRequest(first.reservation_id),  # already cancelled in this very batch
+            CancelRequest(
+                first.reservation_id, EVERY_PARTNER
+            ),  # already cancelled in this very batch
             SeatRequest("d", 3),  # 2 left: refused
         ],
     )
@@ -249,7 +257,9 @@ def test_one_batch_applies_reserves_and_cancels_in_arrival_order(service, pg_eng
     summary = service.summary(EVENT_ID)
     # One batch, two changes: the version rises by exactly two.
     assert (summary.available_seats, summary.reservation_count, summary.version) == (2, 1, 3)
-    assert service.get(EVENT_ID, first.reservation_id).status.value == "cancelled"
+    assert (
+        service.get(EVENT_ID, first.reservation_id, owner=EVERY_PARTNER).status.value == "cancelled"
+    )
 
 
 def test_a_connection_lost_at_commit_is_a_503_and_never_retried(pg_url, pg_engine):
@@ -355,21 +365,23 @@ def test_a_release_whose_rows_were_read_after_a_confirm_committed_retries_and_ca
 
     def worker_a():
         paused.here = True
-        return service.cancel(EVENT_ID, held.reservation_id)
+        return service.cancel(EVENT_ID, held.reservation_id, owner=EVERY_PARTNER)
 
     event.listen(service.engine, "before_cursor_execute", pause_a_before_it_reads_the_hold)
     try:
         with ThreadPoolExecutor(1) as pool:
             a = pool.submit(worker_a)
             assert a_paused.wait(10)  # A has read the event with the hold still held
-            other_worker.confirm(EVENT_ID, held.reservation_id)
+            other_worker.confirm(EVENT_ID, held.reservation_id, owner=EVERY_PARTNER)
             b_committed.set()
             assert a.result(10) is None  # cancelled, as a confirmed reservation now
     finally:
         event.remove(service.engine, "before_cursor_execute", pause_a_before_it_reads_the_hold)
     summary = service.summary(EVENT_ID)
     assert (summary.available_seats, summary.held_seats, summary.reservation_count) == (500, 0, 0)
-    assert service.get(EVENT_ID, held.reservation_id).status.value == "cancelled"
+    assert (
+        service.get(EVENT_ID, held.reservation_id, owner=EVERY_PARTNER).status.value == "cancelled"
+    )
 
 
 def test_a_confirm_that_reaches_its_write_after_the_hold_lapsed_is_refused(service):
@@ -388,10 +400,10 @@ def test_a_confirm_that_reaches_its_write_after_the_hold_lapsed_is_refused(servi
     event.listen(service.engine, "before_cursor_execute", wait_past_the_expiry)
     try:
         with pytest.raises(HoldExpired):
-            service.confirm(EVENT_ID, held.reservation_id)
+            service.confirm(EVENT_ID, held.reservation_id, owner=EVERY_PARTNER)
     finally:
         event.remove(service.engine, "before_cursor_execute", wait_past_the_expiry)
-    assert service.get(EVENT_ID, held.reservation_id).status.value == "expired"
+    assert service.get(EVENT_ID, held.reservation_id, owner=EVERY_PARTNER).status.value == "expired"
     assert service.summary(EVENT_ID).reservation_count == 0
 
 

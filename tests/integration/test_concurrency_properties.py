@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from prometheus_client import REGISTRY
 from sqlalchemy import select
 
-from conftest import as_operator
+from support.api import as_operator
 from ticketboss import create_app, services_of
 from ticketboss.cli import seed_event
 from ticketboss.store.tables import idempotency_keys, reservations

@@ -13,7 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from conftest import JumpingClock, as_operator
+from support.api import as_operator
+from support.clock import JumpingClock
 from ticketboss import create_app, services_of
 from ticketboss.cli import seed_event
 from ticketboss.store.queries import read_database_now

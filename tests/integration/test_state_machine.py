@@ -22,10 +22,12 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from conftest import PATIENT, JumpingClock
+from support.clock import JumpingClock
+from support.database import PATIENT
 from ticketboss.cli import seed_event
 from ticketboss.config import Settings
 from ticketboss.domain import (
+    EVERY_PARTNER,
     MAX_SEATS,
     MIN_SEATS,
     HoldExpired,
@@ -139,9 +141,9 @@ class ReservationMachine(RuleBasedStateMachine):
         status = booking and booking.status
         if status in expected:
             with pytest.raises(expected[status]):
-                self.service.confirm(EVENT_ID, reservation_id)
+                self.service.confirm(EVENT_ID, reservation_id, owner=EVERY_PARTNER)
             return
-        confirmed = self.service.confirm(EVENT_ID, reservation_id)
+        confirmed = self.service.confirm(EVENT_ID, reservation_id, owner=EVERY_PARTNER)
         assert (confirmed.status, confirmed.seats) == (Status.CONFIRMED, booking.seats)
         if status is Status.HELD:
             booking.status, booking.expires = Status.CONFIRMED, None
@@ -156,9 +158,9 @@ class ReservationMachine(RuleBasedStateMachine):
         if status is not Status.HELD:
             error = {None: ReservationNotFound, Status.EXPIRED: HoldExpired}.get(status, NotHeld)
             with pytest.raises(error):
-                self.service.extend(EVENT_ID, reservation_id, ttl)
+                self.service.extend(EVENT_ID, reservation_id, ttl, owner=EVERY_PARTNER)
             return
-        extended = self.service.extend(EVENT_ID, reservation_id, ttl)
+        extended = self.service.extend(EVENT_ID, reservation_id, ttl, owner=EVERY_PARTNER)
         booking.expires = min(self.skew + ttl, booking.created + LONGEST)
         assert extended.status is Status.HELD
         self.changes += 1
@@ -172,9 +174,9 @@ class ReservationMachine(RuleBasedStateMachine):
         if status in (None, Status.CANCELLED, Status.EXPIRED):
             error = HoldExpired if status is Status.EXPIRED else ReservationNotFound
             with pytest.raises(error):
-                self.service.cancel(EVENT_ID, reservation_id)
+                self.service.cancel(EVENT_ID, reservation_id, owner=EVERY_PARTNER)
             return
-        self.service.cancel(EVENT_ID, reservation_id)
+        self.service.cancel(EVENT_ID, reservation_id, owner=EVERY_PARTNER)
         booking.status = Status.CANCELLED
         self.changes += 1
 
@@ -195,7 +197,7 @@ class ReservationMachine(RuleBasedStateMachine):
             return
         reservation_id = data.draw(st.sampled_from(sorted(self.bookings)))
         booking = self.bookings[reservation_id]
-        reservation = self.service.get(EVENT_ID, reservation_id)
+        reservation = self.service.get(EVENT_ID, reservation_id, owner=EVERY_PARTNER)
         # Reads tidy nothing: a lapsed hold reads expired before any write reclaims it.
         assert reservation.status is self.status(booking)
         assert (reservation.cancelled_at is None) == (booking.status is not Status.CANCELLED)

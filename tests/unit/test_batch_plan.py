@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ticketboss.domain import (
+    EVERY_PARTNER,
     Event,
     EventNotFound,
     HoldExpired,
@@ -75,7 +76,12 @@ def test_each_reservation_sees_what_the_ones_ahead_of_it_left_and_smaller_ones_s
 
 
 def test_a_cancel_gives_its_seats_back_to_the_changes_behind_it_once():
-    changes = [SeatRequest("p", 8), CancelRequest(A), SeatRequest("p", 8), CancelRequest(A)]
+    changes = [
+        SeatRequest("p", 8),
+        CancelRequest(A, EVERY_PARTNER),
+        SeatRequest("p", 8),
+        CancelRequest(A, EVERY_PARTNER),
+    ]
     decided = plan("gala", read(), changes)
     assert kinds(decided) == [NotEnoughSeats, Released, Granted, ReservationNotFound]
     assert decided.after.available_seats == 1
@@ -98,7 +104,7 @@ def test_if_match_is_compared_with_the_version_the_changes_ahead_left():
 
 
 def test_a_missing_event_refuses_every_change():
-    decided = plan("gone", None, [SeatRequest("p", 1), CancelRequest(A)])
+    decided = plan("gone", None, [SeatRequest("p", 1), CancelRequest(A, EVERY_PARTNER)])
     assert all(isinstance(o, EventNotFound) for o in decided.outcomes) and decided.changes == 0
 
 
@@ -112,7 +118,9 @@ def test_a_hold_takes_seats_until_its_expiry_which_is_capped():
 
 
 def test_lapsed_holds_are_reclaimed_before_the_batch_so_their_seats_serve_it():
-    decided = plan("gala", read(HELD, LAPSED), [SeatRequest("p", 4), ConfirmRequest(L)])
+    decided = plan(
+        "gala", read(HELD, LAPSED), [SeatRequest("p", 4), ConfirmRequest(L, EVERY_PARTNER)]
+    )
     assert kinds(decided) == [Granted, HoldExpired]
     assert decided.expired == [L] and decided.changes == 2
     assert (decided.after.held_seats, decided.after.next_expiry) == (2, NOW + MINUTE)
@@ -125,7 +133,11 @@ def test_the_planner_refuses_to_decide_without_the_lapsed_holds_it_may_need():
 
 
 def test_confirm_keeps_the_seats_taken_and_confirming_again_writes_nothing():
-    decided = plan("gala", read(HELD, LAPSED), [ConfirmRequest(H), ConfirmRequest(H)])
+    decided = plan(
+        "gala",
+        read(HELD, LAPSED),
+        [ConfirmRequest(H, EVERY_PARTNER), ConfirmRequest(H, EVERY_PARTNER)],
+    )
     assert kinds(decided) == [Confirmed, Confirmed]
     assert [o.written for o in decided.outcomes] == [True, False]
     assert decided.outcomes[1].reservation.status is Status.CONFIRMED
@@ -135,7 +147,11 @@ def test_confirm_keeps_the_seats_taken_and_confirming_again_writes_nothing():
 
 
 def test_a_released_hold_cannot_be_confirmed_or_extended():
-    changes = [CancelRequest(H), ConfirmRequest(H), ExtendRequest(H, MINUTE, HOUR)]
+    changes = [
+        CancelRequest(H, EVERY_PARTNER),
+        ConfirmRequest(H, EVERY_PARTNER),
+        ExtendRequest(H, MINUTE, HOUR, EVERY_PARTNER),
+    ]
     decided = plan("gala", read(HELD, LAPSED), changes)
     assert kinds(decided) == [Released, NotHeld, NotHeld]
     assert (decided.after.available_seats, decided.after.held_seats) == (6, 0)
@@ -145,7 +161,10 @@ def test_an_extension_never_passes_the_cap_counted_from_creation():
     decided = plan(
         "gala",
         read(HELD, LAPSED),
-        [ExtendRequest(H, 10 * MINUTE, HOUR), ExtendRequest(H, 2 * HOUR, HOUR)],
+        [
+            ExtendRequest(H, 10 * MINUTE, HOUR, EVERY_PARTNER),
+            ExtendRequest(H, 2 * HOUR, HOUR, EVERY_PARTNER),
+        ],
     )
     assert kinds(decided) == [Extended, Extended]
     created = NAMED[H].created_at

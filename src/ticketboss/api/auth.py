@@ -27,7 +27,8 @@ def register_auth(app: Flask, settings: Settings) -> None:
     if settings.auth_mode == "open":
         app.logger.warning(
             "AUTH_MODE=open: no API keys are checked, and every client may do everything "
-            "(the Node.js service's contract). Move to AUTH_MODE=keys; see the README."
+            "(the Node.js service's contract). Move to AUTH_MODE=keys; see "
+            "docs/operations.md#partner-keys."
         )
     app.config["AUTH_MODE"] = settings.auth_mode
     app.before_request(_authenticate)

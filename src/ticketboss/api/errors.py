@@ -54,12 +54,11 @@ _DOMAIN_STATUS = {
     DeadlinePassed: (503, "too-busy"),
     OutcomeUnknown: (503, "outcome-unknown"),
 }
-_STATUS_OF_SLUG = {slug: status for status, slug in _DOMAIN_STATUS.values()}
 
 
-def status_of(slug: str) -> int:
-    """The status of a kind of problem, by its slug (replays of stored refusals use it)."""
-    return _STATUS_OF_SLUG[slug]
+def problem_type(error: type[Exception]) -> tuple[int, str]:
+    """The status and problem type slug of a domain error (replays of stored refusals)."""
+    return _DOMAIN_STATUS[error]
 
 
 # Answers after which the same request may succeed later: they say when to try again.

@@ -5,7 +5,7 @@ from uuid import UUID
 from flask import url_for
 from flask.views import MethodView
 
-from ticketboss.api import conditional, cursors, writes
+from ticketboss.api import conditional, cursors, deps, writes
 from ticketboss.api.auth import operator_only
 from ticketboss.api.body import Blueprint
 from ticketboss.api.docs import ETAG, IF_MATCH, IF_NONE_MATCH, LOCATION, REPLAYED, problems
@@ -60,7 +60,7 @@ class Events(MethodView):
     def get(self, query):
         """Events in id order, `limit` at a time; follow `nextCursor` for the next page."""
         after = cursors.decode_cursor(query["cursor"], str)[0] if "cursor" in query else None
-        fetched = writes.events().page(after, query["limit"] + 1)
+        fetched = deps.events().page(after, query["limit"] + 1)
         return cursors.page(fetched, query["limit"], lambda e: (e.event_id,))
 
     @blp.arguments(EventCreate())
@@ -69,7 +69,7 @@ class Events(MethodView):
     @operator_only
     def post(self, body):
         """Create an event with all its seats available (version 0). Operator keys only."""
-        event = writes.events().create(body["event_id"], body["name"], body["total_seats"])
+        event = deps.events().create(body["event_id"], body["name"], body["total_seats"])
         return (
             event,
             201,
@@ -86,7 +86,7 @@ class EventItem(MethodView):
     @problems(blp, 404, 503)
     def get(self, path, **_):
         """The event's summary."""
-        return conditional.summary_response(writes.reservations().summary(path["event_id"]))
+        return conditional.summary_response(deps.reservations().summary(path["event_id"]))
 
     @blp.arguments(EVENT_ID, location="path")
     @blp.arguments(EventPatch())
@@ -98,7 +98,7 @@ class EventItem(MethodView):
         """Rename, or change totalSeats (never below the seats already reserved); a PATCH to
         what the event already is keeps its version. `eventId` in the body is a 400 (the id
         is the path's). Operator keys only."""
-        event = writes.reservations().resize(
+        event = deps.reservations().resize(
             path["event_id"],
             name=body.get("name"),
             total_seats=body.get("total_seats"),
@@ -119,7 +119,7 @@ class EventReservations(MethodView):
         after = None
         if "cursor" in query:
             after = tuple(cursors.decode_cursor(query["cursor"], cursors.utc_timestamp, UUID))
-        fetched = writes.events().reservations(
+        fetched = deps.events().reservations(
             path["event_id"],
             partner_id=writes.listed_partner(query.get("partner_id")),
             status=query.get("status"),

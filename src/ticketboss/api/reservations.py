@@ -3,7 +3,7 @@
 from flask import current_app, url_for
 from flask.views import MethodView
 
-from ticketboss.api import conditional, writes
+from ticketboss.api import conditional, deps, writes
 from ticketboss.api.body import Blueprint
 from ticketboss.api.docs import ETAG, IF_NONE_MATCH, LOCATION, REPLAYED, problems
 from ticketboss.api.schemas import (
@@ -47,7 +47,7 @@ class Reservations(MethodView):
     @problems(blp, 404, 503)
     def get(self):
         """Summary of the default event: seats left, confirmed reservations, version."""
-        return conditional.summary_response(writes.reservations().summary(_default_event_id()))
+        return conditional.summary_response(deps.reservations().summary(_default_event_id()))
 
     @blp.arguments(RESERVE_REQUEST)
     @blp.arguments(RESERVE_HEADERS, location="headers")

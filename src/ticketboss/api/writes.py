@@ -1,5 +1,5 @@
 """What the default-event routes and the /api/events routes share when they write: the
-partner a key acts for, Idempotency-Key scopes, and replays of stored answers."""
+partner a key acts for, the request's Idempotency-Key, and replays of stored answers."""
 
 from __future__ import annotations
 
@@ -9,33 +9,23 @@ from uuid import UUID
 from flask import Response, jsonify
 from werkzeug.exceptions import BadRequest
 
-from ticketboss import services_of
-from ticketboss.api.auth import principal
 from ticketboss.api.conditional import if_match_versions
-from ticketboss.api.errors import problem, status_of
+from ticketboss.api.deps import keys, principal, reservations
+from ticketboss.api.errors import problem, problem_type
 from ticketboss.api.schemas import HoldAnswer
-from ticketboss.domain import Forbidden, Status, UnknownPartner
-from ticketboss.services import EventService, IdempotencyKey, Replay, ReservationService
-from ticketboss.services.idempotency import Kept
+from ticketboss.domain import Forbidden, UnknownPartner
+from ticketboss.services import IdempotencyKey, Replay
+from ticketboss.services.kinds import DONE, REFUSALS
 
 # The schema of every answer that made or changed a reservation (without an expiry it
 # dumps exactly as ReservationCreated).
 _HOLD_ANSWER = HoldAnswer()
 
 
-def reservations() -> ReservationService:
-    return services_of().reservations
-
-
-def events() -> EventService:
-    return services_of().events
-
-
 def reserve(event_id: str, body: dict, headers: dict, location: Callable[[UUID], str]):
     """POST a reservation: 201 with Location, or the stored answer of its Idempotency-Key."""
     partner_id, seats = _partner(body), body["seats"]
-    request_body = {"eventId": event_id, "partnerId": partner_id, "seats": seats}
-    key = _key(headers, f"partner:{partner_id}", request_body)
+    key = _key(headers, IdempotencyKey.for_reserve, event_id, partner_id, seats)
     outcome = reservations().reserve(
         event_id, partner_id, seats, if_versions=if_match_versions(), key=key
     )
@@ -47,8 +37,7 @@ def reserve(event_id: str, body: dict, headers: dict, location: Callable[[UUID],
 def hold(event_id: str, body: dict, headers: dict, location: Callable[[UUID], str]):
     """POST a hold: 201 with Location, or the stored answer of its Idempotency-Key."""
     partner_id, seats, ttl = _partner(body), body["seats"], body.get("ttl_seconds")
-    request_body = {"hold": event_id, "partnerId": partner_id, "seats": seats, "ttl": ttl}
-    key = _key(headers, f"partner:{partner_id}", request_body)
+    key = _key(headers, IdempotencyKey.for_hold, event_id, partner_id, seats, ttl)
     outcome = reservations().hold(event_id, partner_id, seats, ttl, key=key)
     if isinstance(outcome, Replay):
         return replay(outcome, location)
@@ -57,8 +46,7 @@ def hold(event_id: str, body: dict, headers: dict, location: Callable[[UUID], st
 
 def confirm(event_id: str, reservation_id: UUID, headers: dict):
     """POST .../confirm: the hold, now confirmed (200), or its key's stored answer."""
-    request_body = {"confirm": str(reservation_id), "eventId": event_id}
-    key = _key(headers, f"reservation:{reservation_id}", request_body)
+    key = _key(headers, IdempotencyKey.for_confirm, event_id, reservation_id)
     outcome = reservations().confirm(event_id, reservation_id, owner=principal().owner(), key=key)
     return replay(outcome, None) if isinstance(outcome, Replay) else outcome
 
@@ -66,8 +54,7 @@ def confirm(event_id: str, reservation_id: UUID, headers: dict):
 def extend(event_id: str, reservation_id: UUID, body: dict, headers: dict):
     """POST .../extend: the hold with its new expiry (200), or its key's stored answer."""
     ttl = body["ttl_seconds"]
-    request_body = {"extend": str(reservation_id), "eventId": event_id, "ttl": ttl}
-    key = _key(headers, f"reservation:{reservation_id}", request_body)
+    key = _key(headers, IdempotencyKey.for_extend, event_id, reservation_id, ttl)
     outcome = reservations().extend(
         event_id, reservation_id, ttl, owner=principal().owner(), key=key
     )
@@ -76,8 +63,7 @@ def extend(event_id: str, reservation_id: UUID, body: dict, headers: dict):
 
 def cancel(event_id: str, reservation_id: UUID, headers: dict):
     """DELETE a reservation or a hold: 204, or the stored answer of its Idempotency-Key."""
-    request_body = {"cancel": str(reservation_id), "eventId": event_id}
-    key = _key(headers, f"reservation:{reservation_id}", request_body)
+    key = _key(headers, IdempotencyKey.for_cancel, event_id, reservation_id)
     outcome = reservations().cancel(event_id, reservation_id, owner=principal().owner(), key=key)
     if isinstance(outcome, Replay):
         return replay(outcome, None)
@@ -98,23 +84,17 @@ def _partner(body: dict) -> str:
         raise missing
     # A key's own partner exists (the key is its), so a partner reserving for itself pays no
     # lookup; an operator naming another partner does, cached per worker.
-    if who.partner_id not in (None, partner_id) and not services_of().keys.has_partner(partner_id):
+    if who.partner_id not in (None, partner_id) and not keys().has_partner(partner_id):
         raise UnknownPartner(partner_id)
     return partner_id
 
 
-def _key(headers: dict, what: str, request_body: dict) -> IdempotencyKey | None:
-    """The request's Idempotency-Key, scoped (key_scope) and fingerprinted by its body."""
+def _key(headers: dict, kind: Callable[..., IdempotencyKey], *request) -> IdempotencyKey | None:
+    """The request's Idempotency-Key, scoped and fingerprinted as its kind of request is
+    stored (services/idempotency.IdempotencyKey.for_*); None without one."""
     if "idempotency_key" not in headers:
         return None
-    return IdempotencyKey.of(key_scope(what), headers["idempotency_key"], request_body)
-
-
-def key_scope(what: str) -> str:
-    """Where an Idempotency-Key lives: with the key's holder, then what the request names (a
-    partner, a reservation), so no two partners' keys can meet; open mode: what it names."""
-    who = principal()
-    return what if who.partner_id is None else f"{who.role}:{who.partner_id}:{what}"
+    return kind(principal(), headers["idempotency_key"], *request)
 
 
 def get_reservation(event_id: str, reservation_id: UUID):
@@ -139,31 +119,23 @@ def replay(
     """The first answer again, marked as a replay. (`seats`: the request's, for answers kept
     before keys stored them.)"""
     marked = {"Idempotent-Replayed": "true"}
-    if stored.kind is Kept.CANCELLED:
-        return Response(status=204, headers=marked)
-    status = _DONE_STATUS.get(stored.kind)
-    if status is None:  # a refusal: said as the error table says that kind of problem
-        return problem(status_of(stored.kind), stored.detail or "", stored.kind.value, marked)
+    refusal = REFUSALS.get(stored.kind)
+    if refusal is not None:  # said as the error table says that kind of problem
+        status, slug = problem_type(refusal)
+        return problem(status, stored.detail or "", slug, marked)
+    kind = DONE[stored.kind]
+    if kind.shows is None:  # a cancel: nothing to show
+        return Response(status=kind.status, headers=marked)
     answer = {
         "reservation_id": stored.reservation_id,
         "seats": stored.seats or seats,
-        "status": _DONE_STATUS_TEXT[stored.kind],
+        "status": kind.shows.value,
         "expires_at": stored.held_until,
     }
     response = jsonify(_HOLD_ANSWER.dump(answer))
-    response.status_code = status
+    response.status_code = kind.status
     response.headers.update(marked)
-    if status == 201:
+    if kind.status == 201:
         assert location is not None and stored.reservation_id is not None
         response.headers["Location"] = location(stored.reservation_id)
     return response
-
-
-# Answers that did something: their status, and the reservation's status they said.
-_DONE_STATUS = {Kept.RESERVED: 201, Kept.HELD: 201, Kept.CONFIRMED: 200, Kept.EXTENDED: 200}
-_DONE_STATUS_TEXT = {
-    Kept.RESERVED: Status.CONFIRMED.value,
-    Kept.HELD: Status.HELD.value,
-    Kept.CONFIRMED: Status.CONFIRMED.value,
-    Kept.EXTENDED: Status.HELD.value,
-}

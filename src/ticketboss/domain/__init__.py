@@ -2,6 +2,7 @@
 
 from ticketboss.domain.access import (
     ANYONE,
+    EVERY_PARTNER,
     PARTNER_ID_RULE,
     Principal,
     Role,
@@ -32,6 +33,7 @@ from ticketboss.domain.model import MAX_SEATS, MIN_SEATS, Event, Reservation, St
 
 __all__ = [
     "ANYONE",
+    "EVERY_PARTNER",
     "MAX_SEATS",
     "MIN_SEATS",
     "PARTNER_ID_RULE",

@@ -69,12 +69,16 @@ class Principal:
 
     def owner(self) -> str | None:
         """Whose reservations this principal may see and cancel: None means everyone's."""
-        return None if self.is_operator else self.partner_id
+        return EVERY_PARTNER if self.is_operator else self.partner_id
 
     def require_operator(self) -> None:
         if not self.is_operator:
             raise Forbidden("Only an operator key may do this.")
 
+
+# The owner that means every partner's reservations: what an operator's `owner()` is, and
+# what internal callers (the sweep, tests of the services) pass explicitly.
+EVERY_PARTNER: None = None
 
 # AUTH_MODE=open: the Node.js contract, where every client may do everything.
 ANYONE = Principal(None, Role.OPERATOR)

@@ -6,9 +6,10 @@ reservations afterwards."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 from ticketboss.domain.errors import (
@@ -22,9 +23,16 @@ from ticketboss.domain.errors import (
 )
 from ticketboss.domain.model import Event, Reservation, Status
 
+Answer = TypeVar("Answer", covariant=True)
+
+
+class Answers(Generic[Answer]):
+    """A change whose answer, once it went through, is an `Answer`: the reservation it made
+    or changed, None for a cancel, the event for a resize, Tidied for a tidy."""
+
 
 @dataclass(frozen=True)
-class SeatRequest:
+class SeatRequest(Answers[Reservation]):
     """Reserve `seats` for a partner; only at one of `if_versions` when given (If-Match)."""
 
     partner_id: str
@@ -33,7 +41,7 @@ class SeatRequest:
 
 
 @dataclass(frozen=True)
-class HoldRequest:
+class HoldRequest(Answers[Reservation]):
     """Hold `seats` for a partner for `ttl` (never more than `longest`)."""
 
     partner_id: str
@@ -43,34 +51,34 @@ class HoldRequest:
 
 
 @dataclass(frozen=True)
-class CancelRequest:
-    """Cancel a confirmed reservation or release a live hold; only one of `owner`'s when
-    given (a partner key)."""
+class CancelRequest(Answers[None]):
+    """Cancel a confirmed reservation or release a live hold; only one of `owner`'s unless
+    it is EVERY_PARTNER (a partner key's own; an operator's: any)."""
 
     reservation_id: UUID
-    owner: str | None = None
+    owner: str | None
 
 
 @dataclass(frozen=True)
-class ConfirmRequest:
+class ConfirmRequest(Answers[Reservation]):
     """Make a live hold a confirmed reservation (one already confirmed stays so)."""
 
     reservation_id: UUID
-    owner: str | None = None
+    owner: str | None
 
 
 @dataclass(frozen=True)
-class ExtendRequest:
+class ExtendRequest(Answers[Reservation]):
     """A live hold ends `ttl` from now, but never later than `longest` after its creation."""
 
     reservation_id: UUID
     ttl: timedelta
     longest: timedelta
-    owner: str | None = None
+    owner: str | None
 
 
 @dataclass(frozen=True)
-class Resize:
+class Resize(Answers[Event]):
     """Rename and/or change the total seats (never below the seats taken); only at one of
     `if_versions` when given (If-Match)."""
 
@@ -80,7 +88,7 @@ class Resize:
 
 
 @dataclass(frozen=True)
-class Tidy:
+class Tidy(Answers["Tidied"]):
     """No change of its own: the batch reclaims lapsed holds (a summary or the sweep)."""
 
 
@@ -208,7 +216,45 @@ def _writes(outcome: Outcome) -> bool:
     return isinstance(outcome, Granted | Released | Extended)
 
 
-def plan(event_id: str, read: Read | None, changes: Sequence[Change]) -> Plan:
+@dataclass(frozen=True)
+class State:
+    """What a change is decided against: the event as the changes ahead of it left it, the
+    version it then has, the named reservations as those changes left them, the database's
+    time of the read, and how many lapsed holds the batch reclaimed first."""
+
+    event: Event
+    version: int
+    named: Mapping[UUID, Reservation]
+    now: datetime
+    expired: int
+
+
+@dataclass(frozen=True)
+class Step:
+    """A change decided: its outcome, the event after it, and the named reservation as it
+    left it (None when it changed none)."""
+
+    outcome: Outcome
+    event: Event
+    reservation: Reservation | None = None
+
+
+Rule = Callable[[Any, State], Step]
+# The planner's rule for each kind of change: adding a kind is one request type and one rule.
+RULES: dict[type, Rule] = {}
+
+
+def rule(kind: type) -> Callable[[Rule], Rule]:
+    """Register the decorated function as the rule of `kind` of change."""
+
+    def register(decide: Rule) -> Rule:
+        RULES[kind] = decide
+        return decide
+
+    return register
+
+
+def plan(event_id: str, read: Read | None, changes: Sequence[Answers[Any]]) -> Plan:
     """Apply the changes one by one, each to the event as the ones ahead of it left it, as if
     they had run one at a time in this order, at the time of the read. Lapsed holds are
     reclaimed first; `read.lapsed` must be there whenever the event may have some
@@ -218,93 +264,121 @@ def plan(event_id: str, read: Read | None, changes: Sequence[Change]) -> Plan:
     event, now, lapsed = read.event, read.now, read.lapsed
     if lapsed is None and event.has_lapsed_holds(now):
         raise ValueError("the event may have lapsed holds: read them first")
-    current, left = event, dict(read.named)
+    current, named = event, dict(read.named)
     expired: list[UUID] = []
     if lapsed is not None:
         current = current.reclaim(sum(lapsed.holds.values()), lapsed.next_expiry)
         expired = list(lapsed.holds)
         for reservation_id in expired:
-            if reservation_id in left:
-                left[reservation_id] = replace(left[reservation_id], status=Status.EXPIRED)
+            if reservation_id in named:
+                named[reservation_id] = replace(named[reservation_id], status=Status.EXPIRED)
     version = event.version + len(expired)
     outcomes: list[Outcome] = []
     for change in changes:
-        outcome: Outcome
-        if isinstance(change, SeatRequest):
-            outcome, current = _reserve(change, current, version)
-        elif isinstance(change, HoldRequest):
-            outcome, current = _hold(change, current, now)
-        elif isinstance(change, Resize):
-            outcome, current = _resize(change, current, version)
-        elif isinstance(change, Tidy):
-            outcome = Tidied(replace(current, version=version), len(expired))
-        else:
-            outcome, current = _change(change, current, left, now)
-        outcomes.append(outcome)
+        step = RULES[type(change)](change, State(current, version, named, now, len(expired)))
+        current = step.event
+        if step.reservation is not None:
+            named[step.reservation.reservation_id] = step.reservation
+        outcomes.append(step.outcome)
         # The version the next change sees: one more for every change written so far.
-        version += _writes(outcome)
+        version += _writes(step.outcome)
     return Plan(event, replace(current, version=version), outcomes, expired)
 
 
-def _reserve(change: SeatRequest, event: Event, version: int):
-    if change.if_versions is not None and version not in change.if_versions:
-        return PreconditionFailed(event.event_id, version), event
+def _at_version(if_versions: frozenset[int] | None, s: State) -> PreconditionFailed | None:
+    """If-Match: the refusal when the event is not at one of the versions named."""
+    if if_versions is not None and s.version not in if_versions:
+        return PreconditionFailed(s.event.event_id, s.version)
+    return None
+
+
+@rule(SeatRequest)
+def _reserve(change: SeatRequest, s: State) -> Step:
+    refused = _at_version(change.if_versions, s)
+    if refused is not None:
+        return Step(refused, s.event)
     try:
-        return Granted(change), event.reserve(change.seats)
-    except NotEnoughSeats as refused:
-        return refused, event
+        return Step(Granted(change), s.event.reserve(change.seats))
+    except NotEnoughSeats as not_enough:
+        return Step(not_enough, s.event)
 
 
-def _resize(change: Resize, event: Event, version: int):
-    if change.if_versions is not None and version not in change.if_versions:
-        return PreconditionFailed(event.event_id, version), event
+@rule(HoldRequest)
+def _hold(change: HoldRequest, s: State) -> Step:
+    expires_at = s.now + min(change.ttl, change.longest)
+    try:
+        return Step(Granted(change, expires_at), s.event.hold(change.seats, expires_at))
+    except NotEnoughSeats as not_enough:
+        return Step(not_enough, s.event)
+
+
+@rule(Resize)
+def _resize(change: Resize, s: State) -> Step:
+    refused = _at_version(change.if_versions, s)
+    if refused is not None:
+        return Step(refused, s.event)
+    event = s.event
     try:
         after = event if change.total_seats is None else event.resize(change.total_seats)
-    except SeatsAlreadyReserved as refused:
-        return refused, event
+    except SeatsAlreadyReserved as too_small:
+        return Step(too_small, event)
     after = after if change.name is None else replace(after, name=change.name)
     if after == event:  # nothing changes: no write, no new version (and no new ETag)
-        return Resized(replace(event, version=version), written=False), event
-    return Resized(replace(after, version=version + 1)), after
+        return Step(Resized(replace(event, version=s.version), written=False), event)
+    return Step(Resized(replace(after, version=s.version + 1)), after)
 
 
-def _hold(change: HoldRequest, event: Event, now: datetime):
-    expires_at = now + min(change.ttl, change.longest)
-    try:
-        return Granted(change, expires_at), event.hold(change.seats, expires_at)
-    except NotEnoughSeats as refused:
-        return refused, event
+@rule(Tidy)
+def _tidy(change: Tidy, s: State) -> Step:
+    return Step(Tidied(replace(s.event, version=s.version), s.expired), s.event)
 
 
-def _change(change: Named, event: Event, left: dict[UUID, Reservation], now: datetime):
-    """Cancel, confirm or extend a reservation the batch read (or an earlier change left)."""
-    found = left.get(change.reservation_id)
+def _look_up(change: Named, s: State, *, confirmed_only: bool) -> Reservation | Outcome:
+    """The reservation a change names, as the batch sees it; or its refusal: not found
+    (another partner's is not found, exactly as if it did not exist), or a lapsed hold."""
+    found = s.named.get(change.reservation_id)
     if found is None or change.owner not in (None, found.partner_id):
-        # Another partner's reservation is not found, exactly as if it did not exist.
-        confirmed_only = isinstance(change, CancelRequest)
-        return ReservationNotFound(change.reservation_id, confirmed_only=confirmed_only), event
-    status = found.seen_at(now).status
-    if status is Status.EXPIRED:
-        return HoldExpired(found.reservation_id), event
-    if isinstance(change, CancelRequest):
-        if status is Status.CANCELLED:  # a second cancel finds nothing to cancel
-            return ReservationNotFound(found.reservation_id, confirmed_only=True), event
-        after = (
-            event.release_hold(found.seats) if status is Status.HELD else event.release(found.seats)
-        )
-        left[found.reservation_id] = replace(found, status=Status.CANCELLED, cancelled_at=now)
-        return Released(found), after
-    if isinstance(change, ConfirmRequest) and status is Status.CONFIRMED:
-        return Confirmed(found, written=False), event  # confirming again: the same answer
-    if status is not Status.HELD:
-        return NotHeld(found.reservation_id, status.value), event
-    if isinstance(change, ConfirmRequest):
-        confirmed = replace(found, status=Status.CONFIRMED, expires_at=None)
-        left[found.reservation_id] = confirmed
-        return Confirmed(confirmed), event.confirm_hold(found.seats)
-    expires_at = min(now + change.ttl, found.created_at + change.longest)
-    if expires_at <= now:  # its cap has passed (HOLD_MAX_SECONDS was lowered since)
-        return HoldExpired(found.reservation_id), event
+        return ReservationNotFound(change.reservation_id, confirmed_only=confirmed_only)
+    if found.seen_at(s.now).status is Status.EXPIRED:
+        return HoldExpired(found.reservation_id)
+    return found
+
+
+@rule(CancelRequest)
+def _cancel(change: CancelRequest, s: State) -> Step:
+    found = _look_up(change, s, confirmed_only=True)
+    if not isinstance(found, Reservation):
+        return Step(found, s.event)
+    if found.status is Status.CANCELLED:  # a second cancel finds nothing to cancel
+        return Step(ReservationNotFound(found.reservation_id, confirmed_only=True), s.event)
+    held = found.status is Status.HELD
+    after = s.event.release_hold(found.seats) if held else s.event.release(found.seats)
+    cancelled = replace(found, status=Status.CANCELLED, cancelled_at=s.now)
+    return Step(Released(found), after, cancelled)
+
+
+@rule(ConfirmRequest)
+def _confirm(change: ConfirmRequest, s: State) -> Step:
+    found = _look_up(change, s, confirmed_only=False)
+    if not isinstance(found, Reservation):
+        return Step(found, s.event)
+    if found.status is Status.CONFIRMED:  # confirming again: the same answer
+        return Step(Confirmed(found, written=False), s.event)
+    if found.status is not Status.HELD:
+        return Step(NotHeld(found.reservation_id, found.status.value), s.event)
+    confirmed = replace(found, status=Status.CONFIRMED, expires_at=None)
+    return Step(Confirmed(confirmed), s.event.confirm_hold(found.seats), confirmed)
+
+
+@rule(ExtendRequest)
+def _extend(change: ExtendRequest, s: State) -> Step:
+    found = _look_up(change, s, confirmed_only=False)
+    if not isinstance(found, Reservation):
+        return Step(found, s.event)
+    if found.status is not Status.HELD:
+        return Step(NotHeld(found.reservation_id, found.status.value), s.event)
+    expires_at = min(s.now + change.ttl, found.created_at + change.longest)
+    if expires_at <= s.now:  # its cap has passed (HOLD_MAX_SECONDS was lowered since)
+        return Step(HoldExpired(found.reservation_id), s.event)
     extended = replace(found, expires_at=expires_at)
-    left[found.reservation_id] = extended
-    return Extended(extended), event.extend_hold(expires_at)
+    return Step(Extended(extended), s.event.extend_hold(expires_at), extended)

@@ -18,30 +18,33 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable, Sequence
-from typing import Generic, TypeVar
+from typing import Generic, TypeVar, cast
 
 from ticketboss import deadline
 from ticketboss.domain import DeadlinePassed
 
 Request = TypeVar("Request")
+Result = TypeVar("Result")
 # A request with less time left than this does not lead a batch (which runs on its time).
 LEAD_FLOOR_SECONDS = 0.1
 
 
-class _Ticket(Generic[Request]):
+class _Ticket(Generic[Request, Result]):
     __slots__ = ("leads", "outcome", "ready", "request")
 
     def __init__(self, request: Request):
         self.request = request
         self.ready = threading.Event()
         self.leads = False
-        self.outcome: object = None
+        self.outcome: Result | BaseException | None = None
 
 
-Commit = Callable[[str, list[Request]], Sequence[object]]
+# What commits a batch: one outcome per request, in order, each a result or the error that
+# request raises.
+Commit = Callable[[str, list[Request]], Sequence[Result | BaseException]]
 
 
-class GroupCommit(Generic[Request]):
+class GroupCommit(Generic[Request, Result]):
     """Batches requests that share a key; the caller names what commits a batch,
     `commit(key, requests) -> outcomes`, where it submits.
 
@@ -52,12 +55,12 @@ class GroupCommit(Generic[Request]):
         self._max_batch = max(1, max_batch)
         self._interrupted = interrupted  # the outcome of a batch whose leader was killed
         self._lock = threading.Lock()
-        self._queues: dict[str, deque[_Ticket]] = {}
+        self._queues: dict[str, deque[_Ticket[Request, Result]]] = {}
 
-    def submit(self, key: str, request: Request, commit: Commit) -> object:
+    def submit(self, key: str, request: Request, commit: Commit[Request, Result]) -> Result:
         """Queue the request, wait for the batch that commits it, return its outcome. The
         request that leads the batch runs `commit` for all of it."""
-        ticket = _Ticket(request)
+        ticket: _Ticket[Request, Result] = _Ticket(request)
         with self._lock:
             queue = self._queues.get(key)
             if queue is None:  # nobody leads this key: we do
@@ -83,14 +86,14 @@ class GroupCommit(Generic[Request]):
             self._lead(key, commit)
         if isinstance(ticket.outcome, BaseException):
             raise ticket.outcome
-        return ticket.outcome
+        return cast(Result, ticket.outcome)  # answered: the leader set it
 
-    def _lead(self, key: str, commit: Commit) -> None:
+    def _lead(self, key: str, commit: Commit[Request, Result]) -> None:
         with self._lock:
             queue = self._queues[key]
             batch = [queue.popleft() for _ in range(min(len(queue), self._max_batch))]
         # Every ticket of the batch is answered and the lead handed on, whatever happens here.
-        outcomes: Sequence[object] | None = None
+        outcomes: Sequence[Result | BaseException] | None = None
         try:
             outcomes = commit(key, [t.request for t in batch])
         except Exception as exc:  # the whole batch failed: every request gets the error

@@ -22,7 +22,12 @@ from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 
 from ticketboss import deadline
 from ticketboss.config import Settings
-from ticketboss.domain import IdempotencyKeyInFlight, IdempotencyKeyReused, OutcomeUnknown
+from ticketboss.domain import (
+    IdempotencyKeyInFlight,
+    IdempotencyKeyReused,
+    OutcomeUnknown,
+    Principal,
+)
 from ticketboss.services.unit_of_work import connection, retry_when_dropped, transaction
 from ticketboss.store import queries
 
@@ -41,6 +46,45 @@ class IdempotencyKey:
     def of(cls, scope: str, key: str, request: dict) -> IdempotencyKey:
         canonical = json.dumps(request, sort_keys=True, separators=(",", ":"), default=str)
         return cls(scope, key, hashlib.sha256(canonical.encode()).hexdigest())
+
+    # Each kind of request's scope and fingerprint, as stored in idempotency_keys: an on-disk
+    # format (tests/unit/test_idempotency_formats.py pins them), so a key written by an
+    # earlier release still finds its answer.
+
+    @classmethod
+    def for_reserve(cls, holder: Principal, key: str, event_id: str, partner_id: str, seats: int):
+        request = {"eventId": event_id, "partnerId": partner_id, "seats": seats}
+        return cls.of(scope_of(holder, f"partner:{partner_id}"), key, request)
+
+    @classmethod
+    def for_hold(
+        cls, holder: Principal, key: str, event_id: str, partner_id: str, seats: int, ttl
+    ) -> IdempotencyKey:
+        request = {"hold": event_id, "partnerId": partner_id, "seats": seats, "ttl": ttl}
+        return cls.of(scope_of(holder, f"partner:{partner_id}"), key, request)
+
+    @classmethod
+    def for_confirm(cls, holder: Principal, key: str, event_id: str, reservation_id: UUID):
+        request = {"confirm": str(reservation_id), "eventId": event_id}
+        return cls.of(scope_of(holder, f"reservation:{reservation_id}"), key, request)
+
+    @classmethod
+    def for_extend(
+        cls, holder: Principal, key: str, event_id: str, reservation_id: UUID, ttl: int
+    ) -> IdempotencyKey:
+        request = {"extend": str(reservation_id), "eventId": event_id, "ttl": ttl}
+        return cls.of(scope_of(holder, f"reservation:{reservation_id}"), key, request)
+
+    @classmethod
+    def for_cancel(cls, holder: Principal, key: str, event_id: str, reservation_id: UUID):
+        request = {"cancel": str(reservation_id), "eventId": event_id}
+        return cls.of(scope_of(holder, f"reservation:{reservation_id}"), key, request)
+
+
+def scope_of(holder: Principal, what: str) -> str:
+    """Where an Idempotency-Key lives: with the key's holder, then what the request names (a
+    partner, a reservation), so no two partners' keys can meet; open mode: what it names."""
+    return what if holder.partner_id is None else f"{holder.role}:{holder.partner_id}:{what}"
 
 
 @dataclass(frozen=True)

@@ -8,24 +8,28 @@ cancels take the same path):
 2. `ReservationService.reserve` (below): claims the key (`services/idempotency.claim`),
    then queues the change for its event: `GroupCommit.submit(event, change, commit_batch)`.
 3. The request that leads its event's queue runs `ReservationService.commit_batch` for the
-   whole batch, retried whole by `services/retry.with_retries` when it loses the CAS;
-   each attempt is `_commit_batch_once`, one `services/unit_of_work.transaction`:
-   - `_read`: `store/queries.load_event_at` reads the event with the database's clock,
-     `load_named` the reservations the changes name, and `load_lapsed` the event's
-     expired holds, only when the event's row says some may have lapsed;
-   - `domain/batch.plan` decides every change of the batch, in order;
-   - `_write`: `store/queries.compare_and_swap` writes the event at the version it read,
-     `insert_reservations` the granted rows (**here the reservation is written**), and
-     `mark_*` the cancelled, confirmed, extended and expired ones;
+   whole batch: one loop (`services/retry.attempts`, tenacity) runs attempts until one
+   commits, backing off after a lost swap and at once after a lost claim; each attempt is
+   `_attempt`, one `services/unit_of_work.transaction`:
+   - `_swap`: `_read` (`store/queries.load_event_at` reads the event with the database's
+     clock, `load_named` the reservations the changes name, and `load_lapsed` the event's
+     expired holds, only when the event's row says some may have lapsed), then
+     `domain/batch.plan` decides every change of the batch, in order (one rule per kind of
+     change), then `store/queries.compare_and_swap` writes the event at the version it
+     read, again at once from a fresh read when another batch has just committed;
+   - `_write`: `insert_reservations` the granted rows (**here the reservation is
+     written**), and `mark_*` the cancelled, confirmed, extended and expired ones;
    - `_keep_answers`: `record_outcome` writes the keys' answers;
    - the transaction commits, and every request of the batch gets its outcome.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
+from typing import Any, TypeVar, cast
 from uuid import UUID, uuid4
 
 from sqlalchemy import Connection, Engine
@@ -37,10 +41,7 @@ from ticketboss.domain import (
     DeadlinePassed,
     Event,
     EventNotFound,
-    HoldExpired,
     IdempotencyKeyInFlight,
-    NotEnoughSeats,
-    NotHeld,
     OutcomeUnknown,
     Reservation,
     ReservationNotFound,
@@ -48,6 +49,7 @@ from ticketboss.domain import (
     VersionConflict,
 )
 from ticketboss.domain.batch import (
+    Answers,
     CancelRequest,
     Change,
     Confirmed,
@@ -56,6 +58,7 @@ from ticketboss.domain.batch import (
     ExtendRequest,
     Granted,
     HoldRequest,
+    Outcome,
     Plan,
     Read,
     Released,
@@ -66,13 +69,20 @@ from ticketboss.domain.batch import (
     Tidy,
     plan,
 )
+from ticketboss.domain.errors import DomainError
 from ticketboss.services import idempotency
 from ticketboss.services.clock import Clock
 from ticketboss.services.group_commit import GroupCommit
 from ticketboss.services.idempotency import Claim, IdempotencyKey, Kept, Replay
-from ticketboss.services.retry import with_retries
+from ticketboss.services.kinds import KEPT_REFUSAL, KINDS
+from ticketboss.services.retry import RetryAtOnce, attempts
 from ticketboss.services.unit_of_work import connection, transaction
 from ticketboss.store import queries
+
+# What a change comes to once it went through, by its kind (domain.batch.Answers): the
+# reservation it made or changed, None for a cancel, the event for a resize, Tidied.
+Answer = Reservation | Event | Tidied | None
+A = TypeVar("A")
 
 
 @dataclass(frozen=True)
@@ -80,43 +90,34 @@ class Submitted:
     """A change as the group commit carries it, with the Idempotency-Key claim that its
     answer is written onto beside it (not inside: the domain knows nothing of keys)."""
 
-    change: Change
+    change: Answers[Any]
     claim: Claim | None = None
 
 
-class _LostClaim(Exception):
-    """The claim of the request at `index` in the batch is no longer ours."""
+class _LostClaim(RetryAtOnce):
+    """The claim of the request at `index` in the batch (its Idempotency-Key `key`) is no
+    longer ours."""
 
-    def __init__(self, index: int):
-        super().__init__(index)
-        self.index = index
-
-
-# Refusals a key keeps, so that a retry is refused the same way.
-_KEPT_REFUSALS = {
-    NotEnoughSeats: Kept.NOT_ENOUGH_SEATS,
-    ReservationNotFound: Kept.RESERVATION_NOT_FOUND,
-    HoldExpired: Kept.HOLD_EXPIRED,
-    NotHeld: Kept.NOT_HELD,
-}
-# What a key keeps of a change that went through, by the kind of change.
-_KEPT_DONE = {
-    SeatRequest: Kept.RESERVED,
-    HoldRequest: Kept.HELD,
-    ConfirmRequest: Kept.CONFIRMED,
-    ExtendRequest: Kept.EXTENDED,
-}
+    def __init__(self, index: int, key: str):
+        super().__init__(index, key)
+        self.index, self.key = index, key
 
 
-def _answer(change: Change, outcome: object) -> Replay | None:
+class _Stale(enum.Enum):
+    """What `_read` returns when the rows it read are newer than the event it read."""
+
+    STALE = "stale"
+
+
+def _answer(change: Answers[Any], outcome: Answer | DomainError) -> Replay | None:
     """What an Idempotency-Key keeps of an outcome, or None for outcomes that are not kept
     (the key is released and may be used again)."""
-    if isinstance(outcome, Reservation):
-        kind = _KEPT_DONE[type(change)]
-        return Replay(kind, outcome.reservation_id, outcome.seats, outcome.expires_at)
+    kind = KINDS[type(change)]
+    if isinstance(outcome, Reservation) and kind.kept is not None:
+        return Replay(kind.kept, outcome.reservation_id, outcome.seats, outcome.expires_at)
     if outcome is None and isinstance(change, CancelRequest):
         return Replay(Kept.CANCELLED, change.reservation_id)
-    kept = _KEPT_REFUSALS.get(type(outcome))
+    kept = KEPT_REFUSAL.get(type(outcome)) if isinstance(outcome, DomainError) else None
     return Replay(kept, detail=str(outcome)) if kept else None
 
 
@@ -137,14 +138,14 @@ class ReservationService:
         self.settings = settings
         self.clock = clock or Clock()
         self._longest = timedelta(seconds=settings.hold_max_seconds)
-        self._changes: GroupCommit[Submitted] = GroupCommit(
+        self._changes: GroupCommit[Submitted, Answer] = GroupCommit(
             settings.group_commit_max_batch,
             interrupted=lambda event_id: OutcomeUnknown(_event(event_id)),
         )
         # Summaries of one event share a row read the way changes share a commit: a summary
         # only ever joins a read that starts after it arrived, so it never shows a state
         # older than itself (a partner that got its 201 sees its seats gone).
-        self._reads: GroupCommit[None] = GroupCommit(
+        self._reads: GroupCommit[None, tuple[Event, datetime]] = GroupCommit(
             settings.group_commit_max_batch, interrupted=VersionConflict
         )
 
@@ -152,24 +153,23 @@ class ReservationService:
         """The event's seats, holds, confirmed reservations and version: one row read, unless
         a hold lapsed since the last write (its seats are then reclaimed first, by a write
         of their own, so that the answer and its version agree)."""
-        read = self._reads.submit(event_id, None, self._read_events)
-        assert isinstance(read, tuple)
-        event, database_now = read
+        event, database_now = self._reads.submit(event_id, None, self._read_events)
         if not event.has_lapsed_holds(self.clock.now(database_now)):
             return event
-        tidied = self._submit(event_id, None, Tidy())
-        assert isinstance(tidied, Tidied)
-        return tidied.event
+        return self._apply(event_id, Tidy()).event
 
-    def _read_events(self, event_id: str, readers: list[None]) -> list[object]:
+    def _read_events(
+        self, event_id: str, readers: list[None]
+    ) -> list[tuple[Event, datetime] | EventNotFound]:
         """One read of the event for every summary waiting on it: (event, database time)."""
         with connection(self.engine) as conn:
             read = queries.load_event_at(conn, event_id)
         return [read or EventNotFound(event_id) for _ in readers]
 
-    def get(self, event_id: str, reservation_id: UUID, *, owner: str | None = None) -> Reservation:
-        """A reservation or hold of that event, as it stands now; only one of `owner`'s when
-        given (another partner's is not found, exactly as if it did not exist)."""
+    def get(self, event_id: str, reservation_id: UUID, *, owner: str | None) -> Reservation:
+        """A reservation or hold of that event, as it stands now; only one of `owner`'s
+        unless it is EVERY_PARTNER (another partner's is not found, exactly as if it did not
+        exist)."""
         with connection(self.engine) as conn:
             reservation = queries.load_reservation(conn, reservation_id)
             if reservation is not None and reservation.status is Status.HELD:
@@ -219,7 +219,7 @@ class ReservationService:
         event_id: str,
         reservation_id: UUID,
         *,
-        owner: str | None = None,
+        owner: str | None,
         key: IdempotencyKey | None = None,
     ) -> Reservation | Replay:
         """A live hold becomes a confirmed reservation (a confirmed one is returned as is):
@@ -232,7 +232,7 @@ class ReservationService:
         reservation_id: UUID,
         ttl_seconds: int,
         *,
-        owner: str | None = None,
+        owner: str | None,
         key: IdempotencyKey | None = None,
     ) -> Reservation | Replay:
         """A live hold ends `ttl_seconds` from now, but never later than HOLD_MAX_SECONDS
@@ -245,7 +245,7 @@ class ReservationService:
         event_id: str,
         reservation_id: UUID,
         *,
-        owner: str | None = None,
+        owner: str | None,
         key: IdempotencyKey | None = None,
     ) -> Replay | None:
         """Cancel a confirmed reservation or release a live hold of that event (one of
@@ -263,9 +263,7 @@ class ReservationService:
         """Rename and/or resize, as one change (the version rises by one):
         PreconditionFailed if the event is not at one of `if_versions`, SeatsAlreadyReserved
         if the new total is below the seats reserved or held."""
-        resized = self._submit(event_id, None, Resize(name, total_seats, if_versions))
-        assert isinstance(resized, Event)
-        return resized
+        return self._apply(event_id, Resize(name, total_seats, if_versions))
 
     def sweep(self) -> int:
         """Expire every lapsed hold (tidiness only: writes reclaim them anyway); returns how
@@ -275,14 +273,19 @@ class ReservationService:
         expired = 0
         for event_id in lapsed:
             try:
-                (tidied,) = self.commit_batch(event_id, [Tidy()])
-            except (VersionConflict, OutcomeUnknown):
+                expired += self._apply(event_id, Tidy()).expired
+            except (VersionConflict, OutcomeUnknown, EventNotFound):
                 continue  # a hot event: its own writes reclaim its holds, and the next sweep
-            if isinstance(tidied, Tidied):
-                expired += tidied.expired
         return expired
 
-    def _submit(self, event_id: str, key: IdempotencyKey | None, change: Change):
+    def _apply(self, event_id: str, change: Answers[A]) -> A:
+        """A change no Idempotency-Key names (a resize, a tidy), with its batch."""
+        # The batch answers each change as its kind says (domain.batch.Answers).
+        return cast(A, self._changes.submit(event_id, Submitted(change), self.commit_batch))
+
+    def _submit(self, event_id: str, key: IdempotencyKey | None, change: Answers[A]) -> A | Replay:
+        """A change under the request's Idempotency-Key: its stored answer, or the change
+        with its batch and the answer written onto the key's claim."""
         held: Claim | None = None
         if key is not None:
             claimed = idempotency.claim(self.engine, self.settings, key)
@@ -293,7 +296,8 @@ class ReservationService:
         try:
             # Queued with the changes of this event; whichever request leads the batch runs
             # commit_batch (below) for all of them.
-            return self._changes.submit(event_id, Submitted(change, held), self.commit_batch)
+            answer = self._changes.submit(event_id, Submitted(change, held), self.commit_batch)
+            return cast(A, answer)  # as its kind says (domain.batch.Answers)
         except (VersionConflict, DeadlinePassed, SQLAlchemyError):
             # Nothing was written: let the client's retry use the key afresh. (After an
             # OutcomeUnknown the claim stays: the answer may be on it, or it lapses.)
@@ -301,54 +305,61 @@ class ReservationService:
                 idempotency.release_if_possible(self.engine, held)
             raise
 
-    def commit_batch(self, event_id: str, requests: Sequence[Submitted | Change]) -> list[object]:
-        """Apply changes of one event in order, as one transaction retried whole on
-        conflict: an outcome per request (a Reservation, None for a done cancel, the Tidied
-        event, or the error to raise). The group commit calls it; anyone may."""
+    def commit_batch(
+        self, event_id: str, requests: Sequence[Submitted | Change]
+    ) -> list[Answer | DomainError]:
+        """Apply changes of one event in order, as one transaction retried whole (from a
+        fresh read) while it loses the CAS: an outcome per request (a Reservation, None for a
+        done cancel, the event or the Tidied event, or the error to raise). The group commit
+        calls it; anyone may."""
         batch = [r if isinstance(r, Submitted) else Submitted(r) for r in requests]
-        lost: dict[int, Exception] = {}
-        while True:
-            live = [i for i in range(len(batch)) if i not in lost]
-            try:
-                outcomes = with_retries(
-                    self.settings, self._commit_batch_once, event_id, [batch[i] for i in live]
-                )
-            except _LostClaim as exc:
-                # That request's key now belongs to a retry of it, which will answer: this
-                # one says "in flight", and the rest of the batch goes on without it.
-                index = live[exc.index]
-                claim = batch[index].claim
-                assert claim is not None  # only a keyed request can lose its claim
-                lost[index] = IdempotencyKeyInFlight(claim.key.key)
-                continue
-            answered = dict(zip(live, outcomes, strict=True))
-            return [lost[i] if i in lost else answered[i] for i in range(len(batch))]
+        answers: dict[int, Answer | DomainError] = {}
+        live = list(range(len(batch)))
+        try:
+            for attempt in attempts(self.settings):
+                with attempt:
+                    try:
+                        outcomes = self._attempt(event_id, [batch[i] for i in live])
+                    except _LostClaim as lost:
+                        # That request's key now belongs to a retry of it, which will answer:
+                        # this one says "in flight", and the rest go on without it, at once.
+                        answers[live.pop(lost.index)] = IdempotencyKeyInFlight(lost.key)
+                        raise
+                    answers.update(zip(live, outcomes, strict=True))
+        except VersionConflict:
+            metrics.CAS_EXHAUSTED.inc()
+            raise
+        return [answers[i] for i in range(len(batch))]
 
-    def _commit_batch_once(self, event_id: str, batch: list[Submitted]) -> list[object]:
-        """One attempt: read, plan, swap, write, commit. A compare-and-swap lost to a batch
-        that has just committed is tried again at once, in the same transaction, from a
+    def _attempt(self, event_id: str, batch: list[Submitted]) -> list[Answer | DomainError]:
+        """One transaction: read, plan, swap, write, commit. A compare-and-swap lost to a
+        batch that has just committed is tried again at once, in the same transaction, from a
         fresh read: at READ COMMITTED each statement sees the latest commit, the lost swap
         wrote nothing and holds no lock, and the winner is done, so no rollback or backoff
-        is needed. Only after a few such losses does the whole transaction back off."""
+        is needed. After CAS_SWAPS_PER_TRANSACTION such losses: VersionConflict (the caller
+        rolls back and backs off)."""
         changes = [s.change for s in batch]
         with transaction(self.engine, _event(event_id)) as conn:
-            for attempt in range(self.settings.cas_swaps_per_transaction):
-                if attempt:
-                    metrics.CAS_RETRIES.inc()
-                try:
-                    read = self._read(conn, event_id, changes)
-                except VersionConflict:  # its rows were newer than its event: read again
-                    continue
-                decided = plan(event_id, read, changes)
-                if self._swapped(conn, decided):
-                    break
-            else:
-                raise VersionConflict(event_id)
+            read, decided = self._swap(conn, event_id, changes)
             outcomes = self._write(conn, event_id, read, decided)
             self._keep_answers(conn, batch, outcomes)
         if decided.changes:
             self._count(event_id, decided)
         return outcomes
+
+    def _swap(
+        self, conn: Connection, event_id: str, changes: list[Answers[Any]]
+    ) -> tuple[Read | None, Plan]:
+        """The batch planned on a fresh read and its event's row swapped, each lost swap
+        counted once."""
+        for _ in range(self.settings.cas_swaps_per_transaction):
+            read = self._read(conn, event_id, changes)
+            if read is not _Stale.STALE:
+                decided = plan(event_id, read, changes)
+                if self._swapped(conn, decided):
+                    return read, decided
+            metrics.CAS_RETRIES.inc()
+        raise VersionConflict(event_id)
 
     @staticmethod
     def _swapped(conn: Connection, decided: Plan) -> bool:
@@ -359,9 +370,12 @@ class ReservationService:
         assert decided.before is not None and decided.after is not None
         return queries.compare_and_swap(conn, decided.before, decided.after, decided.changes)
 
-    def _read(self, conn: Connection, event_id: str, changes: list[Change]) -> Read | None:
+    def _read(
+        self, conn: Connection, event_id: str, changes: list[Answers[Any]]
+    ) -> Read | _Stale | None:
         """The event at the database's time, the reservations the changes name, and the
-        lapsed holds when the event's row says there may be some."""
+        lapsed holds when the event's row says there may be some; None when there is no such
+        event, STALE when the rows read are newer than the event (a lost swap)."""
         found = queries.load_event_at(conn, event_id)
         if found is None:
             return None
@@ -379,12 +393,12 @@ class ReservationService:
         # raised the version, so an unchanged version proves the reads agree; a moved one is
         # a lost swap like any other (the hot path, reserving and holding, reads no rows).
         if (ids or lapsed) and queries.load_version(conn, event_id) != event.version:
-            raise VersionConflict(event_id)
+            return _Stale.STALE
         return Read(event, now, named, lapsed)
 
     def _write(
         self, conn: Connection, event_id: str, read: Read | None, decided: Plan
-    ) -> list[object]:
+    ) -> list[Answer | DomainError]:
         """Write the plan's rows (the event's is swapped); the outcome of each change: its
         Reservation, None for a cancel, the Tidied event, or the domain error that refused
         it. A row that changed since the read rolls the batch back for a retry."""
@@ -452,10 +466,10 @@ class ReservationService:
             ):
                 # Our claim lapsed and another request took the key over: roll back, and
                 # let commit_batch re-run the batch without this request.
-                raise _LostClaim(index)
+                raise _LostClaim(index, held.key.key)
 
 
-def _outcome(event_id: str, read: Read | None, decision) -> object:
+def _outcome(event_id: str, read: Read | None, decision: Outcome) -> Answer | DomainError:
     """A decision as the service answers it: the Reservation a grant creates (stamped with
     the database's time of the read, which follows commit order: the CAS orders one
     event's batches), the reservation a confirm or extend leaves, None for a cancel, the

@@ -1,9 +1,6 @@
-"""The one retry policy of every compare-and-swap transaction (tenacity)."""
+"""The one retry policy of every compare-and-swap batch (tenacity)."""
 
 from __future__ import annotations
-
-from collections.abc import Callable
-from typing import TypeVar
 
 from tenacity import (
     RetryCallState,
@@ -15,19 +12,22 @@ from tenacity import (
 )
 from tenacity.stop import stop_base
 
-from ticketboss import deadline, metrics
+from ticketboss import deadline
 from ticketboss.config import Settings
 from ticketboss.domain import VersionConflict
 from ticketboss.services.unit_of_work import dropped
 
-T = TypeVar("T")
+
+class RetryAtOnce(Exception):
+    """An attempt found that what it works on changed (a request of the batch lost its
+    Idempotency-Key claim): the next attempt runs at once, without it and without backoff."""
 
 
 def _worth_retrying(exc: BaseException) -> bool:
-    """A lost compare-and-swap, or a pooled connection the database dropped (e.g. a restart)
-    before we asked it to commit. Never an error of the COMMIT itself (OutcomeUnknown), nor
-    a database that did not answer before the deadline."""
-    return isinstance(exc, VersionConflict) or dropped(exc)
+    """A lost compare-and-swap, a batch that changed, or a pooled connection the database
+    dropped (e.g. a restart) before we asked it to commit. Never an error of the COMMIT
+    itself (OutcomeUnknown), nor a database that did not answer before the deadline."""
+    return isinstance(exc, VersionConflict | RetryAtOnce) or dropped(exc)
 
 
 class _past_deadline(stop_base):  # named as tenacity names its stops
@@ -37,21 +37,25 @@ class _past_deadline(stop_base):  # named as tenacity names its stops
         return deadline.remaining(1.0) == 0
 
 
-def with_retries(settings: Settings, unit_of_work: Callable[..., T], *args) -> T:
-    """Run one transaction, retried whole (from a fresh read) while it loses the CAS:
-    exponential backoff with full jitter, capped in attempts and in total time."""
-    retrying = Retrying(
+class _backoff(wait_random_exponential):  # named as tenacity names its waits
+    """Full jitter, a random wait in [0, min(max, 1 ms * 2^attempt)]; none before an attempt
+    that runs at once (RetryAtOnce)."""
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        failed = retry_state.outcome.exception() if retry_state.outcome else None
+        return 0.0 if isinstance(failed, RetryAtOnce) else super().__call__(retry_state)
+
+
+def attempts(settings: Settings) -> Retrying:
+    """The one retry policy of a batch, for `for attempt in attempts(settings): with
+    attempt: ...`: capped in attempts, in total time and by the request's deadline. A lost
+    swap is counted where it is lost (metrics.CAS_RETRIES), once; an exhausted policy raises
+    the last error (VersionConflict: a 503)."""
+    return Retrying(
         retry=retry_if_exception(_worth_retrying),
-        # Full jitter: a random wait in [0, min(max, 1 ms * 2^attempt)].
-        wait=wait_random_exponential(multiplier=0.001, max=settings.cas_backoff_max_seconds),
+        wait=_backoff(multiplier=0.001, max=settings.cas_backoff_max_seconds),
         stop=stop_after_attempt(settings.cas_max_attempts)
         | stop_after_delay(settings.cas_max_seconds)
         | _past_deadline(),
         reraise=True,
-        before_sleep=lambda _state: metrics.CAS_RETRIES.inc(),
     )
-    try:
-        return retrying(unit_of_work, *args)
-    except VersionConflict:
-        metrics.CAS_EXHAUSTED.inc()
-        raise

@@ -1,7 +1,4 @@
-"""Dependencies of a test's own, to stall, fill or kill without touching the machine's: a
-PostgreSQL cluster (initdb in a temporary directory, its own port) and a Redis server, and
-`frozen`, which stops a process tree (SIGSTOP) as a storage stall or a partition looks from
-the client, then lets it go on."""
+"""A PostgreSQL and a Redis of a test's own, and `frozen` (SIGSTOP), to stall, fill or kill."""
 
 from __future__ import annotations
 

@@ -1,0 +1,1 @@
+"""Helpers the tests share, one module each: api, clock, database, faults, servers."""
