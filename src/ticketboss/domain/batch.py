@@ -216,11 +216,12 @@ def _writes(outcome: Outcome) -> bool:
     return isinstance(outcome, Granted | Released | Extended)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class State:
     """What a change is decided against: the event as the changes ahead of it left it, the
     version it then has, the named reservations as those changes left them, the database's
-    time of the read, and how many lapsed holds the batch reclaimed first."""
+    time of the read, and how many lapsed holds the batch reclaimed first. Rules read it;
+    only `plan` moves it on."""
 
     event: Event
     version: int
@@ -229,7 +230,7 @@ class State:
     expired: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)  # one per change: not frozen, which costs a setattr per field
 class Step:
     """A change decided: its outcome, the event after it, and the named reservation as it
     left it (None when it changed none)."""
@@ -272,17 +273,19 @@ def plan(event_id: str, read: Read | None, changes: Sequence[Answers[Any]]) -> P
         for reservation_id in expired:
             if reservation_id in named:
                 named[reservation_id] = replace(named[reservation_id], status=Status.EXPIRED)
-    version = event.version + len(expired)
+    # What each change is decided against, moved on by the planner (never by a rule) after
+    # each one: the event it left, the version the next change sees (one more for every
+    # change written so far), and the named reservation it changed.
+    state = State(current, event.version + len(expired), named, now, len(expired))
     outcomes: list[Outcome] = []
     for change in changes:
-        step = RULES[type(change)](change, State(current, version, named, now, len(expired)))
-        current = step.event
+        step = RULES[type(change)](change, state)
+        state.event = step.event
         if step.reservation is not None:
             named[step.reservation.reservation_id] = step.reservation
         outcomes.append(step.outcome)
-        # The version the next change sees: one more for every change written so far.
-        version += _writes(step.outcome)
-    return Plan(event, replace(current, version=version), outcomes, expired)
+        state.version += _writes(step.outcome)
+    return Plan(event, replace(state.event, version=state.version), outcomes, expired)
 
 
 def _at_version(if_versions: frozenset[int] | None, s: State) -> PreconditionFailed | None:
