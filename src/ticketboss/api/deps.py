@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+from sqlalchemy import Engine
+
 from ticketboss import services_of
 from ticketboss.api.auth import principal
+from ticketboss.config import Settings
 from ticketboss.services import EventService, ReservationService
 from ticketboss.services.partners import KeyCache
 
@@ -21,4 +24,13 @@ def keys() -> KeyCache:
     return services_of().keys
 
 
-__all__ = ["events", "keys", "principal", "reservations"]
+def settings() -> Settings:
+    return services_of().settings
+
+
+def engine() -> Engine:
+    """The app's engine, for the health probes (everything else goes through a service)."""
+    return services_of().engine
+
+
+__all__ = ["engine", "events", "keys", "principal", "reservations", "settings"]

@@ -8,7 +8,8 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import text
 
-from ticketboss import deadline, services_of
+from ticketboss import deadline
+from ticketboss.api import deps
 from ticketboss.api.body import Blueprint
 from ticketboss.api.errors import problem
 from ticketboss.api.schemas import Health, Problem
@@ -29,7 +30,7 @@ _RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "S
 )
 def health():
     """200 when the database answers a trivial query within a second."""
-    with deadline.within(PROBE_SECONDS), connection(services_of().engine) as conn:
+    with deadline.within(PROBE_SECONDS), connection(deps.engine()) as conn:
         conn.execute(text("SELECT 1"))
     return {"status": "UP"}
 
@@ -47,7 +48,7 @@ def ready():
     """200 when the database's alembic revision is the head of this code's migrations, read
     within a second."""
     # A database that does not answer raises here; errors.py turns that into a 503 as well.
-    with deadline.within(PROBE_SECONDS), connection(services_of().engine) as conn:
+    with deadline.within(PROBE_SECONDS), connection(deps.engine()) as conn:
         current = MigrationContext.configure(conn).get_current_revision()
     head = head_revision()
     if current != head:

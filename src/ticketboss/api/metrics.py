@@ -5,7 +5,8 @@ import hmac
 
 from flask import Blueprint, Response, request
 
-from ticketboss import metrics, services_of
+from ticketboss import metrics
+from ticketboss.api import deps
 from ticketboss.config import Settings
 from ticketboss.domain import Unauthenticated
 
@@ -15,7 +16,7 @@ blp = Blueprint("metrics", __name__)
 @blp.get("/metrics")
 def scrape():
     """The Prometheus text format, for a scraper with the right credentials."""
-    settings = services_of().settings
+    settings = deps.settings()
     _require_scraper(settings)
     body, content_type = metrics.exposition(settings.metrics_cache_seconds)
     return Response(body, content_type=content_type)
@@ -37,7 +38,7 @@ def _require_scraper(settings: Settings) -> None:
             raise Unauthenticated("The metrics token is wrong.", given=True)
         return
     # As for every key: an address that sent too many bad keys lately is a 429, unlooked-up.
-    principal = services_of().keys.authenticate(token, client=request.remote_addr or "")
+    principal = deps.keys().authenticate(token, client=request.remote_addr or "")
     if principal is None:
         raise Unauthenticated("The API key is malformed, unknown or revoked.", given=True)
     principal.require_operator()
