@@ -23,7 +23,9 @@ CAS_COMMITS = Counter(
     "ticketboss_cas_commits", "Transactions whose compare-and-swap on an event committed."
 )
 CAS_RETRIES = Counter(
-    "ticketboss_cas_retries", "Transactions retried after losing the compare-and-swap."
+    "ticketboss_cas_retries",
+    "Compare-and-swaps lost (or rows changed under a batch), each tried again: at once in "
+    "the same transaction, or after a rollback and a backoff.",
 )
 CAS_EXHAUSTED = Counter(
     "ticketboss_cas_exhausted", "Transactions given up (503) after the retries ran out."

@@ -11,8 +11,8 @@ from ticketboss.services import IdempotencyKey, idempotency
 from ticketboss.store.tables import idempotency_keys
 
 EVENT = "node-meetup-2025"
-# Where the client's keys live: the clients send the operator key of "ops" (conftest), and
-# reserve for abc-corp.
+# Where the client's keys live: the clients send the operator key of "ops"
+# (support.api.as_operator), and reserve for abc-corp.
 SCOPE = "operator:ops:partner:abc-corp"
 
 

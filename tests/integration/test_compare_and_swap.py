@@ -7,11 +7,14 @@ services on one engine stand for two gunicorn worker processes, whose transactio
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import event, select, text
+from sqlalchemy.exc import OperationalError
 
 from support.api import as_operator
 from ticketboss import services_of
@@ -313,6 +316,56 @@ def test_a_batch_whose_idempotency_claim_was_taken_over_answers_in_flight_and_th
     assert [o.seats for o in outcomes[1:]] == [2, 3]
     summary = service.summary(EVENT_ID)
     assert (summary.available_seats, summary.reservation_count, summary.version) == (495, 2, 2)
+
+
+def test_a_claim_lost_on_the_last_allowed_attempt_still_answers_in_flight_and_the_rest_commit(
+    service,
+):
+    """A lost claim shrinks the batch and tries again at once, whatever is left of the retry
+    policy (here: no attempt left at all)."""
+    from sqlalchemy import update
+
+    from ticketboss.domain import IdempotencyKeyInFlight
+    from ticketboss.services import IdempotencyKey, idempotency
+    from ticketboss.store.tables import idempotency_keys
+
+    strict = ReservationService(service.engine, replace(service.settings, cas_max_attempts=1))
+    key = IdempotencyKey.of("partner:a", f"k-{uuid.uuid4().hex}", {"seats": 1})
+    held = idempotency.claim(service.engine, service.settings, key)
+    with service.engine.begin() as conn:  # its lease lapsed and a retry took the key over
+        conn.execute(
+            update(idempotency_keys)
+            .where(idempotency_keys.c.key == key.key)
+            .values(owner=uuid.uuid4())
+        )
+    outcomes = strict.commit_batch(
+        EVENT_ID, [Submitted(SeatRequest("a", 1), held), SeatRequest("b", 2)]
+    )
+    assert isinstance(outcomes[0], IdempotencyKeyInFlight)
+    assert outcomes[1].seats == 2
+
+
+def test_a_sweep_leading_a_batch_keeps_the_requests_in_it_within_a_deadline(service):
+    """The sweep has no request of its own, but a batch it leads may carry requests: it runs
+    on a request's time (REQUEST_DEADLINE_SECONDS), so a row lock held past that fails the
+    batch, nothing written, instead of a statement timeout's worth later."""
+    quick = ReservationService(
+        service.engine, replace(service.settings, request_deadline_seconds=0.5)
+    )
+    quick.hold(EVENT_ID, "a", 1, ttl_seconds=1)
+    time.sleep(1.2)  # the hold lapsed: the sweep has work
+    locker = service.engine.connect()
+    locker.execute(text("SELECT 1 FROM events WHERE event_id = :e FOR UPDATE"), {"e": EVENT_ID})
+    began = time.monotonic()
+    try:
+        with pytest.raises(OperationalError):  # the statement timeout the deadline set
+            quick.sweep()
+    finally:
+        took = time.monotonic() - began
+        locker.rollback()
+        locker.close()
+    assert took < 2.0  # not DB_STATEMENT_TIMEOUT_MS (5 s)
+    assert quick.sweep() == 1  # once the lock is gone, the next sweep does it
 
 
 def test_reservations_are_stamped_in_commit_order_so_pages_never_skip_one(service, other_worker):

@@ -241,7 +241,8 @@ class Step:
 
 
 Rule = Callable[[Any, State], Step]
-# The planner's rule for each kind of change: adding a kind is one request type and one rule.
+# The planner's rule for each kind of change. Adding a kind is its request type and its rule
+# here, and its row in services/kinds.py (what a key keeps of it, how the API answers it).
 RULES: dict[type, Rule] = {}
 
 

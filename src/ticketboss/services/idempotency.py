@@ -52,19 +52,29 @@ class IdempotencyKey:
     # earlier release still finds its answer.
 
     @classmethod
-    def for_reserve(cls, holder: Principal, key: str, event_id: str, partner_id: str, seats: int):
+    def for_reserve(
+        cls, holder: Principal, key: str, event_id: str, partner_id: str, seats: int
+    ) -> IdempotencyKey:
         request = {"eventId": event_id, "partnerId": partner_id, "seats": seats}
         return cls.of(scope_of(holder, f"partner:{partner_id}"), key, request)
 
     @classmethod
     def for_hold(
-        cls, holder: Principal, key: str, event_id: str, partner_id: str, seats: int, ttl
+        cls,
+        holder: Principal,
+        key: str,
+        event_id: str,
+        partner_id: str,
+        seats: int,
+        ttl: int | None,
     ) -> IdempotencyKey:
         request = {"hold": event_id, "partnerId": partner_id, "seats": seats, "ttl": ttl}
         return cls.of(scope_of(holder, f"partner:{partner_id}"), key, request)
 
     @classmethod
-    def for_confirm(cls, holder: Principal, key: str, event_id: str, reservation_id: UUID):
+    def for_confirm(
+        cls, holder: Principal, key: str, event_id: str, reservation_id: UUID
+    ) -> IdempotencyKey:
         request = {"confirm": str(reservation_id), "eventId": event_id}
         return cls.of(scope_of(holder, f"reservation:{reservation_id}"), key, request)
 
@@ -76,7 +86,9 @@ class IdempotencyKey:
         return cls.of(scope_of(holder, f"reservation:{reservation_id}"), key, request)
 
     @classmethod
-    def for_cancel(cls, holder: Principal, key: str, event_id: str, reservation_id: UUID):
+    def for_cancel(
+        cls, holder: Principal, key: str, event_id: str, reservation_id: UUID
+    ) -> IdempotencyKey:
         request = {"cancel": str(reservation_id), "eventId": event_id}
         return cls.of(scope_of(holder, f"reservation:{reservation_id}"), key, request)
 

@@ -3,7 +3,7 @@ goes through (the rule itself is registered beside the request, domain/batch.RUL
 Idempotency-Key keeps of it, and how the API answers it; and every refusal a key keeps.
 
 Kept values are stored in idempotency_keys: an on-disk format. Every value ever written is
-a member of Kept, and tests/e2e/test_idempotency.py replays each one.
+a member of Kept, and tests/e2e/test_stored_answers.py replays each one.
 """
 
 from __future__ import annotations

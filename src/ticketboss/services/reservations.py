@@ -35,7 +35,7 @@ from uuid import UUID, uuid4
 from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from ticketboss import metrics
+from ticketboss import deadline, metrics
 from ticketboss.config import Settings
 from ticketboss.domain import (
     DeadlinePassed,
@@ -273,8 +273,11 @@ class ReservationService:
         expired = 0
         for event_id in lapsed:
             try:
-                expired += self._apply(event_id, Tidy()).expired
-            except (VersionConflict, OutcomeUnknown, EventNotFound):
+                # A request's time, as if it were one: a batch it leads may carry requests
+                # queued behind it, which must not run past theirs.
+                with deadline.within(self.settings.request_deadline_seconds):
+                    expired += self._apply(event_id, Tidy()).expired
+            except (VersionConflict, OutcomeUnknown, DeadlinePassed, EventNotFound):
                 continue  # a hot event: its own writes reclaim its holds, and the next sweep
         return expired
 
@@ -424,6 +427,7 @@ class ReservationService:
         for extended in decided.of(Extended):
             hold = extended.reservation
             if not queries.extend_hold(conn, hold.reservation_id, hold.expires_at):
+                metrics.CAS_RETRIES.inc()
                 raise VersionConflict(event_id)
         return outcomes
 
@@ -498,4 +502,5 @@ def _outcome(event_id: str, read: Read | None, decision: Outcome) -> Answer | Do
 
 def _all_or_conflict(event_id: str, ids: list[UUID], changed: int) -> None:
     if changed != len(ids):
+        metrics.CAS_RETRIES.inc()  # a lost race like a lost swap, counted once, here
         raise VersionConflict(event_id)  # changed elsewhere after our read: roll back

@@ -46,6 +46,19 @@ class _backoff(wait_random_exponential):  # named as tenacity names its waits
         return 0.0 if isinstance(failed, RetryAtOnce) else super().__call__(retry_state)
 
 
+class _unless_at_once(stop_base):  # named as tenacity names its stops
+    """The policy's stops, except after a RetryAtOnce: the batch shrank by a request (whose
+    answer is already "in flight"), so the rest always get their try; it ends, since each
+    one removes a request."""
+
+    def __init__(self, stop: stop_base):
+        self._stop = stop
+
+    def __call__(self, retry_state: RetryCallState) -> bool:
+        failed = retry_state.outcome.exception() if retry_state.outcome else None
+        return not isinstance(failed, RetryAtOnce) and self._stop(retry_state)
+
+
 def attempts(settings: Settings) -> Retrying:
     """The one retry policy of a batch, for `for attempt in attempts(settings): with
     attempt: ...`: capped in attempts, in total time and by the request's deadline. A lost
@@ -54,8 +67,10 @@ def attempts(settings: Settings) -> Retrying:
     return Retrying(
         retry=retry_if_exception(_worth_retrying),
         wait=_backoff(multiplier=0.001, max=settings.cas_backoff_max_seconds),
-        stop=stop_after_attempt(settings.cas_max_attempts)
-        | stop_after_delay(settings.cas_max_seconds)
-        | _past_deadline(),
+        stop=_unless_at_once(
+            stop_after_attempt(settings.cas_max_attempts)
+            | stop_after_delay(settings.cas_max_seconds)
+            | _past_deadline()
+        ),
         reraise=True,
     )
