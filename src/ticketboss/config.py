@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -76,7 +76,7 @@ class Settings:
     ratelimit_fallback_workers: int = 0
     # /metrics: the bearer token scrapers send (unset: an operator key, or nothing with
     # AUTH_MODE=open), and how long a worker serves the exposition it built (0: rebuild).
-    metrics_token: str = ""
+    metrics_token: str = field(default="", repr=False)  # a secret: never in a repr
     metrics_cache_seconds: float = 1.0
 
     def __post_init__(self) -> None:

@@ -47,11 +47,8 @@ def _authenticate() -> None:
     if current_app.config["AUTH_MODE"] == "open":
         g.principal = ANYONE
         return
-    # Split by hand: Werkzeug's request.authorization parses every scheme's parameters, and
-    # this runs on every request.
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    token = token.strip()
-    if scheme.lower() != "bearer" or not token:
+    token = bearer_token()
+    if token is None:
         raise Unauthenticated("Send an API key: Authorization: Bearer <key>.", given=False)
     # An address that sent too many bad keys lately is a 429 here, before any lookup.
     principal = services_of().keys.authenticate(token, client=request.remote_addr or "")
@@ -59,6 +56,14 @@ def _authenticate() -> None:
         # Never echo the key: a client's log would then hold it twice.
         raise Unauthenticated("The API key is malformed, unknown or revoked.", given=True)
     g.principal = principal
+
+
+def bearer_token() -> str | None:
+    """The request's `Authorization: Bearer <token>`, or None. Split by hand: Werkzeug's
+    request.authorization parses every scheme's parameters, and this runs on every request."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    return token if scheme.lower() == "bearer" and token else None
 
 
 def principal() -> Principal:

@@ -7,6 +7,7 @@ from flask import Blueprint, Response, request
 
 from ticketboss import metrics
 from ticketboss.api import deps
+from ticketboss.api.auth import bearer_token
 from ticketboss.config import Settings
 from ticketboss.domain import Unauthenticated
 
@@ -28,10 +29,9 @@ def _require_scraper(settings: Settings) -> None:
     expected = settings.metrics_token
     if not expected and settings.auth_mode == "open":
         return
-    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
-    token = token.strip()
+    token = bearer_token()
     wanted = "the metrics token" if expected else "an operator key"
-    if scheme.lower() != "bearer" or not token:
+    if token is None:
         raise Unauthenticated(f"Send {wanted}: Authorization: Bearer <token>.", given=False)
     if expected:
         if not hmac.compare_digest(token.encode(), expected.encode()):
