@@ -7,7 +7,6 @@ from __future__ import annotations
 import re
 import select
 import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -146,11 +145,7 @@ def install_bounded_waits(default_seconds: float, *, green: bool) -> None:
     connect_timeout is not honoured there, and a stopped server never fires the server's
     statement_timeout), with poll(2) in threads.
     """
-    wait_for: Callable[[int, bool, float], bool] = _poll_wait
-    if green:
-        from gevent.socket import wait_read, wait_write
-
-        wait_for = partial(_green_wait, wait_read, wait_write)
+    wait_for = _green_wait if green else _poll_wait
     extensions.set_wait_callback(partial(_bounded_wait, wait_for, default_seconds))
 
 
@@ -166,7 +161,9 @@ def _bounded_wait(wait_for, default_seconds: float, conn) -> None:
             raise DatabaseTimeout("PostgreSQL did not answer before the request's deadline")
 
 
-def _green_wait(wait_read, wait_write, fd: int, read: bool, seconds: float) -> bool:
+def _green_wait(fd: int, read: bool, seconds: float) -> bool:
+    from gevent.socket import wait_read, wait_write
+
     try:
         (wait_read if read else wait_write)(fd, timeout=seconds)
     except TimeoutError:  # gevent's default timeout_exc, socket.timeout
