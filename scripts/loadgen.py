@@ -17,6 +17,9 @@ seconds, so every request sent is either answered or counted as unanswered. Scen
 - checkout: hold seats for --hold-ttl seconds, think, then confirm (80 %), release (10 %) or
   abandon the hold to let it lapse (10 %). At the deadline no new checkout starts; one under
   way finishes.
+- allocations: like hot, on --event-id's route; client i acts for partner i modulo the keys
+  (or --partners, named partner-<n> in the body without keys), and the report tallies each
+  partner's 201s and seats and its 409s by the bucket their problem body names.
 
 Plain asyncio streams and hand-written request bytes keep the generator cheap, so that it
 measures the service rather than itself.
@@ -71,6 +74,32 @@ class Tally:
         self.after_write = 0
         self.stale_after_write = 0
         self.went_back = 0
+        # allocations: by partner, its 201s and their seats, and its not-enough-seats 409s by
+        # (bucket, seats asked); 409 bodies that lack a member or contradict themselves.
+        self.partner_201: Counter = Counter()
+        self.partner_seats: Counter = Counter()
+        self.partner_409: dict[int, Counter] = defaultdict(Counter)
+        self.unnamed_409 = 0
+        self.contradicting_409 = 0
+
+    def refused(self, partner: int, seats: int, body: bytes) -> None:
+        """An allocations run's 409: by problem type, and a not-enough-seats one by the
+        bucket its body names ("?" when it names none) and the seats the client asked."""
+        kind = problem_type(body)
+        self.problems_409[kind] += 1
+        if kind != "not-enough-seats":
+            return
+        try:
+            problem = json.loads(body)
+            bucket = problem.get("bucket")
+            available, requested = problem.get("available"), problem.get("requested")
+        except (ValueError, AttributeError):
+            bucket = available = requested = None
+        if not isinstance(bucket, str) or requested != seats or not isinstance(available, int):
+            self.unnamed_409 += 1
+        elif available >= requested:  # "not enough" with enough there
+            self.contradicting_409 += 1
+        self.partner_409[partner][bucket if isinstance(bucket, str) else "?", seats] += 1
 
 
 def request_bytes(method: str, path: str, host: str, body: bytes = b"", key: str = "") -> bytes:
@@ -166,6 +195,12 @@ async def client(i: int, args, tally: Tally, deadline: float) -> None:
     # The reserve requests by event: None is the default event's route. Without --events
     # no event is drawn, so the random sequence (and the load) stay what they were.
     paths = {e: f"/api/events/{quote(e, safe='')}/reservations" for e in args.events}
+    allocations = args.scenario == "allocations"
+    partner = i % (len(args.keys) or args.partners)  # allocations: whom the client acts for
+    if allocations:
+        paths = {None: f"/api/events/{quote(args.event_id, safe='')}/reservations"}
+        if not key:
+            body = b'{"partnerId": "partner-%d", "seats": %%d}' % partner
     reserves = {
         event: [
             (s, request_bytes("POST", path, host, body % s, key))
@@ -199,6 +234,12 @@ async def client(i: int, args, tally: Tally, deadline: float) -> None:
                 tally.after_write += due > seen
                 tally.stale_after_write += seen <= version < due
                 seen = due = max(seen, version)
+            if allocations:
+                if status == 201:
+                    tally.partner_201[partner] += 1
+                    tally.partner_seats[partner] += seats
+                elif status == 409:
+                    tally.refused(partner, seats, body)
             if status == 201:
                 due += 1
                 reservation_id = json.loads(body)["reservationId"]
@@ -352,6 +393,8 @@ async def run(args) -> tuple[dict, list[str]]:
         report["checkout"] = checkout_figures(args, tally)
     if args.scenario in ("read", "read-heavy"):
         report["reads"] = read_figures(args, tally, wall)
+    if args.scenario == "allocations":
+        report["allocations"] = allocation_figures(args, tally)
     if args.events:
         report["events"] = {
             event: {
@@ -386,6 +429,30 @@ def checkout_figures(args, tally: Tally) -> dict:
     }
 
 
+def allocation_figures(args, tally: Tally) -> dict:
+    """What only an allocations run has: by partner index, its 201s, their seats and its
+    not-enough-seats 409s as {bucket: {seats asked: count}}; 409s by problem type; and the
+    409 bodies that named no bucket (or not the seats asked) or said enough were available."""
+    partners = len(args.keys) or args.partners
+    by_partner = {}
+    for partner in range(partners):
+        refused: dict[str, dict[str, int]] = defaultdict(dict)
+        for (bucket, seats), n in sorted(tally.partner_409[partner].items()):
+            refused[bucket][str(seats)] = n
+        by_partner[str(partner)] = {
+            "201": tally.partner_201[partner],
+            "seats": tally.partner_seats[partner],
+            "409": dict(refused),
+        }
+    return {
+        "partners": partners,
+        "by_partner": by_partner,
+        "problems_409": dict(sorted(tally.problems_409.items())),
+        "unnamed_409": tally.unnamed_409,
+        "contradicting_409": tally.contradicting_409,
+    }
+
+
 def read_figures(args, tally: Tally, wall: float) -> dict:
     """What only a read run has: summaries (or GETs of --path) answered a second, the latency
     of each operation, and read-heavy's read-your-writes tally."""
@@ -412,7 +479,7 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument(
         "--scenario",
-        choices=("hot", "sellout", "mixed", "read-heavy", "read", "checkout"),
+        choices=("hot", "sellout", "mixed", "read-heavy", "read", "checkout", "allocations"),
         default="hot",
     )
     parser.add_argument("--clients", type=int, default=100)
@@ -420,7 +487,15 @@ def main() -> int:
     parser.add_argument("--drain", type=float, default=10.0, help="max wait for in-flight requests")
     parser.add_argument("--seats", default="1-10", help="seats per reservation: N or MIN-MAX")
     parser.add_argument("--seed", type=int, default=2025)
-    parser.add_argument("--event-id", default="node-meetup-2025", help="checkout's event")
+    parser.add_argument(
+        "--event-id", default="node-meetup-2025", help="checkout's and allocations' event"
+    )
+    parser.add_argument(
+        "--partners",
+        type=int,
+        default=20,
+        help="allocations without keys: client i names partner-<i modulo this> in its body",
+    )
     parser.add_argument("--hold-ttl", type=int, default=2, help="checkout: ttlSeconds of holds")
     parser.add_argument(
         "--think-ms", default="50-250", help="checkout: think time before confirming, N or MIN-MAX"

@@ -5,15 +5,17 @@
     make bench ARGS="--scenario hot --clients 100 --duration 10"
     make bench ARGS="--scenario checkout --hold-ttl 2 --duration 10"
     make bench ARGS="--scenario reads --duration 5"
+    make bench ARGS="--scenario allocations --duration 8"         # partners' own shares + pool
     make bench ARGS="--ab HEAD --scenario hot --rounds 3"         # HEAD's code against ours
     make bench ARGS="--cluster 1,2,4 --duration 8"                # N hosts behind HAProxy
 
 Each scenario reseeds the default event, runs scripts/loadgen.py in its own process (so its
 CPU is its own), reads the CAS counters of /metrics before and after, and checks the books in
 the database (after `checkout`, once every hold's ttl has passed, against the event's summary
-too). `hot` runs at 10 clients and at --clients; right after it, pgbench runs the same
-transaction straight against PostgreSQL at several client counts: its best is the ceiling the
-service is compared with. `reads` GETs the summary, then an unknown path (no database), then
+too; after `allocations`, per bucket, against the operator's listing of the allocations).
+`hot` runs at 10 clients and at --clients; right after it, pgbench runs the same transaction
+straight against PostgreSQL at several client counts: its best is the ceiling the service is
+compared with. `reads` GETs the summary, then an unknown path (no database), then
 the OpenAPI document, each for the same time. The report goes to stdout and to results/. Exit
 status 1 if an invariant failed; targets are only printed.
 
@@ -78,14 +80,14 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--clients",
         type=int,
         default=100,
-        help="of hot (besides 10), sellout, mixed, read-heavy, reads and checkout",
+        help="of hot (besides 10), sellout, mixed, read-heavy, reads, checkout and allocations",
     )
     parser.add_argument(
         "--duration",
         type=float,
         default=10.0,
         help="seconds of each timed run: hot, pgbench, mixed, read-heavy, each of reads, "
-        "checkout, every sweep step",
+        "checkout, allocations (its event is sized for it), every sweep step",
     )
     parser.add_argument("--seats", default="1-10", help="seats per reservation: N or MIN-MAX")
     parser.add_argument("--hold-seats", default="1-4", help="checkout: seats per hold")

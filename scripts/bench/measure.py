@@ -19,7 +19,17 @@ from urllib.request import Request, urlopen
 from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 
-from bench.report import books_checks, books_line, other_5xx, pgbench_line, reads_line
+from bench import allocations
+from bench.report import (
+    allocation_checks,
+    allocation_lines,
+    allocation_spurious,
+    books_checks,
+    books_line,
+    other_5xx,
+    pgbench_line,
+    reads_line,
+)
 from bench.service import machine_cpu_seconds, service_cpu
 from bench.settings import (
     COUNTERS,
@@ -189,19 +199,27 @@ def run_scenario(bench: dict, scenario: str, clients: int, duration: float) -> d
     checkout = scenario == "checkout"
     seats = {"checkout": args.hold_seats, "read-heavy": READ_HEAVY_SEATS}.get(scenario, args.seats)
     total = {"sellout": SELLOUT_SEATS, "checkout": args.checkout_seats}.get(scenario, HUGE)
+    allocating = scenario == "allocations"
+    if allocating:  # the pool and every allocation, for a run of this duration
+        plan = allocations.planned(duration).values()
+        total = allocations.pool_seats(duration) + sum(a["seats"] for a in plan)
     seed_event(engine, EVENT_ID, "TicketBoss bench", total, reset=True)
     ids_file = bench["workdir"] / f"ids-{scenario.replace('/', '-')}-{clients}.txt"
+    keys_file, setup = bench["keys_file"], None
+    if allocating:  # before the counters: the operator's PUTs are no part of the run
+        setup = allocations.prepare(bench, duration)
+        keys_file = setup["keys_file"]
     before = cas_counters(port, bench["metrics_token"])
     loadgen_scenario = "hot" if scenario == "sweep" else scenario
     extra = checkout_options(args) if checkout else None
+    if allocating:
+        extra = allocations.options()
     read = scenario.partition("reads/")[2]  # a run of the reads comparison: what it GETs
     if read:
         loadgen_scenario, extra = "read", ["--path", READS[read][0]]
     master = bench["service"].pid
     cpu_before = service_cpu(master), machine_cpu_seconds()
-    load = run_loadgen(
-        port, loadgen_scenario, clients, duration, seats, ids_file, bench["keys_file"], extra
-    )
+    load = run_loadgen(port, loadgen_scenario, clients, duration, seats, ids_file, keys_file, extra)
     cpu_after = service_cpu(master), machine_cpu_seconds()
     after = cas_counters(port, bench["metrics_token"])
     summary = None
@@ -220,6 +238,9 @@ def run_scenario(bench: dict, scenario: str, clients: int, duration: float) -> d
         path, status = READS[read]
         answered = load["statuses"] == {str(status): load["requests"]}
         invariants[f"every GET {path} answered {status}"] = answered
+    by_bucket = allocations.books(bench, setup, load) if setup is not None else None
+    if by_bucket is not None:
+        invariants.update(allocation_checks(by_bucket))
     if scenario == "read-heavy":
         seen = load["reads"]["read_your_writes"]
         fresh = seen["stale_after_write"] == seen["went_back"] == 0
@@ -235,6 +256,8 @@ def run_scenario(bench: dict, scenario: str, clients: int, duration: float) -> d
     # come back, but never fewer are available than the total less the seats of every hold.
     floor = total - load["seats_sold"] if checkout else books["available"]
     spurious = sum(n for asked, n in load["asked_409"].items() if int(asked) <= floor)
+    if by_bucket is not None:  # each 409 against the bucket that answered it
+        spurious = allocation_spurious(by_bucket)
     # Changes written: reservations and holds (201), cancels and releases (204), confirms.
     written = statuses.get("201", 0) + statuses.get("204", 0) + (confirmed if checkout else 0)
     run = {
@@ -269,6 +292,8 @@ def run_scenario(bench: dict, scenario: str, clients: int, duration: float) -> d
     }
     if books_at_end is not None:
         run["books"] = books_at_end
+    if by_bucket is not None:
+        run["allocations"] = by_bucket
     return run
 
 
@@ -355,6 +380,9 @@ def run_all(bench: dict) -> tuple[list[dict], list[dict] | None]:
             print(f"   {'PASS' if ok else 'FAIL'}  {name}", flush=True)
         if "books" in run:
             print(f"   {books_line(run['books'])}", flush=True)
+        if "allocations" in run:
+            for line in allocation_lines(run):
+                print(f"   {line.partition(': ')[2]}", flush=True)
         if "reads" in load:
             print(f"   {reads_line(run)}", flush=True)
         runs.append(run)

@@ -264,6 +264,8 @@ def details(runs: list[dict], ceiling: list[dict] | None) -> list[str]:
             )
         if run["scenario"] == "checkout":
             lines += checkout_lines(run)
+        if "allocations" in run:
+            lines += allocation_lines(run)
         if "reads" in load:
             lines.append(f"- {name}: {reads_line(run)}")
         counters = (
@@ -315,6 +317,158 @@ def books_line(books: dict) -> str:
         f"{books['held_rows']:,} holds still held: "
         + ("balanced" if not failed else f"NOT balanced ({'; '.join(failed)})")
     )
+
+
+BUCKETS = ("allocation", "allocation+pool", "pool")  # what a not-enough-seats 409 names
+
+
+def partner_bucket(books: dict, partner: str) -> str:
+    """The bucket a partner's requests draw from, by the plan: its allocation, its allocation
+    and then the pool (overflow), or the pool (no allocation)."""
+    allocation = books["planned"].get(partner)
+    if allocation is None:
+        return "pool"
+    return "allocation+pool" if allocation["overflow"] else "allocation"
+
+
+def bucket_left(books: dict) -> dict[str, dict[str, int]]:
+    """By partner, the seats each bucket its 409s could name had left at the end."""
+    pool = books["listing"]["pool"]["available"]
+    items = {a["partnerId"]: a["available"] for a in books["listing"]["items"]}
+    return {
+        partner: {
+            "pool": pool,
+            "allocation": items.get(partner, 0),
+            "allocation+pool": items.get(partner, 0) + pool,
+        }
+        for partner in books["partners"]
+    }
+
+
+def allocation_spurious(books: dict) -> int:
+    """Not-enough-seats 409s whose bucket (the one its body named, else the partner's) had
+    at least the seats asked left at the end: in a run that only reserves, no bucket ever
+    gains seats, so those seats were there when the 409 came."""
+    left = bucket_left(books)
+    return sum(
+        n
+        for partner, mine in books["partners"].items()
+        for bucket, asked in mine["answered"]["409"].items()
+        for seats, n in asked.items()
+        if int(seats)
+        <= left[partner][bucket if bucket in BUCKETS else partner_bucket(books, partner)]
+    )
+
+
+def refusals_by_bucket(books: dict) -> dict[str, int]:
+    """Not-enough-seats 409s by the bucket they named (and "?" for none)."""
+    split = dict.fromkeys(BUCKETS, 0)
+    for mine in books["partners"].values():
+        for bucket, asked in mine["answered"]["409"].items():
+            split[bucket] = split.get(bucket, 0) + sum(asked.values())
+    return split
+
+
+def allocation_checks(books: dict) -> dict[str, bool]:
+    """An allocations run's books per bucket, from the operator's listing and the database's
+    rows, against what was set and what the clients were answered."""
+    planned, partners = books["planned"], books["partners"]
+    items = {a["partnerId"]: a for a in books["listing"]["items"]}
+    pool = books["listing"]["pool"]
+    buckets = [*items.values(), pool]
+
+    def db(partner: str, figure: str) -> int:
+        return partners.get(partner, {}).get("db", {}).get(figure, 0)
+
+    as_set = items.keys() == planned.keys() and all(
+        (items[p]["seats"], items[p]["overflow"], items[p]["closed"])
+        == (a["seats"], a["overflow"], False)
+        for p, a in planned.items()
+    )
+    refused = {
+        (partner, bucket)
+        for partner, mine in partners.items()
+        for bucket in mine["answered"]["409"]
+    }
+    return {
+        "allocations as set, the pool the rest": as_set and pool["seats"] == books["pool_planned"],
+        "each allocation's taken = its partner's confirmed allocated_seats": all(
+            a["taken"] == db(p, "allocated") for p, a in items.items()
+        ),
+        "pool taken = confirmed seats - allocated_seats": pool["taken"]
+        == sum(db(p, "pool") for p in partners),
+        "no bucket oversold: taken + held <= seats, available = the rest": all(
+            b["taken"] + b["held"] <= b["seats"]
+            and b["available"] == b["seats"] - b["taken"] - b["held"] >= 0
+            for b in buckets
+        ),
+        "pool + allocations = the event's seats and available seats": (
+            sum(b["seats"] for b in buckets) == books["total"]
+            and sum(b["available"] for b in buckets) == books["available"]
+        ),
+        "nothing held": all(b["held"] == 0 for b in buckets)
+        and all(db(p, "held") == 0 for p in partners),
+        "no pool seats for a partner without overflow": all(
+            db(p, "pool") == 0 for p, a in planned.items() if not a["overflow"]
+        ),
+        "no allocated seats for a partner without an allocation": all(
+            db(p, "allocated") == 0 for p in partners if p not in planned
+        ),
+        "allocated_seats within 0..seats in every row": all(
+            db(p, "bad_rows") == 0 for p in partners
+        ),
+        "pool seats only once the partner's allocation is used up": all(
+            items[p]["available"] == 0 for p in planned if p in items and db(p, "pool") > 0
+        ),
+        "each partner's confirmed rows and seats = its 201s and their seats": all(
+            (db(p, "confirmed_rows"), db(p, "seats"))
+            == (mine["answered"]["201"], mine["answered"]["seats"])
+            for p, mine in partners.items()
+        ),
+        "every 409 not-enough-seats, naming bucket, available < requested": (
+            set(books["problems_409"]) <= {"not-enough-seats"}
+            and books["unnamed_409"] == books["contradicting_409"] == 0
+        ),
+        "every 409 names its partner's bucket": all(
+            bucket == partner_bucket(books, partner) for partner, bucket in refused
+        ),
+        "no spurious 409 (its bucket still had the seats at the end)": allocation_spurious(books)
+        == 0,
+    }
+
+
+def allocation_lines(run: dict) -> list[str]:
+    """An allocations run's figures: how the event was split, each bucket at the end, the
+    seats sold from allocations and from the pool, the 409s by bucket, and the books."""
+    books, name = run["allocations"], run_name(run)
+    listing, planned = books["listing"], books["planned"]
+    pool = listing["pool"]
+    overflow = sum(a["overflow"] for a in planned.values())
+    db = [mine["db"] for mine in books["partners"].values()]
+    buckets = ", ".join(
+        f"{a['partnerId']}{'+' if a['overflow'] else ''} {a['taken']:,}/{a['seats']:,}"
+        for a in sorted(listing["items"], key=lambda a: (len(a["partnerId"]), a["partnerId"]))
+    )
+    sold_out = sum(a["available"] == 0 for a in listing["items"])
+    split = refusals_by_bucket(books)
+    others = {k: n for k, n in books["problems_409"].items() if k != "not-enough-seats"}
+    failed = [check for check, ok in allocation_checks(books).items() if not ok]
+    return [
+        f"- {name}: {len(books['partners'])} partners ({books['clients_per_partner']:g} clients "
+        f"each), {len(planned)} with allocations ({overflow} with overflow), the others on the "
+        f"open pool; event of {books['total']:,} seats, pool {pool['seats']:,}",
+        f"- {name}: taken/seats at the end (+: overflow): pool {pool['taken']:,}/"
+        f"{pool['seats']:,}; {buckets}; sold out: {sold_out} allocations"
+        f"{' and the pool' if pool['available'] == 0 else ''}",
+        f"- {name}: seats sold from allocations {sum(d.get('allocated', 0) for d in db):,}, "
+        f"from the pool {sum(d.get('pool', 0) for d in db):,}; 409s by bucket "
+        + ", ".join(f"{bucket} {n:,}" for bucket, n in split.items())
+        + (f"; other 409s {others}" if others else "")
+        + f"; {books['unnamed_409']} naming no bucket, {books['contradicting_409']} saying "
+        f"enough was available; spurious {allocation_spurious(books)}",
+        f"- {name} books per bucket: "
+        + ("balanced" if not failed else f"NOT balanced ({'; '.join(failed)})"),
+    ]
 
 
 def checkout_lines(run: dict) -> list[str]:

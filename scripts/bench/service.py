@@ -101,6 +101,24 @@ def partner_keys(engine, workdir: Path) -> Path:
     return path
 
 
+def more_partner_keys(engine, keys_file: Path, count: int) -> Path:
+    """A file beside `keys_file` with its keys (partner-0 … in order) and keys for the
+    partners after them, up to partner-<count - 1>; made once, then reused."""
+    path = keys_file.with_name(f"keys-{count}.txt")
+    if not path.exists():
+        keys = keys_file.read_text().split()
+        keys += [
+            create_key(engine, f"partner-{i}", Role.PARTNER)[1] for i in range(len(keys), count)
+        ]
+        path.write_text("".join(f"{key}\n" for key in keys))
+    return path
+
+
+def operator_key(engine, operator: str) -> str:
+    """A new operator key of `operator` (created if absent)."""
+    return create_key(engine, operator, Role.OPERATOR)[1]
+
+
 def machine_facts(engine, env: dict) -> dict:
     """What the numbers were measured on."""
     cpuinfo = Path("/proc/cpuinfo").read_text().splitlines()

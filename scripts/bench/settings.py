@@ -33,7 +33,31 @@ READS = {
     "no-db": ("/api/nope", 404),
     "openapi": ("/api/openapi.json", 200),
 }
-SCENARIOS = ("hot", "sellout", "mixed", "read-heavy", "reads", "sweep", "checkout")
+SCENARIOS = ("hot", "sellout", "mixed", "read-heavy", "reads", "sweep", "checkout", "allocations")
+# allocations: one hot event split among ALLOCATION_PARTNERS partners reserving at once.
+# partner-0 … partner-9 have allocations (set over HTTP by an operator before the run), the
+# others take from the open pool. Sizes are seats per second of the run (so that the same
+# buckets run out whatever --duration), or fixed when they must never run out: (partner
+# index, seats/s or fixed seats, overflow). At ~100 requests/s per partner of 1–10 seats, the
+# small allocations go within a second or two, the pool within about the first half of the
+# run, and the 100,000-seat ones never; so every kind of 409 (allocation, allocation+pool,
+# pool) happens, and a 409 from a bucket that still has the seats at the end is spurious.
+ALLOCATION_PARTNERS = 20
+ALLOCATION_BIG = 100_000  # fixed: never runs out in a bench run
+ALLOCATIONS = (
+    (0, None, False),  # big, no overflow: never refused
+    (1, None, False),
+    (2, None, True),  # big with overflow: never needs the pool (its allocation comes first)
+    (3, 60, True),  # small with overflow: spill into the pool, then allocation+pool 409s
+    (4, 120, True),
+    (5, 240, True),
+    (6, 40, False),  # small without overflow: allocation 409s once they are gone
+    (7, 80, False),
+    (8, 160, False),
+    (9, 320, False),
+)
+ALLOCATION_POOL_SEATS_PER_S = 2_500  # the open pool, per second of the run
+OPERATOR = "bench-operator"  # the operator whose key sets the allocations
 # The targets the report holds a run to (reported, not enforced). The speed targets are issue
 # #12's (they replaced the first bench's 2000/s, 1.1x, 100 ms and 20 ms); the correctness
 # targets have been there since the first make bench. "hot" is the hot run with the most clients.

@@ -38,6 +38,13 @@ class Settings:
     hold_ttl_seconds: int = 900
     hold_max_seconds: int = 7200
     hold_sweep_seconds: float = 60.0
+    # No partner holds more than this many seats of one event at once (its live holds,
+    # whatever it released before; an allocation may set its own): one key cannot lock an
+    # event up. 0: no limit.
+    partner_max_held_seats: int = 100
+    # The most seats of an event's open pool one partner may have (confirmed and held). 0:
+    # no cap, as the Node.js contract had it: a confirmed reservation is a sale.
+    partner_max_pool_seats: int = 0
     # Connection pool, per worker process.
     db_pool_size: int = 10
     db_max_overflow: int = 20
@@ -86,6 +93,8 @@ class Settings:
             raise ValueError("CAS_SWAPS_PER_TRANSACTION must be at least 1")
         if not 1 <= self.hold_ttl_seconds <= self.hold_max_seconds:
             raise ValueError("HOLD_TTL_SECONDS must be between 1 and HOLD_MAX_SECONDS")
+        if min(self.partner_max_held_seats, self.partner_max_pool_seats) < 0:
+            raise ValueError("PARTNER_MAX_HELD_SEATS and PARTNER_MAX_POOL_SEATS are 0 or more")
         if self.auth_mode not in AUTH_MODES:
             raise ValueError(
                 f"AUTH_MODE must be one of {', '.join(AUTH_MODES)}, not {self.auth_mode!r}"

@@ -51,6 +51,27 @@ HELD_SEATS = Gauge(
     ["event_id"],
     multiprocess_mode="mostrecent",
 )
+POOL_AVAILABLE_SEATS = Gauge(
+    "ticketboss_pool_available_seats",
+    "Seats left in each event's open pool (what no allocation sets aside), as last written.",
+    ["event_id"],
+    multiprocess_mode="mostrecent",
+)
+# One series per allocation and figure: at most MAX_ALLOCATIONS_PER_EVENT per event. A
+# deleted allocation's series read 0 (a worker cannot take back what it wrote).
+ALLOCATION_SEATS = Gauge(
+    "ticketboss_allocation_seats",
+    "Seats of each partner's allocation, as last written: its size (figure=seats) and its "
+    "taken, held and available seats.",
+    ["event_id", "partner_id", "figure"],
+    multiprocess_mode="mostrecent",
+)
+REFUSALS = Counter(
+    "ticketboss_refusals",
+    "Reservations and holds refused (409), by reason: the bucket that ran out "
+    "(not-enough-seats:pool|allocation|allocation+pool), hold-limit or pool-limit.",
+    ["reason"],
+)
 RATELIMIT_STORAGE_UP = Gauge(
     "ticketboss_ratelimit_storage_up",
     "1 while the shared rate-limit storage (Redis) answers; 0 while a worker counts alone.",

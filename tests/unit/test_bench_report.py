@@ -8,6 +8,9 @@ import pytest
 
 from bench.report import (
     ab_rows,
+    allocation_checks,
+    allocation_lines,
+    allocation_spurious,
     best_pgbench,
     books_checks,
     books_line,
@@ -21,6 +24,7 @@ from bench.report import (
     problem_split,
     reads_comparison,
     reads_line,
+    refusals_by_bucket,
     render,
     render_ab,
     render_cluster,
@@ -420,3 +424,129 @@ def test_the_cluster_report_has_a_row_per_run_its_details_and_the_verdict(report
     )
     assert "- mix20@2 affinity: statuses 201:4; n/a (no /metrics);" in text
     assert text.endswith("Invariants: PASS\n")
+
+
+def allocation_books():
+    """An allocations run's books that balance: partner-a 10 seats without overflow (sold
+    out), partner-b 10 with overflow (sold out, 4 pool seats), partner-c on the pool; the
+    pool 20 seats, 12 taken."""
+
+    def partner(rows, seats, allocated, answered_201, refused):
+        db = {"rows": rows, "confirmed_rows": rows, "seats": seats, "allocated": allocated}
+        db |= {"pool": seats - allocated, "held": 0, "bad_rows": 0}
+        return {"db": db, "answered": {"201": answered_201, "seats": seats, "409": refused}}
+
+    return {
+        "planned": {
+            "partner-a": {"seats": 10, "overflow": False},
+            "partner-b": {"seats": 10, "overflow": True},
+        },
+        "put": {"partner-a": 201, "partner-b": 201},
+        "pool_planned": 20,
+        "listing": {
+            "items": [
+                {
+                    "partnerId": "partner-a",
+                    "seats": 10,
+                    "taken": 10,
+                    "held": 0,
+                    "available": 0,
+                    "overflow": False,
+                    "maxHeldSeats": None,
+                    "closed": False,
+                },
+                {
+                    "partnerId": "partner-b",
+                    "seats": 10,
+                    "taken": 10,
+                    "held": 0,
+                    "available": 0,
+                    "overflow": True,
+                    "maxHeldSeats": None,
+                    "closed": False,
+                },
+            ],
+            "pool": {"seats": 20, "taken": 12, "held": 0, "available": 8},
+        },
+        "total": 40,
+        "available": 8,
+        "partners": {
+            "partner-a": partner(3, 10, 10, 3, {"allocation": {"2": 5}}),
+            "partner-b": partner(2, 14, 10, 2, {"allocation+pool": {"9": 1}}),
+            "partner-c": partner(2, 8, 0, 2, {"pool": {"9": 2}}),
+        },
+        "clients_per_partner": 5.0,
+        "problems_409": {"not-enough-seats": 8},
+        "unnamed_409": 0,
+        "contradicting_409": 0,
+    }
+
+
+def test_allocation_books_that_balance_per_bucket_pass_every_check():
+    books = allocation_books()
+    checks = allocation_checks(books)
+    assert len(checks) == 14 and all(checks.values())
+    assert allocation_spurious(books) == 0
+    assert refusals_by_bucket(books) == {"allocation": 5, "allocation+pool": 1, "pool": 2}
+
+
+def test_a_409_is_spurious_when_the_bucket_that_answered_still_had_the_seats():
+    books = allocation_books()
+    books["partners"]["partner-c"]["answered"]["409"] = {"pool": {"9": 2, "8": 3}}
+    assert allocation_spurious(books) == 3  # the pool had 8 left: 8 were there, 9 were not
+    books["partners"]["partner-b"]["answered"]["409"] = {"allocation+pool": {"8": 1}}
+    assert allocation_spurious(books) == 4
+    assert not allocation_checks(books)[
+        "no spurious 409 (its bucket still had the seats at the end)"
+    ]
+
+
+def test_each_broken_bucket_fails_its_own_check():
+    def failed(books):
+        return [name for name, ok in allocation_checks(books).items() if not ok]
+
+    books = allocation_books()
+    books["partners"]["partner-a"]["db"] |= {"pool": 1, "allocated": 9}
+    assert failed(books) == [
+        "each allocation's taken = its partner's confirmed allocated_seats",
+        "pool taken = confirmed seats - allocated_seats",
+        "no pool seats for a partner without overflow",
+    ]
+    books = allocation_books()
+    books["partners"]["partner-c"]["db"] |= {"pool": 6, "allocated": 2}
+    books["listing"]["pool"]["taken"] = 10
+    books["listing"]["pool"]["available"] = 10
+    assert "no allocated seats for a partner without an allocation" in failed(books)
+    books = allocation_books()
+    books["listing"]["items"][0] |= {"taken": 11, "available": -1}
+    assert "no bucket oversold: taken + held <= seats, available = the rest" in failed(books)
+    books = allocation_books()
+    books["listing"]["items"][1]["available"] = 2  # pool seats while its own were left
+    books["listing"]["items"][1]["taken"] = 8
+    assert "pool seats only once the partner's allocation is used up" in failed(books)
+    books = allocation_books()
+    books["partners"]["partner-a"]["answered"]["409"] = {"pool": {"2": 5}}
+    assert failed(books) == [  # and the pool it named had 8 seats left
+        "every 409 names its partner's bucket",
+        "no spurious 409 (its bucket still had the seats at the end)",
+    ]
+    books = allocation_books()
+    books["unnamed_409"] = 1
+    assert failed(books) == ["every 409 not-enough-seats, naming bucket, available < requested"]
+    books = allocation_books()
+    books["listing"]["items"][1]["overflow"] = False
+    assert failed(books) == ["allocations as set, the pool the rest"]
+
+
+def test_an_allocations_run_reports_its_buckets_its_409s_and_its_books(report):
+    run = report["runs"][0]
+    run["scenario"], run["allocations"] = "allocations", allocation_books()
+    lines = allocation_lines(run)
+    assert lines[0].startswith("- allocations@20: 3 partners (5 clients each), 2 with allocations")
+    assert "pool 12/20; partner-a 10/10, partner-b+ 10/10; sold out: 2 allocations" in lines[1]
+    assert "from allocations 20, from the pool 12; 409s by bucket allocation 5, " in lines[2]
+    assert lines[2].endswith("spurious 0")
+    assert lines[3] == "- allocations@20 books per bucket: balanced"
+    assert lines[3] in render(report)
+    run["allocations"]["partners"]["partner-c"]["db"]["held"] = 1
+    assert allocation_lines(run)[3].endswith("NOT balanced (nothing held)")

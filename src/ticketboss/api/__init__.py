@@ -105,7 +105,7 @@ class ProblemApi(Api):
 
 
 def register_blueprints(app: Flask) -> None:
-    from ticketboss.api import events, health, metrics, reservations
+    from ticketboss.api import allocations, events, health, metrics, reservations
 
     # Every operation needs a key unless it says `security: []` (the health routes).
     app.config["API_SPEC_OPTIONS"] = {"security": [{"apiKey": []}]}
@@ -114,6 +114,7 @@ def register_blueprints(app: Flask) -> None:
     api.register_blueprint(health.blp)
     api.register_blueprint(reservations.blp)
     api.register_blueprint(events.blp)
+    api.register_blueprint(allocations.blp)
     app.register_blueprint(metrics.blp)
     app.after_request(_empty_answers)
     # The docs page serves Swagger UI's assets from the installed package: it works offline.

@@ -6,6 +6,7 @@ import re
 
 from flask import Response, request
 
+from ticketboss.api import summaries
 from ticketboss.domain import Event
 
 _VERSION = re.compile(r"0|[1-9][0-9]{0,17}")  # the exact text of an ETag we send
@@ -37,4 +38,4 @@ def summary_response(event: Event):
         response = Response(status=304)
         response.set_etag(tag)
         return response
-    return event, 200, etag_header(event)
+    return summaries.seen_by_key(event), 200, etag_header(event)

@@ -12,19 +12,25 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from ticketboss.domain import (
+    AllocationInUse,
+    AllocationNotFound,
+    AllocationTooLarge,
     DeadlinePassed,
     EventExists,
     EventNotFound,
     Forbidden,
     HoldExpired,
+    HoldLimitReached,
     IdempotencyKeyInFlight,
     IdempotencyKeyReused,
     NotEnoughSeats,
     NotHeld,
     OutcomeUnknown,
+    PoolLimitReached,
     PreconditionFailed,
     ReservationNotFound,
     SeatsAlreadyReserved,
+    TooManyAllocations,
     TooManyAuthFailures,
     Unauthenticated,
     UnknownPartner,
@@ -39,6 +45,12 @@ PROBLEM_JSON = "application/problem+json"
 # tenacity retries are spent: the event is too contended right now, so the client should retry.
 _DOMAIN_STATUS = {
     NotEnoughSeats: (409, "not-enough-seats"),
+    HoldLimitReached: (409, "hold-limit-reached"),
+    PoolLimitReached: (409, "pool-limit-reached"),
+    AllocationNotFound: (404, "allocation-not-found"),
+    AllocationInUse: (409, "allocation-in-use"),
+    AllocationTooLarge: (409, "allocation-too-large"),
+    TooManyAllocations: (409, "too-many-allocations"),
     HoldExpired: (409, "hold-expired"),
     NotHeld: (409, "not-held"),
     ReservationNotFound: (404, "reservation-not-found"),
@@ -125,6 +137,7 @@ def register_errorhandlers(app: Flask) -> None:
         app.register_error_handler(
             error_type, lambda exc, status=status, slug=slug: problem(status, str(exc), slug)
         )
+    app.register_error_handler(NotEnoughSeats, _not_enough_seats)
     # Pool exhausted, database down or restarting, statement timeout, SQLite busy: all transient.
     for error_type in (PoolTimeout, OperationalError, InterfaceError):
         app.register_error_handler(error_type, _unavailable)
@@ -133,6 +146,18 @@ def register_errorhandlers(app: Flask) -> None:
     app.register_error_handler(TooManyAuthFailures, _too_many_auth_failures)
     app.register_error_handler(429, _rate_limited)
     app.register_error_handler(Exception, _unexpected)
+
+
+def _not_enough_seats(exc: NotEnoughSeats):
+    """Which bucket ran out, and what it had: a partner can tell its allocation from the pool."""
+    return problem(
+        409,
+        str(exc),
+        "not-enough-seats",
+        bucket=exc.bucket,
+        requested=exc.requested,
+        available=exc.available,
+    )
 
 
 def _data_error(exc: DataError):

@@ -5,7 +5,7 @@ from uuid import UUID
 from flask import url_for
 from flask.views import MethodView
 
-from ticketboss.api import conditional, cursors, deps, writes
+from ticketboss.api import conditional, cursors, deps, summaries, writes
 from ticketboss.api.auth import operator_only
 from ticketboss.api.body import Blueprint
 from ticketboss.api.docs import ETAG, IF_MATCH, IF_NONE_MATCH, LOCATION, REPLAYED, problems
@@ -61,7 +61,8 @@ class Events(MethodView):
         """Events in id order, `limit` at a time; follow `nextCursor` for the next page."""
         after = cursors.decode_cursor(query["cursor"], str)[0] if "cursor" in query else None
         fetched = deps.events().page(after, query["limit"] + 1)
-        return cursors.page(fetched, query["limit"], lambda e: (e.event_id,))
+        seen = [summaries.seen_by_key(e) for e in fetched]
+        return cursors.page(seen, query["limit"], lambda e: (e.event_id,))
 
     @blp.arguments(EventCreate())
     @blp.response(201, EventSummary, headers={**ETAG, **LOCATION})
@@ -71,7 +72,7 @@ class Events(MethodView):
         """Create an event with all its seats available (version 0). Operator keys only."""
         event = deps.events().create(body["event_id"], body["name"], body["total_seats"])
         return (
-            event,
+            summaries.seen_by_key(event),
             201,
             {"Location": _event_location(event.event_id), **conditional.etag_header(event)},
         )
@@ -104,7 +105,7 @@ class EventItem(MethodView):
             total_seats=body.get("total_seats"),
             if_versions=conditional.if_match_versions(),
         )
-        return event, 200, conditional.etag_header(event)
+        return summaries.seen_by_key(event), 200, conditional.etag_header(event)
 
 
 @blp.route("/<event_id>/reservations", parameters=[EVENT_ID_PARAMETER])

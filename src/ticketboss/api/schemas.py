@@ -236,10 +236,76 @@ class NodeSummary(Schema):
     version = fields.Integer()
 
 
+class PoolFigures(Schema):
+    """The open pool: the seats no allocation sets aside."""
+
+    seats = fields.Integer()
+    taken = fields.Integer(metadata={"description": "In confirmed reservations."})
+    held = fields.Integer(metadata={"description": "In holds."})
+    available = fields.Integer()
+
+
+class Allocation(Schema):
+    partner_id = fields.String(data_key="partnerId")
+    seats = fields.Integer(metadata={"description": "Set aside for this partner alone."})
+    taken = fields.Integer(metadata={"description": "Of them, in confirmed reservations."})
+    held = fields.Integer(metadata={"description": "Of them, in holds."})
+    available = fields.Integer()
+    overflow = fields.Boolean(
+        metadata={
+            "description": "Whether the partner also takes from the open pool once its "
+            "allocation is used up."
+        }
+    )
+    max_held_seats = fields.Integer(
+        data_key="maxHeldSeats",
+        allow_none=True,
+        metadata={
+            "description": "Its own limit on seats held at once; null: PARTNER_MAX_HELD_SEATS."
+        },
+    )
+    closed = fields.Boolean(
+        metadata={
+            "description": "Deleted while seats were still taken or held from it: it "
+            "keeps exactly those, and each one given back goes to the open pool."
+        }
+    )
+
+
 class EventSummary(NodeSummary):
     held_seats = fields.Integer(
         data_key="heldSeats", metadata={"description": "Seats of live holds."}
     )
+    pool = fields.Nested(PoolFigures)
+    allocations = fields.List(
+        fields.Nested(Allocation),
+        metadata={"description": "Every allocation (operators), or the key's own (partners)."},
+    )
+
+
+class AllocationPut(RequestSchema):
+    seats = fields.Integer(required=True, strict=True, validate=validate.Range(0, 1_000_000))
+    overflow = fields.Boolean(load_default=False)
+    max_held_seats = fields.Integer(
+        data_key="maxHeldSeats",
+        strict=True,
+        allow_none=True,
+        load_default=None,
+        validate=validate.Range(0, 1_000_000),
+        metadata={
+            "description": "Its own limit on seats held at once (0: none may be held); "
+            "null or absent: PARTNER_MAX_HELD_SEATS."
+        },
+    )
+
+
+class AllocationPage(Schema):
+    items = fields.List(fields.Nested(Allocation))
+    pool = fields.Nested(PoolFigures)
+
+
+class EventAndPartnerPath(EventIdPath):
+    partner_id = Text(required=True, validate=[validate.Length(min=1, max=128), _NOT_BLANK])
 
 
 class ReservationCreated(Schema):
@@ -275,6 +341,13 @@ class ReservationDetail(_HoldExpiry, ReservationCreated):
     created_at = fields.AwareDateTime(data_key="createdAt")
     cancelled_at = fields.AwareDateTime(data_key="cancelledAt", allow_none=True)
     status = fields.String(metadata={"enum": [s.value for s in Status]})
+    allocated_seats = fields.Integer(
+        data_key="allocatedSeats",
+        metadata={
+            "description": "Of its seats, those drawn from its partner's allocation "
+            "(the rest are the open pool's); cancelling gives each back to where it came from."
+        },
+    )
 
 
 class EventPage(Schema):

@@ -13,15 +13,27 @@ from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 from ticketboss.domain.errors import (
+    AllocationInUse,
+    AllocationNotFound,
+    AllocationTooLarge,
     EventNotFound,
     HoldExpired,
+    HoldLimitReached,
     NotEnoughSeats,
     NotHeld,
+    PoolLimitReached,
     PreconditionFailed,
     ReservationNotFound,
     SeatsAlreadyReserved,
+    TooManyAllocations,
 )
-from ticketboss.domain.model import Event, Reservation, Status
+from ticketboss.domain.model import (
+    MAX_ALLOCATIONS_PER_EVENT,
+    Allocation,
+    Event,
+    Reservation,
+    Status,
+)
 
 Answer = TypeVar("Answer", covariant=True)
 
@@ -33,21 +45,27 @@ class Answers(Generic[Answer]):
 
 @dataclass(frozen=True)
 class SeatRequest(Answers[Reservation]):
-    """Reserve `seats` for a partner; only at one of `if_versions` when given (If-Match)."""
+    """Reserve `seats` for a partner; only at one of `if_versions` when given (If-Match).
+    With `pool_limit`, the partner may have at most that many seats of the open pool."""
 
     partner_id: str
     seats: int
     if_versions: frozenset[int] | None = None
+    pool_limit: int | None = None
 
 
 @dataclass(frozen=True)
 class HoldRequest(Answers[Reservation]):
-    """Hold `seats` for a partner for `ttl` (never more than `longest`)."""
+    """Hold `seats` for a partner for `ttl` (never more than `longest`). The partner's live
+    holds of the event may hold at most `max_held` seats (unless its allocation sets its own
+    limit); `pool_limit` as for SeatRequest."""
 
     partner_id: str
     seats: int
     ttl: timedelta
     longest: timedelta
+    max_held: int | None = None
+    pool_limit: int | None = None
 
 
 @dataclass(frozen=True)
@@ -88,11 +106,43 @@ class Resize(Answers[Event]):
 
 
 @dataclass(frozen=True)
+class Allot(Answers["Allotted"]):
+    """Create, resize or reopen a partner's allocation of the event (never below the seats
+    taken and held from it, never beyond what the pool can give); only at one of
+    `if_versions` when given (If-Match)."""
+
+    partner_id: str
+    seats: int
+    overflow: bool = False
+    max_held_seats: int | None = None
+    if_versions: frozenset[int] | None = None
+
+
+@dataclass(frozen=True)
+class Unallot(Answers[Event]):
+    """Delete a partner's allocation: its unused seats go back to the open pool at once,
+    and the seats still used from it as they come back (Allocation.closed)."""
+
+    partner_id: str
+    if_versions: frozenset[int] | None = None
+
+
+@dataclass(frozen=True)
 class Tidy(Answers["Tidied"]):
     """No change of its own: the batch reclaims lapsed holds (a summary or the sweep)."""
 
 
-Change = SeatRequest | HoldRequest | CancelRequest | ConfirmRequest | ExtendRequest | Resize | Tidy
+Change = (
+    SeatRequest
+    | HoldRequest
+    | CancelRequest
+    | ConfirmRequest
+    | ExtendRequest
+    | Resize
+    | Allot
+    | Unallot
+    | Tidy
+)
 Named = CancelRequest | ConfirmRequest | ExtendRequest  # changes of an existing reservation
 
 
@@ -103,6 +153,7 @@ class Granted:
 
     request: SeatRequest | HoldRequest
     expires_at: datetime | None = None
+    allocated: int = 0  # of its seats, those drawn from the partner's allocation
 
 
 @dataclass(frozen=True)
@@ -137,6 +188,24 @@ class Resized:
 
 
 @dataclass(frozen=True)
+class Allotted:
+    """The allocation as the change left it, in the event at its new version; `created`: it
+    did not exist (or was closed) before; `written` False: it already was exactly so."""
+
+    allocation: Allocation
+    event: Event
+    created: bool = False
+    written: bool = True
+
+
+@dataclass(frozen=True)
+class Unallotted:
+    """The allocation is deleted; the event as the change left it, at its new version."""
+
+    event: Event
+
+
+@dataclass(frozen=True)
 class Tidied:
     """The event as the batch had left it at this point, and how many lapsed holds the
     batch reclaimed."""
@@ -152,8 +221,16 @@ Outcome = (
     | Confirmed
     | Extended
     | Resized
+    | Allotted
+    | Unallotted
     | Tidied
     | NotEnoughSeats
+    | HoldLimitReached
+    | PoolLimitReached
+    | AllocationNotFound
+    | AllocationInUse
+    | AllocationTooLarge
+    | TooManyAllocations
     | ReservationNotFound
     | PreconditionFailed
     | EventNotFound
@@ -166,21 +243,34 @@ Outcome = (
 @dataclass(frozen=True)
 class Lapsed:
     """The event's holds whose time has passed (id → seats), and the earliest expiry of
-    the holds still alive (None when none is)."""
+    the holds still alive (None when none is); `allocated`: of their seats, those drawn from
+    each partner's allocation."""
 
     holds: Mapping[UUID, int]
     next_expiry: datetime | None
+    allocated: Mapping[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Usage:
+    """What one partner has of an event now: seats in its live holds, and seats of the open
+    pool in its holds and reservations (read only when a pool limit asks for it)."""
+
+    held: int = 0
+    pool: int = 0
 
 
 @dataclass(frozen=True)
 class Read:
     """What a batch read: the event at the database's time `now`, the event's reservations
-    that its changes name, and its lapsed holds (read whenever it may have some)."""
+    that its changes name, its lapsed holds (read whenever it may have some), and the usage
+    of each partner whose limits a change must check (Usage)."""
 
     event: Event
     now: datetime
     named: Mapping[UUID, Reservation] = field(default_factory=dict)
     lapsed: Lapsed | None = None
+    usage: Mapping[str, Usage] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -211,23 +301,24 @@ class Plan:
 
 
 def _writes(outcome: Outcome) -> bool:
-    if isinstance(outcome, Confirmed | Resized):
+    if isinstance(outcome, Confirmed | Resized | Allotted):
         return outcome.written
-    return isinstance(outcome, Granted | Released | Extended)
+    return isinstance(outcome, Granted | Released | Extended | Unallotted)
 
 
 @dataclass(slots=True)
 class State:
     """What a change is decided against: the event as the changes ahead of it left it, the
-    version it then has, the named reservations as those changes left them, the database's
-    time of the read, and how many lapsed holds the batch reclaimed first. Rules read it;
-    only `plan` moves it on."""
+    version it then has, the named reservations and the partners' usage as those changes
+    left them, the database's time of the read, and how many lapsed holds the batch
+    reclaimed first. Rules read it; only `plan` moves it on."""
 
     event: Event
     version: int
     named: Mapping[UUID, Reservation]
     now: datetime
     expired: int
+    usage: Mapping[str, Usage]
 
 
 @dataclass(slots=True)  # one per change: not frozen, which costs a setattr per field
@@ -269,24 +360,46 @@ def plan(event_id: str, read: Read | None, changes: Sequence[Answers[Any]]) -> P
     current, named = event, dict(read.named)
     expired: list[UUID] = []
     if lapsed is not None:
-        current = current.reclaim(sum(lapsed.holds.values()), lapsed.next_expiry)
+        current = current.reclaim(sum(lapsed.holds.values()), lapsed.next_expiry, lapsed.allocated)
         expired = list(lapsed.holds)
         for reservation_id in expired:
             if reservation_id in named:
                 named[reservation_id] = replace(named[reservation_id], status=Status.EXPIRED)
     # What each change is decided against, moved on by the planner (never by a rule) after
     # each one: the event it left, the version the next change sees (one more for every
-    # change written so far), and the named reservation it changed.
-    state = State(current, event.version + len(expired), named, now, len(expired))
+    # change written so far), the named reservation it changed, and the usage it moved.
+    usage = dict(read.usage)
+    state = State(current, event.version + len(expired), named, now, len(expired), usage)
     outcomes: list[Outcome] = []
     for change in changes:
         step = RULES[type(change)](change, state)
         state.event = step.event
         if step.reservation is not None:
             named[step.reservation.reservation_id] = step.reservation
+        if usage:
+            _track(usage, step.outcome)
         outcomes.append(step.outcome)
         state.version += _writes(step.outcome)
     return Plan(event, replace(state.event, version=state.version), outcomes, expired)
+
+
+def _track(usage: dict[str, Usage], outcome: Outcome) -> None:
+    """Move the usage of the partner whose seats the outcome took or gave back."""
+    if isinstance(outcome, Granted):
+        request, pooled = outcome.request, outcome.request.seats - outcome.allocated
+        held = request.seats if outcome.expires_at is not None else 0
+        partner_id = request.partner_id
+    elif isinstance(outcome, Released):
+        r = outcome.reservation
+        held = -r.seats if r.status is Status.HELD else 0
+        pooled, partner_id = -(r.seats - r.allocated_seats), r.partner_id
+    elif isinstance(outcome, Confirmed) and outcome.written:
+        held, pooled, partner_id = -outcome.reservation.seats, 0, outcome.reservation.partner_id
+    else:
+        return
+    if partner_id in usage:
+        before = usage[partner_id]
+        usage[partner_id] = Usage(before.held + held, before.pool + pooled)
 
 
 def _at_version(if_versions: frozenset[int] | None, s: State) -> PreconditionFailed | None:
@@ -302,18 +415,49 @@ def _reserve(change: SeatRequest, s: State) -> Step:
     if refused is not None:
         return Step(refused, s.event)
     try:
-        return Step(Granted(change), s.event.reserve(change.seats))
+        after, allocated = s.event.take(change.partner_id, change.seats)
     except NotEnoughSeats as not_enough:
         return Step(not_enough, s.event)
+    over = _over_pool_limit(change, change.seats - allocated, s)
+    if over is not None:
+        return Step(over, s.event)
+    return Step(Granted(change, allocated=allocated), after)
 
 
 @rule(HoldRequest)
 def _hold(change: HoldRequest, s: State) -> Step:
     expires_at = s.now + min(change.ttl, change.longest)
     try:
-        return Step(Granted(change, expires_at), s.event.hold(change.seats, expires_at))
+        after, allocated = s.event.take(change.partner_id, change.seats, expires_at)
     except NotEnoughSeats as not_enough:
         return Step(not_enough, s.event)
+    allocation = s.event.allocation_of(change.partner_id)
+    limit = change.max_held
+    if allocation is not None and allocation.max_held_seats is not None:
+        limit = allocation.max_held_seats
+    if limit is not None:
+        held = s.usage[change.partner_id].held
+        if held + change.seats > limit:
+            event_id = s.event.event_id
+            return Step(
+                HoldLimitReached(event_id, change.partner_id, change.seats, held, limit), s.event
+            )
+    over = _over_pool_limit(change, change.seats - allocated, s)
+    if over is not None:
+        return Step(over, s.event)
+    return Step(Granted(change, expires_at, allocated), after)
+
+
+def _over_pool_limit(
+    change: SeatRequest | HoldRequest, pooled: int, s: State
+) -> PoolLimitReached | None:
+    """The refusal when the partner would have more of the open pool than its limit."""
+    if change.pool_limit is None or not pooled:
+        return None
+    used = s.usage[change.partner_id].pool
+    if used + pooled <= change.pool_limit:
+        return None
+    return PoolLimitReached(s.event.event_id, change.partner_id, pooled, used, change.pool_limit)
 
 
 @rule(Resize)
@@ -330,6 +474,50 @@ def _resize(change: Resize, s: State) -> Step:
     if after == event:  # nothing changes: no write, no new version (and no new ETag)
         return Step(Resized(replace(event, version=s.version), written=False), event)
     return Step(Resized(replace(after, version=s.version + 1)), after)
+
+
+@rule(Allot)
+def _allot(change: Allot, s: State) -> Step:
+    refused = _at_version(change.if_versions, s)
+    if refused is not None:
+        return Step(refused, s.event)
+    event, partner_id, seats = s.event, change.partner_id, change.seats
+    before = event.allocations.get(partner_id)
+    if before is None and len(event.allocations) >= MAX_ALLOCATIONS_PER_EVENT:
+        return Step(TooManyAllocations(event.event_id, MAX_ALLOCATIONS_PER_EVENT), event)
+    used = before.used if before is not None else 0
+    if seats < used:
+        return Step(AllocationInUse(event.event_id, partner_id, seats, used), event)
+    # What it has set aside and not used (nothing when closed), and the pool's: the most.
+    most = used + event.pool_available + (before.available if before is not None else 0)
+    if seats > most:
+        return Step(AllocationTooLarge(event.event_id, partner_id, seats, most), event)
+    after = Allocation(
+        partner_id,
+        seats,
+        change.overflow,
+        before.taken if before is not None else 0,
+        before.held if before is not None else 0,
+        change.max_held_seats,
+    )
+    if after == before:  # exactly as it is: no write, no new version
+        return Step(Allotted(after, replace(event, version=s.version), written=False), event)
+    allotted = event.allot(after)
+    created = before is None or before.closed
+    return Step(Allotted(after, replace(allotted, version=s.version + 1), created), allotted)
+
+
+@rule(Unallot)
+def _unallot(change: Unallot, s: State) -> Step:
+    refused = _at_version(change.if_versions, s)
+    if refused is not None:
+        return Step(refused, s.event)
+    event = s.event
+    before = event.allocations.get(change.partner_id)
+    if before is None or before.closed:
+        return Step(AllocationNotFound(event.event_id, change.partner_id), event)
+    after = event.allot(replace(before, seats=before.used, closed=True))
+    return Step(Unallotted(replace(after, version=s.version + 1)), after)
 
 
 @rule(Tidy)
@@ -356,7 +544,8 @@ def _cancel(change: CancelRequest, s: State) -> Step:
     if found.status is Status.CANCELLED:  # a second cancel finds nothing to cancel
         return Step(ReservationNotFound(found.reservation_id, confirmed_only=True), s.event)
     held = found.status is Status.HELD
-    after = s.event.release_hold(found.seats) if held else s.event.release(found.seats)
+    give_back = s.event.release_hold if held else s.event.release
+    after = give_back(found.seats, found.partner_id, found.allocated_seats)
     cancelled = replace(found, status=Status.CANCELLED, cancelled_at=s.now)
     return Step(Released(found), after, cancelled)
 
@@ -371,7 +560,8 @@ def _confirm(change: ConfirmRequest, s: State) -> Step:
     if found.status is not Status.HELD:
         return Step(NotHeld(found.reservation_id, found.status.value), s.event)
     confirmed = replace(found, status=Status.CONFIRMED, expires_at=None)
-    return Step(Confirmed(confirmed), s.event.confirm_hold(found.seats), confirmed)
+    after = s.event.confirm_hold(found.seats, found.partner_id, found.allocated_seats)
+    return Step(Confirmed(confirmed), after, confirmed)
 
 
 @rule(ExtendRequest)

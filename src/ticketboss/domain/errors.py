@@ -30,12 +30,99 @@ class ReservationNotFound(DomainError):
         self.reservation_id = reservation_id
 
 
+# The buckets a request can run out of (NotEnoughSeats.bucket): the open pool (the whole
+# event when it has no allocations), a partner's allocation, or both for one that overflows.
+POOL, ALLOCATION, ALLOCATION_AND_POOL = "pool", "allocation", "allocation+pool"
+_IN_BUCKET = {
+    POOL: "",
+    ALLOCATION: " in the allocation of partner '{partner}'",
+    ALLOCATION_AND_POOL: " in the allocation of partner '{partner}' and the open pool",
+}
+
+
 class NotEnoughSeats(DomainError):
-    def __init__(self, event_id: str, requested: int, available: int):
-        super().__init__(f"Not enough seats left: {requested} requested, {available} available.")
+    """The bucket the request drew from has fewer seats than it asked for."""
+
+    def __init__(
+        self,
+        event_id: str,
+        requested: int,
+        available: int,
+        *,
+        bucket: str = POOL,
+        partner_id: str | None = None,
+        pooled: bool = False,
+    ):
+        where = _IN_BUCKET[bucket].format(partner=partner_id)
+        if bucket == POOL and pooled:  # the event has allocations: say it was the pool
+            where = " in the open pool"
+        super().__init__(
+            f"Not enough seats left{where}: {requested} requested, {available} available."
+        )
         self.event_id = event_id
         self.requested = requested
         self.available = available
+        self.bucket = bucket
+
+
+class HoldLimitReached(DomainError):
+    """A partner's live holds of one event would exceed its limit (PARTNER_MAX_HELD_SEATS,
+    or its allocation's own): however it cycles holds, it counts what is held now."""
+
+    def __init__(self, event_id: str, partner_id: str, requested: int, held: int, limit: int):
+        super().__init__(
+            f"Partner '{partner_id}' holds {held} seats of event '{event_id}' and may hold at "
+            f"most {limit} at once: {requested} more refused."
+        )
+        self.event_id = event_id
+        self.limit = limit
+
+
+class PoolLimitReached(DomainError):
+    """A partner would have more of the open pool than PARTNER_MAX_POOL_SEATS allows."""
+
+    def __init__(self, event_id: str, partner_id: str, requested: int, used: int, limit: int):
+        super().__init__(
+            f"Partner '{partner_id}' has {used} seats of the open pool of event '{event_id}' and "
+            f"may have at most {limit}: {requested} more refused."
+        )
+        self.event_id = event_id
+        self.limit = limit
+
+
+class AllocationNotFound(DomainError):
+    def __init__(self, event_id: str, partner_id: str):
+        super().__init__(f"Event '{event_id}' has no allocation for partner '{partner_id}'.")
+        self.event_id = event_id
+
+
+class AllocationInUse(DomainError):
+    """An allocation cannot shrink below the seats taken and held from it."""
+
+    def __init__(self, event_id: str, partner_id: str, seats: int, used: int):
+        super().__init__(
+            f"The allocation of partner '{partner_id}' cannot be {seats} seats: {used} are "
+            "taken or held from it."
+        )
+        self.event_id = event_id
+
+
+class AllocationTooLarge(DomainError):
+    """Allocations cannot set aside more seats than the open pool has left."""
+
+    def __init__(self, event_id: str, partner_id: str, seats: int, most: int):
+        super().__init__(
+            f"The allocation of partner '{partner_id}' cannot be {seats} seats: event "
+            f"'{event_id}' can give it at most {most} (the rest are reserved, held or allocated)."
+        )
+        self.event_id = event_id
+        self.most = most
+
+
+class TooManyAllocations(DomainError):
+    def __init__(self, event_id: str, most: int):
+        super().__init__(f"Event '{event_id}' already has {most} allocations, the most it may.")
+        self.event_id = event_id
 
 
 class HoldExpired(DomainError):
@@ -93,9 +180,10 @@ class EventExists(DomainError):
 class SeatsAlreadyReserved(DomainError):
     """An event cannot shrink below the seats its confirmed reservations hold."""
 
-    def __init__(self, event_id: str, requested_total: int, reserved: int):
+    def __init__(self, event_id: str, requested_total: int, reserved: int, allocated: bool = False):
         super().__init__(
-            f"totalSeats cannot be {requested_total}: {reserved} seats are already reserved."
+            f"totalSeats cannot be {requested_total}: {reserved} seats are already reserved"
+            + (" or allocated." if allocated else ".")
         )
         self.event_id = event_id
 

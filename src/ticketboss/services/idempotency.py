@@ -119,6 +119,8 @@ class Kept(enum.StrEnum):
     RESERVATION_NOT_FOUND = "reservation-not-found"
     HOLD_EXPIRED = "hold-expired"
     NOT_HELD = "not-held"
+    HOLD_LIMIT_REACHED = "hold-limit-reached"
+    POOL_LIMIT_REACHED = "pool-limit-reached"
 
 
 @dataclass(frozen=True)

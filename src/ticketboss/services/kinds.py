@@ -10,8 +10,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ticketboss.domain import HoldExpired, NotEnoughSeats, NotHeld, ReservationNotFound, Status
+from ticketboss.domain import (
+    HoldExpired,
+    HoldLimitReached,
+    NotEnoughSeats,
+    NotHeld,
+    PoolLimitReached,
+    ReservationNotFound,
+    Status,
+)
 from ticketboss.domain.batch import (
+    Allot,
+    Allotted,
     CancelRequest,
     Confirmed,
     ConfirmRequest,
@@ -25,6 +35,8 @@ from ticketboss.domain.batch import (
     SeatRequest,
     Tidied,
     Tidy,
+    Unallot,
+    Unallotted,
 )
 from ticketboss.domain.errors import DomainError
 from ticketboss.services.idempotency import Kept
@@ -50,6 +62,8 @@ KINDS: dict[type, Kind] = {
         Kind(ExtendRequest, Extended, Kept.EXTENDED, 200, Status.HELD),
         Kind(CancelRequest, Released, Kept.CANCELLED, 204, None),
         Kind(Resize, Resized, None, 200, None),
+        Kind(Allot, Allotted, None, 200, None),  # 201 when it created the allocation
+        Kind(Unallot, Unallotted, None, 204, None),
         Kind(Tidy, Tidied, None, 200, None),  # a summary's: it answers the event
     )
 }
@@ -62,5 +76,7 @@ REFUSALS: dict[Kept, type[DomainError]] = {
     Kept.RESERVATION_NOT_FOUND: ReservationNotFound,
     Kept.HOLD_EXPIRED: HoldExpired,
     Kept.NOT_HELD: NotHeld,
+    Kept.HOLD_LIMIT_REACHED: HoldLimitReached,
+    Kept.POOL_LIMIT_REACHED: PoolLimitReached,
 }
 KEPT_REFUSAL: dict[type[DomainError], Kept] = {error: kept for kept, error in REFUSALS.items()}

@@ -26,7 +26,7 @@ cancels take the same path):
 from __future__ import annotations
 
 import enum
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
@@ -38,17 +38,23 @@ from sqlalchemy.exc import SQLAlchemyError
 from ticketboss import deadline, metrics
 from ticketboss.config import Settings
 from ticketboss.domain import (
+    Allocation,
     DeadlinePassed,
     Event,
     EventNotFound,
+    HoldLimitReached,
     IdempotencyKeyInFlight,
+    NotEnoughSeats,
     OutcomeUnknown,
+    PoolLimitReached,
     Reservation,
     ReservationNotFound,
     Status,
     VersionConflict,
 )
 from ticketboss.domain.batch import (
+    Allot,
+    Allotted,
     Answers,
     CancelRequest,
     Change,
@@ -67,6 +73,8 @@ from ticketboss.domain.batch import (
     SeatRequest,
     Tidied,
     Tidy,
+    Unallot,
+    Unallotted,
     plan,
 )
 from ticketboss.domain.errors import DomainError
@@ -81,7 +89,7 @@ from ticketboss.store import queries
 
 # What a change comes to once it went through, by its kind (domain.batch.Answers): the
 # reservation it made or changed, None for a cancel, the event for a resize, Tidied.
-Answer = Reservation | Event | Tidied | None
+Answer = Reservation | Event | Tidied | Allotted | None
 A = TypeVar("A")
 
 
@@ -138,6 +146,8 @@ class ReservationService:
         self.settings = settings
         self.clock = clock or Clock()
         self._longest = timedelta(seconds=settings.hold_max_seconds)
+        self._max_held = settings.partner_max_held_seats or None
+        self._pool_limit = settings.partner_max_pool_seats or None
         self._changes: GroupCommit[Submitted, Answer] = GroupCommit(
             settings.group_commit_max_batch,
             interrupted=lambda event_id: OutcomeUnknown(_event(event_id)),
@@ -198,7 +208,8 @@ class ReservationService:
         """Take `seats` for a partner: NotEnoughSeats if they are not there,
         PreconditionFailed if the event is not at one of `if_versions`, VersionConflict if
         the retries ran out; with a key already answered, that answer (a Replay)."""
-        return self._submit(event_id, key, SeatRequest(partner_id, seats, if_versions))
+        change = SeatRequest(partner_id, seats, if_versions, self._pool_limit)
+        return self._submit(event_id, key, change)
 
     def hold(
         self,
@@ -212,7 +223,10 @@ class ReservationService:
         """Hold `seats` for a partner for `ttl_seconds` (HOLD_TTL_SECONDS by default, at
         most HOLD_MAX_SECONDS); NotEnoughSeats as reserve."""
         ttl = timedelta(seconds=ttl_seconds or self.settings.hold_ttl_seconds)
-        return self._submit(event_id, key, HoldRequest(partner_id, seats, ttl, self._longest))
+        change = HoldRequest(
+            partner_id, seats, ttl, self._longest, self._max_held, self._pool_limit
+        )
+        return self._submit(event_id, key, change)
 
     def confirm(
         self,
@@ -264,6 +278,30 @@ class ReservationService:
         PreconditionFailed if the event is not at one of `if_versions`, SeatsAlreadyReserved
         if the new total is below the seats reserved or held."""
         return self._apply(event_id, Resize(name, total_seats, if_versions))
+
+    def allot(
+        self,
+        event_id: str,
+        partner_id: str,
+        seats: int,
+        *,
+        overflow: bool = False,
+        max_held_seats: int | None = None,
+        if_versions: frozenset[int] | None = None,
+    ) -> Allotted:
+        """Create, resize or reopen the partner's allocation (the version rises by one unless
+        it already was exactly so): AllocationInUse below its taken and held seats,
+        AllocationTooLarge beyond what the pool can give, TooManyAllocations,
+        PreconditionFailed."""
+        change = Allot(partner_id, seats, overflow, max_held_seats, if_versions)
+        return self._apply(event_id, change)
+
+    def unallot(
+        self, event_id: str, partner_id: str, *, if_versions: frozenset[int] | None = None
+    ) -> Event:
+        """Delete the partner's allocation: its unused seats are the pool's at once, those
+        still taken or held as they come back. AllocationNotFound, PreconditionFailed."""
+        return self._apply(event_id, Unallot(partner_id, if_versions))
 
     def sweep(self) -> int:
         """Expire every lapsed hold (tidiness only: writes reclaim them anyway); returns how
@@ -348,6 +386,8 @@ class ReservationService:
             self._keep_answers(conn, batch, outcomes)
         if decided.changes:
             self._count(event_id, decided)
+        if len(decided.outcomes) > decided.changes - len(decided.expired):  # some refused
+            self._count_refusals(decided)
         return outcomes
 
     def _swap(
@@ -391,13 +431,29 @@ class ReservationService:
         ]
         named = queries.load_named(conn, event_id, ids)
         lapsed = queries.load_lapsed(conn, event_id, now) if event.has_lapsed_holds(now) else None
+        limited = self._limited(changes)
+        usage = {}
+        if limited:
+            pool = self._pool_limit is not None
+            usage = queries.load_usage(conn, event_id, limited, now, pool=pool)
         # Each statement sees the database as of its own start (READ COMMITTED): rows read
         # after the event may already show a change committed since. Every such change
         # raised the version, so an unchanged version proves the reads agree; a moved one is
-        # a lost swap like any other (the hot path, reserving and holding, reads no rows).
-        if (ids or lapsed) and queries.load_version(conn, event_id) != event.version:
+        # a lost swap like any other (the hot path, reserving, reads no rows).
+        if (ids or lapsed or limited) and queries.load_version(conn, event_id) != event.version:
             return _Stale.STALE
-        return Read(event, now, named, lapsed)
+        return Read(event, now, named, lapsed, usage)
+
+    def _limited(self, changes: list[Answers[Any]]) -> list[str]:
+        """The partners whose usage the batch's limits need: those holding (the hold limit),
+        and with PARTNER_MAX_POOL_SEATS, every partner taking seats."""
+        partners: dict[str, None] = {}
+        for c in changes:
+            if isinstance(c, HoldRequest) or (
+                isinstance(c, SeatRequest) and c.pool_limit is not None
+            ):
+                partners[c.partner_id] = None
+        return list(partners)
 
     def _write(
         self, conn: Connection, event_id: str, read: Read | None, decided: Plan
@@ -445,8 +501,22 @@ class ReservationService:
         metrics.HOLDS_CONFIRMED.inc(sum(c.written for c in decided.of(Confirmed)))
         metrics.HOLDS_EXPIRED.inc(len(decided.expired))
         if decided.after is not None:
-            metrics.AVAILABLE_SEATS.labels(event_id).set(decided.after.available_seats)
-            metrics.HELD_SEATS.labels(event_id).set(decided.after.held_seats)
+            after = decided.after
+            metrics.AVAILABLE_SEATS.labels(event_id).set(after.available_seats)
+            metrics.HELD_SEATS.labels(event_id).set(after.held_seats)
+            before = decided.before.allocations if decided.before is not None else {}
+            if before or after.allocations:
+                _count_allocations(event_id, before, after)
+
+    @staticmethod
+    def _count_refusals(decided: Plan) -> None:
+        for outcome in decided.outcomes:
+            if isinstance(outcome, NotEnoughSeats):
+                metrics.REFUSALS.labels(f"not-enough-seats:{outcome.bucket}").inc()
+            elif isinstance(outcome, HoldLimitReached):
+                metrics.REFUSALS.labels("hold-limit").inc()
+            elif isinstance(outcome, PoolLimitReached):
+                metrics.REFUSALS.labels("pool-limit").inc()
 
     def _keep_answers(self, conn, batch: list[Submitted], outcomes: list) -> None:
         """Write each keyed request's answer onto its claim, in the batch's transaction."""
@@ -490,14 +560,27 @@ def _outcome(event_id: str, read: Read | None, decision: Outcome) -> Answer | Do
             status,
             read.now,
             expires_at=expires_at,
+            allocated_seats=decision.allocated,
         )
     if isinstance(decision, Confirmed | Extended):
         return decision.reservation
-    if isinstance(decision, Resized):
+    if isinstance(decision, Resized | Unallotted):
         return decision.event
     if isinstance(decision, Released):
         return None
     return decision
+
+
+def _count_allocations(event_id: str, before: Mapping[str, Allocation], after: Event) -> None:
+    """The allocations' gauges, for those the batch changed (a deleted one reads 0)."""
+    metrics.POOL_AVAILABLE_SEATS.labels(event_id).set(after.pool_available)
+    for partner_id in set(before) | set(after.allocations):
+        now = after.allocations.get(partner_id)
+        if now is not None and now == before.get(partner_id):
+            continue
+        figures = (now.seats, now.taken, now.held, now.available) if now else (0, 0, 0, 0)
+        for figure, value in zip(("seats", "taken", "held", "available"), figures, strict=True):
+            metrics.ALLOCATION_SEATS.labels(event_id, partner_id, figure).set(value)
 
 
 def _all_or_conflict(event_id: str, ids: list[UUID], changed: int) -> None:

@@ -3,6 +3,7 @@
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    JSON,
     CheckConstraint,
     Column,
     DateTime,
@@ -60,6 +61,9 @@ events = Table(
     # expiries: before it no hold can have lapsed, so the hot path reads no hold.
     Column("held_seats", Integer, nullable=False, server_default="0"),
     Column("next_expiry", UtcDateTime(), nullable=True),
+    # The partners' allocations, by partner id (store/queries/events.py says their shape);
+    # NULL without any. On the row, so the one compare-and-swap guards them with the seats.
+    Column("allocations", JSON(none_as_null=True), nullable=True),
     Column("created_at", UtcDateTime(), nullable=False, server_default=func.now()),
     Column("updated_at", UtcDateTime(), nullable=False, server_default=func.now()),
     CheckConstraint("total_seats >= 0", name="total_seats_not_negative"),
@@ -97,10 +101,16 @@ reservations = Table(
     Column("cancelled_at", UtcDateTime(), nullable=True),
     # When a hold lapses (by the database's clock); NULL for confirmed reservations.
     Column("expires_at", UtcDateTime(), nullable=True),
+    # Of `seats`, those drawn from the partner's allocation; the rest are the open pool's.
+    Column("allocated_seats", Integer, nullable=False, server_default="0"),
     CheckConstraint("seats BETWEEN 1 AND 10", name="seats_in_range"),
     CheckConstraint("status IN ('held', 'confirmed', 'cancelled', 'expired')", name="status_known"),
-    # --reset deletes an event's rows; cancels look up confirmed rows of an event.
-    Index("ix_reservations_event_id_status", "event_id", "status"),
+    CheckConstraint(
+        "allocated_seats >= 0 AND allocated_seats <= seats", name="allocated_seats_in_range"
+    ),
+    # --reset deletes an event's rows; a partner's live holds (its hold limit) and its seats
+    # of the open pool (PARTNER_MAX_POOL_SEATS) are one range each.
+    Index("ix_reservations_event_id_status_partner_id", "event_id", "status", "partner_id"),
     # Listing an event's reservations pages through (created_at, id).
     Index("ix_reservations_event_id_created_at_id", "event_id", "created_at", "id"),
     # Reclaiming an event's lapsed holds reads only its live holds, earliest first.

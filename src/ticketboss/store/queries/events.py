@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import (
     Connection,
@@ -14,7 +16,8 @@ from sqlalchemy import (
     update,
 )
 
-from ticketboss.domain import Event
+from ticketboss.domain import Allocation, Event
+from ticketboss.domain.model import NO_ALLOCATIONS
 from ticketboss.store.queries.clock import database_now
 from ticketboss.store.tables import events, reservations
 
@@ -27,6 +30,7 @@ _EVENT_COLUMNS = (
     events.c.reservation_count,
     events.c.held_seats,
     events.c.next_expiry,
+    events.c.allocations,
 )
 _LOAD_EVENT = select(*_EVENT_COLUMNS).where(events.c.event_id == bindparam("event_id"))
 # The same row with the database's clock, read in the same statement.
@@ -50,21 +54,67 @@ _COMPARE_AND_SWAP = (
         reservation_count=bindparam("new_count"),
         held_seats=bindparam("new_held"),
         next_expiry=bindparam("new_next_expiry"),
+        allocations=bindparam("new_allocations"),
         version=events.c.version + bindparam("changes"),
         updated_at=func.now(),
     )
 )
 
 
+# events.allocations, as stored: {partnerId: {"seats", "overflow", "taken", "held",
+# "maxHeldSeats", "closed"}}, NULL when there are none.
+_STORED = {
+    "seats": "seats",
+    "overflow": "overflow",
+    "taken": "taken",
+    "held": "held",
+    "maxHeldSeats": "max_held_seats",
+    "closed": "closed",
+}
+
+
+def _allocations(stored: Mapping[str, Mapping[str, Any]] | None) -> Mapping[str, Allocation]:
+    if not stored:
+        return NO_ALLOCATIONS
+    return {
+        partner_id: Allocation(partner_id, **{_STORED[k]: v for k, v in fields.items()})
+        for partner_id, fields in stored.items()
+    }
+
+
+def _stored(allocations: Mapping[str, Allocation]) -> dict[str, dict[str, Any]] | None:
+    if not allocations:
+        return None
+    return {
+        a.partner_id: {key: getattr(a, name) for key, name in _STORED.items()}
+        for a in allocations.values()
+    }
+
+
+def _event(row) -> Event:
+    event_id, name, total, available, version, count, held, next_expiry, allocations = row[:9]
+    return Event(
+        event_id,
+        name,
+        total,
+        available,
+        version,
+        count,
+        held,
+        next_expiry,
+        _allocations(allocations),
+    )
+
+
 def load_event(conn: Connection, event_id: str) -> Event | None:
     row = conn.execute(_LOAD_EVENT, {"event_id": event_id}).first()
-    return Event(*row) if row else None
+    return _event(row) if row else None
 
 
 def load_event_at(conn: Connection, event_id: str) -> tuple[Event, datetime] | None:
     """The event and the database's clock as it read it; None when there is no such event."""
     row = conn.execute(_LOAD_EVENT_AT, {"event_id": event_id}).first()
-    return (Event(*row[:-1]), row[-1]) if row else None
+    return (_event(row), row[-1]) if row else None
 
 
 def load_version(conn: Connection, event_id: str) -> int | None:
@@ -94,6 +144,7 @@ def compare_and_swap(conn: Connection, seen: Event, after: Event, changes: int =
             "new_count": after.reservation_count,
             "new_held": after.held_seats,
             "new_next_expiry": after.next_expiry,
+            "new_allocations": _stored(after.allocations),
             "changes": changes,
         },
     )
@@ -126,6 +177,7 @@ def reset_event(conn: Connection, event_id: str, name: str, total_seats: int) ->
             reservation_count=0,
             held_seats=0,
             next_expiry=None,
+            allocations=None,
             updated_at=func.now(),
         )
     )
@@ -136,4 +188,4 @@ def list_events(conn: Connection, after: str | None, limit: int) -> list[Event]:
     query = select(*_EVENT_COLUMNS).order_by(events.c.event_id).limit(limit)
     if after is not None:
         query = query.where(events.c.event_id > after)
-    return [Event(*row) for row in conn.execute(query)]
+    return [_event(row) for row in conn.execute(query)]

@@ -19,7 +19,7 @@ from sqlalchemy import (
 )
 
 from ticketboss.domain import Reservation, Status
-from ticketboss.domain.batch import Lapsed
+from ticketboss.domain.batch import Lapsed, Usage
 from ticketboss.store.queries.clock import database_now
 from ticketboss.store.tables import reservations
 
@@ -36,6 +36,7 @@ _RESERVATION_COLUMNS = (
     reservations.c.created_at,
     reservations.c.cancelled_at,
     reservations.c.expires_at,
+    reservations.c.allocated_seats,
 )
 _LOAD_RESERVATION = select(*_RESERVATION_COLUMNS).where(reservations.c.id == bindparam("id"))
 
@@ -46,7 +47,12 @@ _NAMED = select(*_RESERVATION_COLUMNS).where(
 
 # An event's holds that lapsed by `now`, and the earliest expiry of those still alive: both
 # read through the partial index of held rows.
-_LAPSED = select(reservations.c.id, reservations.c.seats).where(
+_LAPSED = select(
+    reservations.c.id,
+    reservations.c.seats,
+    reservations.c.partner_id,
+    reservations.c.allocated_seats,
+).where(
     reservations.c.event_id == bindparam("event_id"),
     _HELD,
     reservations.c.expires_at <= bindparam("now"),
@@ -99,6 +105,7 @@ def insert_reservations(conn: Connection, rows: Sequence[Reservation]) -> None:
                 "status": r.status.value,
                 "created_at": r.created_at,
                 "expires_at": r.expires_at,
+                "allocated_seats": r.allocated_seats,
             }
             for r in rows
         ],
@@ -120,6 +127,7 @@ def _reservation(row) -> Reservation:
         created_at=row.created_at,
         cancelled_at=row.cancelled_at,
         expires_at=row.expires_at,
+        allocated_seats=row.allocated_seats,
     )
 
 
@@ -136,8 +144,47 @@ def load_named(
 def load_lapsed(conn: Connection, event_id: str, now: datetime) -> Lapsed:
     """The event's holds that lapsed by `now`, and the earliest expiry of the others."""
     params = {"event_id": event_id, "now": now}
-    holds = {row.id: row.seats for row in conn.execute(_LAPSED, params)}
-    return Lapsed(holds, conn.scalar(_NEXT_EXPIRY, params))
+    holds: dict[UUID, int] = {}
+    allocated: dict[str, int] = {}
+    for row in conn.execute(_LAPSED, params):
+        holds[row.id] = row.seats
+        if row.allocated_seats:
+            allocated[row.partner_id] = allocated.get(row.partner_id, 0) + row.allocated_seats
+    return Lapsed(holds, conn.scalar(_NEXT_EXPIRY, params), allocated)
+
+
+_OF_PARTNERS = reservations.c.partner_id.in_(bindparam("partners", expanding=True))
+_LIVE = and_(_HELD, reservations.c.expires_at > bindparam("now"))
+# Seats of the partners' live holds of the event; and their seats of the open pool, in
+# their live holds and confirmed reservations: each an index range (event, status, partner).
+_HELD_BY = (
+    select(reservations.c.partner_id, func.sum(reservations.c.seats))
+    .where(reservations.c.event_id == bindparam("event_id"), _OF_PARTNERS, _LIVE)
+    .group_by(reservations.c.partner_id)
+)
+_POOL_BY = (
+    select(
+        reservations.c.partner_id,
+        func.sum(reservations.c.seats - reservations.c.allocated_seats),
+    )
+    .where(
+        reservations.c.event_id == bindparam("event_id"),
+        _OF_PARTNERS,
+        or_(reservations.c.status == Status.CONFIRMED.value, _LIVE),
+    )
+    .group_by(reservations.c.partner_id)
+)
+
+
+def load_usage(
+    conn: Connection, event_id: str, partners: Sequence[str], now: datetime, *, pool: bool
+) -> dict[str, Usage]:
+    """What each of the partners has of the event at `now`: seats in live holds, and (with
+    `pool`) seats of the open pool."""
+    params = {"event_id": event_id, "partners": list(partners), "now": now}
+    held = dict(conn.execute(_HELD_BY, params).all())
+    pooled = dict(conn.execute(_POOL_BY, params).all()) if pool else {}
+    return {p: Usage(int(held.get(p) or 0), int(pooled.get(p) or 0)) for p in partners}
 
 
 def _changed(conn: Connection, statement, ids: Sequence[UUID], **params) -> int:

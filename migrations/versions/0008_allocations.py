@@ -1,0 +1,66 @@
+"""Partner allocations: an event's shares set aside for partners, and the seats of each
+reservation drawn from one
+
+Revision ID: 0008
+Revises: 0007
+Create Date: 2026-12-01 12:40:00
+
+Additive: `events.allocations` is NULL (no allocations) and `reservations.allocated_seats`
+0 (every seat from the open pool) on every existing row, which is what they were. Workers of
+the previous release keep serving while it is applied, but they know no allocations and
+would take allocated seats for anyone: finish rolling the new release out before an
+operator sets the first allocation.
+
+The index of an event's reservations by status also names the partner, so that a partner's
+live holds (its hold limit) and its seats of the open pool (PARTNER_MAX_POOL_SEATS) are one
+index range each.
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0008"
+down_revision: str | None = "0007"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+LIMIT_ANSWERS = "('hold-limit-reached', 'pool-limit-reached')"
+
+
+def upgrade() -> None:
+    # Plain ADD COLUMNs on both engines: SQLite would otherwise rebuild the tables from
+    # their reflection, which knows neither the expression index on events nor the WHERE of
+    # the partial indexes. SQLite (development only) therefore goes without the new check.
+    op.add_column("events", sa.Column("allocations", sa.JSON(none_as_null=True), nullable=True))
+    op.add_column(
+        "reservations",
+        sa.Column("allocated_seats", sa.Integer(), server_default="0", nullable=False),
+    )
+    if op.get_bind().dialect.name != "sqlite":
+        op.create_check_constraint(
+            op.f("ck_reservations_allocated_seats_in_range"),
+            "reservations",
+            "allocated_seats >= 0 AND allocated_seats <= seats",
+        )
+    op.create_index(
+        "ix_reservations_event_id_status_partner_id",
+        "reservations",
+        ["event_id", "status", "partner_id"],
+    )
+    op.drop_index("ix_reservations_event_id_status", table_name="reservations")
+
+
+def downgrade() -> None:
+    # Allocations have no meaning before this revision: their seats are the pool's again
+    # (available_seats always counted them), and so are the seats drawn from them.
+    op.execute(f"DELETE FROM idempotency_keys WHERE outcome IN {LIMIT_ANSWERS}")
+    op.create_index("ix_reservations_event_id_status", "reservations", ["event_id", "status"])
+    op.drop_index("ix_reservations_event_id_status_partner_id", table_name="reservations")
+    if op.get_bind().dialect.name != "sqlite":
+        op.drop_constraint(
+            op.f("ck_reservations_allocated_seats_in_range"), "reservations", type_="check"
+        )
+    op.drop_column("reservations", "allocated_seats")  # SQLite 3.35+ drops columns itself
+    op.drop_column("events", "allocations")

@@ -1,0 +1,176 @@
+"""The allocations scenario's setup and books: the allocations an operator sets over HTTP
+before the run, and after it the event's allocations as the API lists them beside each
+partner's reservation rows as the database holds them (bench.report checks them)."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from urllib.error import HTTPError, URLError
+from urllib.parse import quote
+from urllib.request import Request, urlopen
+
+from sqlalchemy import select
+
+from bench.service import more_partner_keys, operator_key
+from bench.settings import (
+    ALLOCATION_BIG,
+    ALLOCATION_PARTNERS,
+    ALLOCATION_POOL_SEATS_PER_S,
+    ALLOCATIONS,
+    EVENT_ID,
+    OPERATOR,
+)
+from ticketboss.store.tables import events, reservations
+
+
+def partner_id(index: int) -> str:
+    """The partner the load generator's partner `index` acts for (its key's, or the one its
+    body names without keys)."""
+    return f"partner-{index}"
+
+
+def planned(duration: float) -> dict[str, dict]:
+    """Each allocation of a run of `duration` seconds, by partner id: {"seats", "overflow"}."""
+    return {
+        partner_id(index): {
+            "seats": ALLOCATION_BIG if per_s is None else max(1, round(per_s * duration)),
+            "overflow": overflow,
+        }
+        for index, per_s, overflow in ALLOCATIONS
+    }
+
+
+def pool_seats(duration: float) -> int:
+    """The open pool of a run of `duration` seconds."""
+    return max(1, round(ALLOCATION_POOL_SEATS_PER_S * duration))
+
+
+def call(port: int, method: str, path: str, key: str | None, body: dict | None = None):
+    """(status, JSON body or None) of one request to the service, whatever the status."""
+    data = None if body is None else json.dumps(body).encode()
+    request = Request(f"http://127.0.0.1:{port}{path}", data=data, method=method)
+    if key:
+        request.add_header("Authorization", f"Bearer {key}")
+    if data is not None:
+        request.add_header("Content-Type", "application/json")
+    try:
+        with urlopen(request, timeout=10) as response:
+            status, raw = response.status, response.read()
+    except HTTPError as exc:
+        status, raw = exc.code, exc.read()
+    except URLError as exc:
+        raise RuntimeError(f"{method} {path}: {exc}") from exc
+    try:
+        return status, json.loads(raw) if raw else None
+    except ValueError:
+        return status, None
+
+
+def allocations_path(partner: str | None = None) -> str:
+    path = f"/api/events/{quote(EVENT_ID, safe='')}/allocations"
+    return path if partner is None else f"{path}/{quote(partner, safe='')}"
+
+
+def prepare(bench: dict, duration: float) -> dict:
+    """Before the run, on the freshly seeded event: the keys of ALLOCATION_PARTNERS partners
+    (with keys), an operator key, and every planned allocation PUT by the operator. What the
+    run needs: the keys file, the operator key, the plan and each PUT's status."""
+    keys = bench["keys_file"]
+    if keys is not None:
+        keys = more_partner_keys(bench["engine"], keys, ALLOCATION_PARTNERS)
+        if "operator_key" not in bench:
+            bench["operator_key"] = operator_key(bench["engine"], OPERATOR)
+    operator = bench.get("operator_key")
+    plan = planned(duration)
+    answers = {}
+    for partner, allocation in plan.items():
+        status, answer = call(bench["port"], "PUT", allocations_path(partner), operator, allocation)
+        if status not in (200, 201):
+            raise RuntimeError(
+                f"PUT {allocations_path(partner)} {allocation}: {status} {answer}; "
+                "is the allocations API there?"
+            )
+        answers[partner] = status
+    return {"keys_file": keys, "operator": operator, "planned": plan, "put": answers}
+
+
+def listing(port: int, operator: str | None) -> dict:
+    """GET the event's allocations as the operator sees them (all of them, and the pool)."""
+    status, body = call(port, "GET", allocations_path(), operator)
+    if status != 200 or not isinstance(body, dict):
+        raise RuntimeError(f"GET {allocations_path()}: {status} {body}")
+    return body
+
+
+def partner_rows(engine) -> tuple[dict, dict[str, dict[str, int]]]:
+    """The event's total and available seats, and by partner its reservation rows summed:
+    rows, confirmed rows and their seats, of which allocated (allocated_seats) and from the
+    pool (seats - allocated_seats); held rows' seats; rows whose allocated_seats is out of
+    [0, seats]."""
+    with engine.connect() as conn:
+        total, available = conn.execute(
+            select(events.c.total_seats, events.c.available_seats).where(
+                events.c.event_id == EVENT_ID
+            )
+        ).one()
+        rows = conn.execute(
+            select(
+                reservations.c.partner_id,
+                reservations.c.seats,
+                reservations.c.allocated_seats,
+                reservations.c.status,
+            ).where(reservations.c.event_id == EVENT_ID)
+        ).all()
+    by_partner: dict[str, dict[str, int]] = defaultdict(
+        lambda: dict.fromkeys(
+            ("rows", "confirmed_rows", "seats", "allocated", "pool", "held", "bad_rows"), 0
+        )
+    )
+    for row in rows:
+        mine = by_partner[row.partner_id]
+        allocated = row.allocated_seats or 0
+        mine["rows"] += 1
+        mine["bad_rows"] += not 0 <= allocated <= row.seats
+        if row.status == "confirmed":
+            mine["confirmed_rows"] += 1
+            mine["seats"] += row.seats
+            mine["allocated"] += allocated
+            mine["pool"] += row.seats - allocated
+        elif row.status == "held":
+            mine["held"] += row.seats
+    return {"total": total, "available": available}, dict(by_partner)
+
+
+def books(bench: dict, setup: dict, load: dict) -> dict:
+    """After the run: what bench.report's allocation checks and lines read. The plan and the
+    pool it leaves, the operator's listing, the event's seats, and by partner id the
+    database's sums beside what its clients were answered (201s, their seats, 409s by bucket)."""
+    figures = load["allocations"]
+    event, rows = partner_rows(bench["engine"])
+    answered = {partner_id(int(i)): mine for i, mine in figures["by_partner"].items()}
+    partners = sorted(rows.keys() | answered.keys() | setup["planned"].keys())
+    return {
+        "planned": setup["planned"],
+        "put": setup["put"],
+        "pool_planned": event["total"] - sum(a["seats"] for a in setup["planned"].values()),
+        "listing": listing(bench["port"], setup["operator"]),
+        "total": event["total"],
+        "available": event["available"],
+        "partners": {
+            partner: {
+                "db": rows.get(partner, {}),
+                "answered": answered.get(partner, {"201": 0, "seats": 0, "409": {}}),
+            }
+            for partner in partners
+        },
+        "clients_per_partner": load["clients"] / max(figures["partners"], 1),
+        "problems_409": figures["problems_409"],
+        "unnamed_409": figures["unnamed_409"],
+        "contradicting_409": figures["contradicting_409"],
+    }
+
+
+def options() -> list[str]:
+    """The load generator's options of an allocations run."""
+    return ["--event-id", EVENT_ID, "--partners", str(ALLOCATION_PARTNERS)]

@@ -1,0 +1,46 @@
+"""An event's summary as the key that asks may see it: operators the totals and every
+allocation; a partner the seats it can actually get, the open pool, and its own allocation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ticketboss.api.deps import principal
+from ticketboss.domain import Allocation, Event, Pool
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What the summary schemas dump (NodeSummary: the Node.js fields only)."""
+
+    event_id: str
+    name: str
+    total_seats: int
+    available_seats: int
+    reservation_count: int
+    version: int
+    held_seats: int
+    pool: Pool
+    allocations: list[Allocation] = field(default_factory=list)
+
+
+def seen_by_key(event: Event) -> Summary:
+    """The summary for the request's key (AUTH_MODE=open: everyone is an operator)."""
+    partner_id = principal().owner()
+    if partner_id is None:
+        available, allocations = event.available_seats, list(event.allocations.values())
+    else:
+        available = event.available_to(partner_id)
+        own = event.allocations.get(partner_id)
+        allocations = [own] if own is not None else []
+    return Summary(
+        event.event_id,
+        event.name,
+        event.total_seats,
+        available,
+        event.reservation_count,
+        event.version,
+        event.held_seats,
+        event.pool,
+        sorted(allocations, key=lambda a: a.partner_id),
+    )
