@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from pathlib import Path
 from urllib.error import HTTPError, URLError
 from urllib.parse import quote
 from urllib.request import Request, urlopen
@@ -16,7 +17,7 @@ from bench.service import more_partner_keys, operator_key
 from bench.settings import (
     ALLOCATION_BIG,
     ALLOCATION_PARTNERS,
-    ALLOCATION_POOL_SEATS_PER_S,
+    ALLOCATION_POOL_SHARE,
     ALLOCATIONS,
     EVENT_ID,
     OPERATOR,
@@ -30,20 +31,31 @@ def partner_id(index: int) -> str:
     return f"partner-{index}"
 
 
-def planned(duration: float) -> dict[str, dict]:
-    """Each allocation of a run of `duration` seconds, by partner id: {"seats", "overflow"}."""
+def one_partners_seats(duration: float, seats_per_s: float) -> float:
+    """E: the seats one partner would get in a run of `duration` seconds at `seats_per_s`
+    for all of them (the warm-up's rate)."""
+    return seats_per_s * duration / ALLOCATION_PARTNERS
+
+
+def planned(duration: float, seats_per_s: float) -> dict[str, dict]:
+    """Each allocation of a run of `duration` seconds at `seats_per_s`, by partner id:
+    {"seats", "overflow"}."""
+    each = one_partners_seats(duration, seats_per_s)
     return {
         partner_id(index): {
-            "seats": ALLOCATION_BIG if per_s is None else max(1, round(per_s * duration)),
+            "seats": ALLOCATION_BIG if share is None else max(1, round(share * each)),
             "overflow": overflow,
         }
-        for index, per_s, overflow in ALLOCATIONS
+        for index, share, overflow in ALLOCATIONS
     }
 
 
-def pool_seats(duration: float) -> int:
-    """The open pool of a run of `duration` seconds."""
-    return max(1, round(ALLOCATION_POOL_SEATS_PER_S * duration))
+def pool_seats(duration: float, seats_per_s: float) -> int:
+    """The open pool of a run of `duration` seconds at `seats_per_s`."""
+    on_pool = ALLOCATION_PARTNERS - len(ALLOCATIONS)
+    return max(
+        1, round(ALLOCATION_POOL_SHARE * on_pool * one_partners_seats(duration, seats_per_s))
+    )
 
 
 def call(port: int, method: str, path: str, key: str | None, body: dict | None = None):
@@ -72,17 +84,21 @@ def allocations_path(partner: str | None = None) -> str:
     return path if partner is None else f"{path}/{quote(partner, safe='')}"
 
 
-def prepare(bench: dict, duration: float) -> dict:
-    """Before the run, on the freshly seeded event: the keys of ALLOCATION_PARTNERS partners
-    (with keys), an operator key, and every planned allocation PUT by the operator. What the
-    run needs: the keys file, the operator key, the plan and each PUT's status."""
-    keys = bench["keys_file"]
-    if keys is not None:
-        keys = more_partner_keys(bench["engine"], keys, ALLOCATION_PARTNERS)
-        if "operator_key" not in bench:
-            bench["operator_key"] = operator_key(bench["engine"], OPERATOR)
+def keys(bench: dict) -> Path | None:
+    """With keys: a file of ALLOCATION_PARTNERS partners' keys, and the operator's key in
+    bench["operator_key"] (both made once a bench run)."""
+    if bench["keys_file"] is None:
+        return None
+    if "operator_key" not in bench:
+        bench["operator_key"] = operator_key(bench["engine"], OPERATOR)
+    return more_partner_keys(bench["engine"], bench["keys_file"], ALLOCATION_PARTNERS)
+
+
+def prepare(bench: dict, plan: dict[str, dict], keys_file: Path | None, rate: float) -> dict:
+    """Before the run, on the freshly seeded event: every planned allocation PUT by the
+    operator. What the run needs and reports: the keys file, the operator key, the plan, the
+    warm-up's seats a second it was sized by, and each PUT's status."""
     operator = bench.get("operator_key")
-    plan = planned(duration)
     answers = {}
     for partner, allocation in plan.items():
         status, answer = call(bench["port"], "PUT", allocations_path(partner), operator, allocation)
@@ -92,7 +108,13 @@ def prepare(bench: dict, duration: float) -> dict:
                 "is the allocations API there?"
             )
         answers[partner] = status
-    return {"keys_file": keys, "operator": operator, "planned": plan, "put": answers}
+    return {
+        "keys_file": keys_file,
+        "operator": operator,
+        "planned": plan,
+        "seats_per_s": rate,
+        "put": answers,
+    }
 
 
 def listing(port: int, operator: str | None) -> dict:
@@ -154,6 +176,7 @@ def books(bench: dict, setup: dict, load: dict) -> dict:
         "planned": setup["planned"],
         "put": setup["put"],
         "pool_planned": event["total"] - sum(a["seats"] for a in setup["planned"].values()),
+        "warmup_seats_per_s": setup["seats_per_s"],
         "listing": listing(bench["port"], setup["operator"]),
         "total": event["total"],
         "available": event["available"],

@@ -32,6 +32,7 @@ from bench.report import (
 )
 from bench.service import machine_cpu_seconds, service_cpu
 from bench.settings import (
+    ALLOCATION_WARMUP_S,
     COUNTERS,
     DRAIN_S,
     EVENT_ID,
@@ -193,6 +194,24 @@ def check_invariants(books: dict, load: dict, ids_file: Path) -> dict[str, bool]
     return checks
 
 
+def allocation_warm_up(bench: dict, clients: int, seats: str, keys_file: Path | None) -> float:
+    """Seats sold a second by the allocations load on the event before it has allocations
+    (never running out): what the buckets of the run are sized by."""
+    seed_event(bench["engine"], EVENT_ID, "TicketBoss bench", HUGE, reset=True)
+    ids_file = bench["workdir"] / f"ids-allocations-warm-up-{clients}.txt"
+    load = run_loadgen(
+        bench["port"],
+        "allocations",
+        clients,
+        ALLOCATION_WARMUP_S,
+        seats,
+        ids_file,
+        keys_file,
+        allocations.options(),
+    )
+    return load["seats_sold"] / max(load["wall_s"], 1e-3)
+
+
 def run_scenario(bench: dict, scenario: str, clients: int, duration: float) -> dict:
     """Reseed the event, drive one load run, and measure and check what it did."""
     args, engine, port = bench["args"], bench["engine"], bench["port"]
@@ -200,15 +219,16 @@ def run_scenario(bench: dict, scenario: str, clients: int, duration: float) -> d
     seats = {"checkout": args.hold_seats, "read-heavy": READ_HEAVY_SEATS}.get(scenario, args.seats)
     total = {"sellout": SELLOUT_SEATS, "checkout": args.checkout_seats}.get(scenario, HUGE)
     allocating = scenario == "allocations"
-    if allocating:  # the pool and every allocation, for a run of this duration
-        plan = allocations.planned(duration).values()
-        total = allocations.pool_seats(duration) + sum(a["seats"] for a in plan)
+    keys_file, setup = bench["keys_file"], None
+    if allocating:  # buckets sized by a warm-up's rate, for a run of this duration
+        keys_file = allocations.keys(bench)
+        rate = allocation_warm_up(bench, clients, seats, keys_file)
+        plan = allocations.planned(duration, rate)
+        total = allocations.pool_seats(duration, rate) + sum(a["seats"] for a in plan.values())
     seed_event(engine, EVENT_ID, "TicketBoss bench", total, reset=True)
     ids_file = bench["workdir"] / f"ids-{scenario.replace('/', '-')}-{clients}.txt"
-    keys_file, setup = bench["keys_file"], None
     if allocating:  # before the counters: the operator's PUTs are no part of the run
-        setup = allocations.prepare(bench, duration)
-        keys_file = setup["keys_file"]
+        setup = allocations.prepare(bench, plan, keys_file, rate)
     before = cas_counters(port, bench["metrics_token"])
     loadgen_scenario = "hot" if scenario == "sweep" else scenario
     extra = checkout_options(args) if checkout else None

@@ -456,7 +456,8 @@ def allocation_lines(run: dict) -> list[str]:
     return [
         f"- {name}: {len(books['partners'])} partners ({books['clients_per_partner']:g} clients "
         f"each), {len(planned)} with allocations ({overflow} with overflow), the others on the "
-        f"open pool; event of {books['total']:,} seats, pool {pool['seats']:,}",
+        f"open pool; event of {books['total']:,} seats, pool {pool['seats']:,}; sized by "
+        f"the warm-up's {books['warmup_seats_per_s']:,.0f} seats/s",
         f"- {name}: taken/seats at the end (+: overflow): pool {pool['taken']:,}/"
         f"{pool['seats']:,}; {buckets}; sold out: {sold_out} allocations"
         f"{' and the pool' if pool['available'] == 0 else ''}",

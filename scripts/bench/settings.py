@@ -36,27 +36,30 @@ READS = {
 SCENARIOS = ("hot", "sellout", "mixed", "read-heavy", "reads", "sweep", "checkout", "allocations")
 # allocations: one hot event split among ALLOCATION_PARTNERS partners reserving at once.
 # partner-0 … partner-9 have allocations (set over HTTP by an operator before the run), the
-# others take from the open pool. Sizes are seats per second of the run (so that the same
-# buckets run out whatever --duration), or fixed when they must never run out: (partner
-# index, seats/s or fixed seats, overflow). At ~100 requests/s per partner of 1–10 seats, the
-# small allocations go within a second or two, the pool within about the first half of the
-# run, and the 100,000-seat ones never; so every kind of 409 (allocation, allocation+pool,
-# pool) happens, and a 409 from a bucket that still has the seats at the end is spurious.
+# others take from the open pool. The machine's speed swings several-fold, so the buckets are
+# sized from a warm-up: ALLOCATION_WARMUP_S of the same load on the event before it has any
+# allocation gives the seats sold a second, hence E, the seats one partner would get in the
+# run. Each allocation is a share of E (None: ALLOCATION_BIG, which never runs out), and the
+# pool ALLOCATION_POOL_SHARE of what its partners would get: the small allocations go early,
+# the pool about halfway (sooner with the overflow), the big ones never; so every kind of 409
+# (allocation, allocation+pool, pool) happens, and one from a bucket that still has the seats
+# at the end is spurious.
 ALLOCATION_PARTNERS = 20
-ALLOCATION_BIG = 100_000  # fixed: never runs out in a bench run
-ALLOCATIONS = (
+ALLOCATION_WARMUP_S = 1.0
+ALLOCATION_BIG = 1_000_000  # the most an allocation may be (#19's spec)
+ALLOCATIONS = (  # (partner index, share of E or None, overflow)
     (0, None, False),  # big, no overflow: never refused
     (1, None, False),
     (2, None, True),  # big with overflow: never needs the pool (its allocation comes first)
-    (3, 60, True),  # small with overflow: spill into the pool, then allocation+pool 409s
-    (4, 120, True),
-    (5, 240, True),
-    (6, 40, False),  # small without overflow: allocation 409s once they are gone
-    (7, 80, False),
-    (8, 160, False),
-    (9, 320, False),
+    (3, 0.15, True),  # small with overflow: spill into the pool, then allocation+pool 409s
+    (4, 0.3, True),
+    (5, 0.6, True),
+    (6, 0.2, False),  # small without overflow: allocation 409s once they are used up
+    (7, 0.4, False),
+    (8, 0.8, False),
+    (9, 2.0, False),  # likely never used up
 )
-ALLOCATION_POOL_SEATS_PER_S = 2_500  # the open pool, per second of the run
+ALLOCATION_POOL_SHARE = 0.5
 OPERATOR = "bench-operator"  # the operator whose key sets the allocations
 # The targets the report holds a run to (reported, not enforced). The speed targets are issue
 # #12's (they replaced the first bench's 2000/s, 1.1x, 100 ms and 20 ms); the correctness

@@ -443,6 +443,7 @@ def allocation_books():
         },
         "put": {"partner-a": 201, "partner-b": 201},
         "pool_planned": 20,
+        "warmup_seats_per_s": 1234.5,
         "listing": {
             "items": [
                 {
@@ -543,6 +544,7 @@ def test_an_allocations_run_reports_its_buckets_its_409s_and_its_books(report):
     run["scenario"], run["allocations"] = "allocations", allocation_books()
     lines = allocation_lines(run)
     assert lines[0].startswith("- allocations@20: 3 partners (5 clients each), 2 with allocations")
+    assert lines[0].endswith("event of 40 seats, pool 20; sized by the warm-up's 1,234 seats/s")
     assert "pool 12/20; partner-a 10/10, partner-b+ 10/10; sold out: 2 allocations" in lines[1]
     assert "from allocations 20, from the pool 12; 409s by bucket allocation 5, " in lines[2]
     assert lines[2].endswith("spurious 0")

@@ -276,11 +276,23 @@ class EventSummary(NodeSummary):
     held_seats = fields.Integer(
         data_key="heldSeats", metadata={"description": "Seats of live holds."}
     )
-    pool = fields.Nested(PoolFigures)
+    pool = fields.Nested(
+        PoolFigures, metadata={"description": "Only when the event has allocations."}
+    )
     allocations = fields.List(
         fields.Nested(Allocation),
-        metadata={"description": "Every allocation (operators), or the key's own (partners)."},
+        metadata={
+            "description": "Only when the event has allocations: every one (operators), or "
+            "the key's own (partners)."
+        },
     )
+
+    @post_dump
+    def _allocations_only_when_there_are(self, data, **_):
+        for key in ("pool", "allocations"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
 
 
 class AllocationPut(RequestSchema):

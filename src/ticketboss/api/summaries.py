@@ -1,9 +1,10 @@
 """An event's summary as the key that asks may see it: operators the totals and every
-allocation; a partner the seats it can actually get, the open pool, and its own allocation."""
+allocation; a partner the seats it can actually get, the open pool, and its own allocation.
+An event without allocations is summarised as before they existed (one pool: the event)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from ticketboss.api.deps import principal
 from ticketboss.domain import Allocation, Event, Pool
@@ -20,13 +21,23 @@ class Summary:
     reservation_count: int
     version: int
     held_seats: int
-    pool: Pool
-    allocations: list[Allocation] = field(default_factory=list)
+    pool: Pool | None = None  # both None: the event has no allocations
+    allocations: list[Allocation] | None = None
 
 
 def seen_by_key(event: Event) -> Summary:
     """The summary for the request's key (AUTH_MODE=open: everyone is an operator)."""
     partner_id = principal().owner()
+    if not event.allocations:
+        return Summary(
+            event.event_id,
+            event.name,
+            event.total_seats,
+            event.available_seats,
+            event.reservation_count,
+            event.version,
+            event.held_seats,
+        )
     if partner_id is None:
         available, allocations = event.available_seats, list(event.allocations.values())
     else:

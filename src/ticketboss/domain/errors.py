@@ -214,8 +214,8 @@ class UnknownPartner(DomainError):
 
     def __init__(self, partner_id: str):
         super().__init__(
-            f"Partner '{partner_id}' has no account; an operator reserves only for partners "
-            "that exist (ticketboss partner create)."
+            f"Partner '{partner_id}' has no account; an operator reserves and allots seats only "
+            "for partners that exist (ticketboss partner create)."
         )
         self.partner_id = partner_id
 

@@ -386,8 +386,7 @@ class ReservationService:
             self._keep_answers(conn, batch, outcomes)
         if decided.changes:
             self._count(event_id, decided)
-        if len(decided.outcomes) > decided.changes - len(decided.expired):  # some refused
-            self._count_refusals(decided)
+        self._count_refusals(decided)
         return outcomes
 
     def _swap(
