@@ -413,3 +413,40 @@ def test_ready_is_documented_with_its_503_and_retry_after(client):
     responses = paths["/api/ready"]["get"]["responses"]
     assert set(responses) >= {"200", "503"}
     assert "Retry-After" in responses["503"]["headers"]
+
+
+def allocation_figure(event_id: str, partner_id: str, figure: str) -> float | None:
+    labels = {"event_id": event_id, "partner_id": partner_id, "figure": figure}
+    return REGISTRY.get_sample_value("ticketboss_allocation_seats", labels)
+
+
+def refusals(reason: str) -> float:
+    return REGISTRY.get_sample_value("ticketboss_refusals_total", {"reason": reason}) or 0.0
+
+
+def test_allocations_pool_and_refusals_are_gauged_per_allocation_and_counted_per_reason(client):
+    event_id = "node-meetup-2025"
+    partner = "p39"
+    before = refusals("not-enough-seats:allocation")
+    assert (
+        client.put(f"/api/events/{event_id}/allocations/{partner}", json={"seats": 2}).status_code
+        == 201
+    )
+    body = {"partnerId": partner, "seats": 2}
+    assert client.post("/api/reservations", json=body).status_code == 201
+    assert client.post("/api/reservations", json={**body, "seats": 1}).status_code == 409
+
+    assert [
+        allocation_figure(event_id, partner, f) for f in ("seats", "taken", "held", "available")
+    ] == [2, 2, 0, 0]
+    assert (
+        REGISTRY.get_sample_value("ticketboss_pool_available_seats", {"event_id": event_id}) == 498
+    )
+    assert refusals("not-enough-seats:allocation") == before + 1
+    # A deleted allocation's series read 0: nothing taken from it stays counted to it.
+    listed = client.get(f"/api/events/{event_id}/reservations", query_string={"partnerId": partner})
+    client.delete(
+        f"/api/events/{event_id}/reservations/{listed.get_json()['items'][0]['reservationId']}"
+    )
+    assert client.delete(f"/api/events/{event_id}/allocations/{partner}").status_code == 204
+    assert allocation_figure(event_id, partner, "seats") == 0

@@ -6,7 +6,7 @@ from flask.views import MethodView
 from ticketboss.api import conditional, deps
 from ticketboss.api.auth import operator_only
 from ticketboss.api.body import Blueprint
-from ticketboss.api.docs import ETAG, IF_MATCH, problems
+from ticketboss.api.docs import ETAG, IF_MATCH, IF_NONE_MATCH, problems
 from ticketboss.api.schemas import (
     EVENT_ID_PARAMETER,
     Allocation,
@@ -44,11 +44,16 @@ def _visible(event: Event) -> list:
 @blp.route("/<event_id>/allocations", parameters=[EVENT_ID_PARAMETER])
 class Allocations(MethodView):
     @blp.arguments(EVENT_ID, location="path")
+    @blp.doc(**IF_NONE_MATCH)
     @blp.response(200, AllocationPage, headers=ETAG)
+    @blp.alt_response(304, description="Not modified: If-None-Match has the ETag.", headers=ETAG)
     @problems(blp, 400, 404, 503)
     def get(self, path, **_):
         """The event's allocations and its open pool; a partner key sees only its own."""
         event = deps.reservations().summary(path["event_id"])
+        unchanged = conditional.not_modified(event)
+        if unchanged is not None:
+            return unchanged
         page = {"items": _visible(event), "pool": event.pool}
         return page, 200, conditional.etag_header(event)
 

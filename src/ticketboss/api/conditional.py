@@ -30,12 +30,20 @@ def if_match_versions() -> frozenset[int] | None:
     return frozenset(int(t) for t in request.if_match.as_set() if t and _VERSION.fullmatch(t))
 
 
-def summary_response(event: Event):
-    """The event's summary with its ETag; 304 when If-None-Match already has it (weak
-    comparison, as RFC 9110 asks: a proxy may have weakened our tag)."""
+def not_modified(event: Event) -> Response | None:
+    """304 when If-None-Match already has the event's ETag (weak comparison, as RFC 9110
+    asks: a proxy may have weakened our tag); None otherwise."""
     tag = etag(event)
     if request.if_none_match.contains_weak(tag) or request.if_none_match.star_tag:
         response = Response(status=304)
         response.set_etag(tag)
         return response
+    return None
+
+
+def summary_response(event: Event):
+    """The event's summary as the key may see it, with its ETag; or 304 (not_modified)."""
+    unchanged = not_modified(event)
+    if unchanged is not None:
+        return unchanged
     return summaries.seen_by_key(event), 200, etag_header(event)
