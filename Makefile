@@ -4,10 +4,10 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: help install system-packages lock run migrate seed partner prune-keys sweep-holds cluster test lint bench clean
+.PHONY: help install system-packages lock run migrate seed partner allocations prune-keys sweep-holds cluster test lint bench clean
 
 help:  ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
 $(BIN)/ticketboss: pyproject.toml setup.cfg scripts/constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,10 @@ run: migrate  ## migrate, seed if absent, then serve with gunicorn on 127.0.0.1:
 partner: install  ## partner API keys: ARGS="create <partnerId> [--operator]", "list", "revoke <key-id>"
 	@$(BIN)/ticketboss migrate >&2
 	@$(BIN)/ticketboss partner $(ARGS)
+
+allocations: install  ## partners' shares of an event: ARGS="set gala acme 30 --overflow [--max-held N]", "list gala", "delete gala acme"
+	@$(BIN)/ticketboss migrate >&2
+	@$(BIN)/ticketboss allocations $(ARGS)
 
 prune-keys: migrate  ## delete expired Idempotency-Keys (cron it, e.g. hourly)
 	$(BIN)/ticketboss prune-keys

@@ -1,13 +1,27 @@
-"""The `ticketboss` command: migrate, seed, partner keys, for operators and the Makefile."""
+"""The `ticketboss` command: migrate, seed, partner keys and allocations, for operators and
+the Makefile."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
 
 import click
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
 from ticketboss.config import Settings
+from ticketboss.domain import Allocation, UnknownPartner
+from ticketboss.domain.errors import DomainError
 from ticketboss.store import queries
 from ticketboss.store.db import make_engine
-from ticketboss.store.migrate import upgrade
+
+if TYPE_CHECKING:
+    from ticketboss.services import Services
+
+# As the API's PUT takes them (api.schemas.AllocationPut).
+MAX_ALLOCATION_SEATS = 1_000_000
 
 
 class Refused(click.ClickException):
@@ -25,6 +39,8 @@ def main() -> None:
 def migrate() -> None:
     """Apply the alembic migrations to DATABASE_URL (creating a PostgreSQL database if absent)."""
     from alembic.util import CommandError
+
+    from ticketboss.store.migrate import upgrade  # alembic: only this command needs it
 
     settings = Settings.from_env()
     try:
@@ -157,6 +173,143 @@ def partner_revoke(key_id: str) -> None:
     if not revoked:
         raise click.ClickException(f"no active key {key_id}")
     click.echo(f"revoked {key_id}", err=True)
+
+
+@main.group()
+def allocations() -> None:
+    """Partners' shares of an event (seats set aside for one partner): set, list, delete.
+    The same planner and compare-and-swap as the API's /api/events/<id>/allocations."""
+
+
+@allocations.command("set")
+@click.argument("event_id")
+@click.argument("partner_id")
+@click.argument("seats", type=click.IntRange(0, MAX_ALLOCATION_SEATS))
+@click.option("--overflow", is_flag=True, help="Also take from the open pool once it is used up.")
+@click.option(
+    "--max-held",
+    type=click.IntRange(0, MAX_ALLOCATION_SEATS),
+    default=None,
+    help="Its own limit on seats held at once (0: none). Default: PARTNER_MAX_HELD_SEATS.",
+)
+def allocations_set(
+    event_id: str, partner_id: str, seats: int, overflow: bool, max_held: int | None
+) -> None:
+    """Create, resize or reopen PARTNER_ID's allocation of EVENT_ID: SEATS set aside for it
+    alone. Like the API's PUT, it says everything: without --overflow it does not overflow,
+    without --max-held it has the default limit. Never below the seats taken and held from
+    it, never beyond what the event can give."""
+    _check_path(event_id, partner_id)
+    with _services() as services:
+        if services.settings.auth_mode == "keys" and not services.keys.has_partner(partner_id):
+            raise _refused(UnknownPartner(partner_id))
+        try:
+            done = services.reservations.allot(
+                event_id, partner_id, seats, overflow=overflow, max_held_seats=max_held
+            )
+        except DomainError as exc:
+            raise _refused(exc) from exc
+        default = services.settings.partner_max_held_seats
+    a = done.allocation
+    what = "created" if done.created else "set" if done.written else "unchanged:"
+    click.echo(
+        f"{what} the allocation of {partner_id} in {event_id}: {a.seats} seats "
+        f"({a.taken} taken, {a.held} held, {a.available} available), "
+        f"{'overflow' if a.overflow else 'no overflow'}, max held {_limit(a, default)}; "
+        f"{done.event.pool_available} seats left in the open pool, version {done.event.version}"
+    )
+
+
+@allocations.command("list")
+@click.argument("event_id")
+def allocations_list(event_id: str) -> None:
+    """EVENT_ID's allocations and its open pool: seats set aside, taken (confirmed), held,
+    available; whether each overflows, its hold limit, whether it is closed (deleted while
+    seats were still used from it)."""
+    with _services() as services:
+        try:
+            event = services.reservations.summary(event_id)
+        except DomainError as exc:
+            raise _refused(exc) from exc
+        default = services.settings.partner_max_held_seats
+    click.echo(
+        f"{'PARTNER':24} {'SEATS':>7} {'TAKEN':>7} {'HELD':>7} {'AVAILABLE':>9}  "
+        f"{'OVERFLOW':8} {'MAX HELD':13} CLOSED"
+    )
+    for a in sorted(event.allocations.values(), key=lambda a: a.partner_id):
+        click.echo(
+            f"{a.partner_id:24} {a.seats:7} {a.taken:7} {a.held:7} {a.available:9}  "
+            f"{_yes(a.overflow):8} {_limit(a, default):13} {_yes(a.closed)}"
+        )
+    pool = event.pool
+    click.echo(f"{'(open pool)':24} {pool.seats:7} {pool.taken:7} {pool.held:7} {pool.available:9}")
+    click.echo(
+        f"{event_id}: {event.total_seats} seats, {event.available_seats} available in all, "
+        f"{len(event.allocations)} allocation{'' if len(event.allocations) == 1 else 's'}, "
+        f"version {event.version}"
+    )
+
+
+@allocations.command("delete")
+@click.argument("event_id")
+@click.argument("partner_id")
+def allocations_delete(event_id: str, partner_id: str) -> None:
+    """Delete PARTNER_ID's allocation of EVENT_ID: its unused seats go back to the open pool at
+    once; seats still taken or held from it stay the partner's (a closed allocation), and
+    each one cancelled, released or lapsed then goes to the pool."""
+    with _services() as services:
+        try:
+            event = services.reservations.unallot(event_id, partner_id)
+        except DomainError as exc:
+            raise _refused(exc) from exc
+    kept = event.allocations.get(partner_id)
+    still = (
+        f"; {kept.used} seats still taken or held from it go to the pool as they come back"
+        if kept is not None
+        else ""
+    )
+    click.echo(
+        f"deleted the allocation of {partner_id} in {event_id}: its unused seats are the open "
+        f"pool's ({event.pool_available} left){still}; version {event.version}"
+    )
+
+
+@contextmanager
+def _services() -> Iterator[Services]:
+    """The services as a worker builds them (Settings.from_env()), disposed of afterwards."""
+    from ticketboss.services import Services
+
+    services = Services.build(Settings.from_env())
+    try:
+        yield services
+    finally:
+        services.engine.dispose()
+
+
+def _check_path(event_id: str, partner_id: str) -> None:
+    """The ids as the API's path takes them (before the database is touched)."""
+    from ticketboss.api.schemas import EventAndPartnerPath
+
+    errors = EventAndPartnerPath().validate({"event_id": event_id, "partner_id": partner_id})
+    if errors:
+        said = "; ".join(f"{name}: {' '.join(why)}" for name, why in sorted(errors.items()))
+        raise Refused(f"invalid {said}")
+
+
+def _refused(exc: Exception) -> click.ClickException:
+    """A domain refusal in one line, exit status 1."""
+    return click.ClickException(str(exc))
+
+
+def _limit(allocation: Allocation, default: int) -> str:
+    """Its hold limit: its own, or PARTNER_MAX_HELD_SEATS's (0 there: no limit)."""
+    if allocation.max_held_seats is not None:
+        return str(allocation.max_held_seats)
+    return f"{default or 'none'} (default)"
+
+
+def _yes(flag: bool) -> str:
+    return "yes" if flag else "no"
 
 
 def _when(moment) -> str:
