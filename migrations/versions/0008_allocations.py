@@ -5,11 +5,10 @@ Revision ID: 0008
 Revises: 0007
 Create Date: 2026-12-01 12:40:00
 
-Additive: `events.allocations` is NULL (no allocations) and `reservations.allocated_seats`
-0 (every seat from the open pool) on every existing row, which is what they were. Workers of
-the previous release keep serving while it is applied, but they know no allocations and
-would take allocated seats for anyone: finish rolling the new release out before an
-operator sets the first allocation.
+Additive: a new table, and `reservations.allocated_seats` 0 (every seat from the open pool)
+on every existing row, which is what they were. Workers of the previous release keep serving
+while it is applied, but they know no allocations and would take allocated seats for anyone:
+finish rolling the new release out before an operator sets the first allocation.
 
 The index of an event's reservations by status also names the partner, so that a partner's
 live holds (its hold limit) and its seats of the open pool (PARTNER_MAX_POOL_SEATS) are one
@@ -30,10 +29,31 @@ LIMIT_ANSWERS = "('hold-limit-reached', 'pool-limit-reached')"
 
 
 def upgrade() -> None:
-    # Plain ADD COLUMNs on both engines: SQLite would otherwise rebuild the tables from
-    # their reflection, which knows neither the expression index on events nor the WHERE of
-    # the partial indexes. SQLite (development only) therefore goes without the new check.
-    op.add_column("events", sa.Column("allocations", sa.JSON(none_as_null=True), nullable=True))
+    op.create_table(
+        "allocations",
+        sa.Column("event_id", sa.Text(), nullable=False),
+        sa.Column("partner_id", sa.String(length=128), nullable=False),
+        sa.Column("seats", sa.Integer(), nullable=False),
+        sa.Column("taken", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("held", sa.Integer(), server_default="0", nullable=False),
+        sa.Column("overflow", sa.Boolean(), server_default=sa.false(), nullable=False),
+        sa.Column("max_held_seats", sa.Integer(), nullable=True),
+        sa.Column("closed", sa.Boolean(), server_default=sa.false(), nullable=False),
+        sa.CheckConstraint(
+            "taken >= 0 AND held >= 0 AND taken + held <= seats",
+            name=op.f("ck_allocations_seats_cover_use"),
+        ),
+        sa.ForeignKeyConstraint(
+            ["event_id"],
+            ["events.event_id"],
+            name=op.f("fk_allocations_event_id_events"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("event_id", "partner_id", name=op.f("pk_allocations")),
+    )
+    # A plain ADD COLUMN on both engines: SQLite would otherwise rebuild the table from its
+    # reflection, which knows neither the expression index on events nor the WHERE of the
+    # partial indexes. SQLite (development only) therefore goes without the new check.
     op.add_column(
         "reservations",
         sa.Column("allocated_seats", sa.Integer(), server_default="0", nullable=False),
@@ -63,4 +83,4 @@ def downgrade() -> None:
             op.f("ck_reservations_allocated_seats_in_range"), "reservations", type_="check"
         )
     op.drop_column("reservations", "allocated_seats")  # SQLite 3.35+ drops columns itself
-    op.drop_column("events", "allocations")
+    op.drop_table("allocations")

@@ -33,10 +33,14 @@ IF_NONE_MATCH = _header_doc(
 _PROBLEMS = {
     400: ("The request is not valid (body, path, query or header).", {}),
     403: ("The key may not do this (another partner's partnerId, or an operator's route).", {}),
-    404: ("No such event or reservation.", REPLAYED),
+    404: ("No such event, reservation or allocation (allocation-not-found).", REPLAYED),
     409: (
-        "Not enough seats, the id is taken, the hold expired or is not held, or the "
-        "Idempotency-Key is in flight.",
+        "Not enough seats (`bucket` says which ran out: the partner's allocation, the open "
+        "pool, or both), the partner's hold limit of the event (hold-limit-reached) or its cap "
+        "on the open pool (pool-limit-reached) reached, an allocation beyond what the event can "
+        "give (allocation-too-large), below the seats taken and held from it "
+        "(allocation-in-use) or one too many (too-many-allocations), the id is taken, the hold "
+        "expired or is not held, or the Idempotency-Key is in flight.",
         {**RETRY_AFTER, **REPLAYED},
     ),
     412: ("If-Match names a version the event no longer has; nothing was written.", {}),

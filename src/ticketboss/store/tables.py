@@ -3,7 +3,7 @@
 from datetime import UTC, datetime
 
 from sqlalchemy import (
-    JSON,
+    Boolean,
     CheckConstraint,
     Column,
     DateTime,
@@ -16,6 +16,7 @@ from sqlalchemy import (
     Text,
     TypeDecorator,
     Uuid,
+    false,
     func,
     text,
 )
@@ -61,9 +62,6 @@ events = Table(
     # expiries: before it no hold can have lapsed, so the hot path reads no hold.
     Column("held_seats", Integer, nullable=False, server_default="0"),
     Column("next_expiry", UtcDateTime(), nullable=True),
-    # The partners' allocations, by partner id (store/queries/events.py says their shape);
-    # NULL without any. On the row, so the one compare-and-swap guards them with the seats.
-    Column("allocations", JSON(none_as_null=True), nullable=True),
     Column("created_at", UtcDateTime(), nullable=False, server_default=func.now()),
     Column("updated_at", UtcDateTime(), nullable=False, server_default=func.now()),
     CheckConstraint("total_seats >= 0", name="total_seats_not_negative"),
@@ -82,6 +80,24 @@ events = Table(
         postgresql_where=text("next_expiry IS NOT NULL"),
         sqlite_where=text("next_expiry IS NOT NULL"),
     ),
+)
+
+# Seats of an event set aside for one partner. Read in the same statement as their event's
+# row and written only in a transaction that won the compare-and-swap on its version: the
+# event's version guards them as it guards its seats (a child table keeps the hot row small,
+# so its updates stay in place: docs/concurrency.md#one-guard).
+allocations = Table(
+    "allocations",
+    metadata,
+    Column("event_id", Text, ForeignKey("events.event_id", ondelete="CASCADE"), primary_key=True),
+    Column("partner_id", String(128), primary_key=True),
+    Column("seats", Integer, nullable=False),
+    Column("taken", Integer, nullable=False, server_default="0"),  # in confirmed reservations
+    Column("held", Integer, nullable=False, server_default="0"),  # in holds (as last written)
+    Column("overflow", Boolean, nullable=False, server_default=false()),
+    Column("max_held_seats", Integer, nullable=True),  # NULL: PARTNER_MAX_HELD_SEATS
+    Column("closed", Boolean, nullable=False, server_default=false()),  # deleted, still used
+    CheckConstraint("taken >= 0 AND held >= 0 AND taken + held <= seats", name="seats_cover_use"),
 )
 
 reservations = Table(

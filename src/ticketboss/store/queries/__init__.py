@@ -23,6 +23,7 @@ from ticketboss.store.queries.events import (
     load_event_at,
     load_version,
     reset_event,
+    write_allocations,
 )
 from ticketboss.store.queries.keys import (
     active_key_with_prefix_exists,
@@ -81,4 +82,5 @@ __all__ = [
     "revoke_key",
     "take_over_claim",
     "touch_key",
+    "write_allocations",
 ]

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime
-from typing import Any
 
 from sqlalchemy import (
     Connection,
@@ -17,9 +17,8 @@ from sqlalchemy import (
 )
 
 from ticketboss.domain import Allocation, Event
-from ticketboss.domain.model import NO_ALLOCATIONS
 from ticketboss.store.queries.clock import database_now
-from ticketboss.store.tables import events, reservations
+from ticketboss.store.tables import allocations, events, reservations
 
 _EVENT_COLUMNS = (
     events.c.event_id,
@@ -30,13 +29,31 @@ _EVENT_COLUMNS = (
     events.c.reservation_count,
     events.c.held_seats,
     events.c.next_expiry,
-    events.c.allocations,
 )
-_LOAD_EVENT = select(*_EVENT_COLUMNS).where(events.c.event_id == bindparam("event_id"))
-# The same row with the database's clock, read in the same statement.
-_LOAD_EVENT_AT = select(*_EVENT_COLUMNS, database_now()).where(
-    events.c.event_id == bindparam("event_id")
+# Allocation's fields, in its order (partner_id first).
+_ALLOCATION_COLUMNS = (
+    allocations.c.partner_id,
+    allocations.c.seats,
+    allocations.c.overflow,
+    allocations.c.taken,
+    allocations.c.held,
+    allocations.c.max_held_seats,
+    allocations.c.closed,
 )
+_WITH_ALLOCATIONS = events.outerjoin(allocations, allocations.c.event_id == events.c.event_id)
+# The event's row and its allocations (a row each; one row of NULLs without any), with the
+# database's clock: one statement, so they are of one moment, the version's.
+_LOAD_EVENT = (
+    select(*_EVENT_COLUMNS, *_ALLOCATION_COLUMNS)
+    .select_from(_WITH_ALLOCATIONS)
+    .where(events.c.event_id == bindparam("event_id"))
+)
+_LOAD_EVENT_AT = (
+    select(*_EVENT_COLUMNS, database_now(), *_ALLOCATION_COLUMNS)
+    .select_from(_WITH_ALLOCATIONS)
+    .where(events.c.event_id == bindparam("event_id"))
+)
+_EVENT_WIDTH = len(_EVENT_COLUMNS)
 _VERSION = select(events.c.version).where(events.c.event_id == bindparam("event_id"))
 _LAPSED_EVENTS = (
     select(events.c.event_id)
@@ -54,67 +71,29 @@ _COMPARE_AND_SWAP = (
         reservation_count=bindparam("new_count"),
         held_seats=bindparam("new_held"),
         next_expiry=bindparam("new_next_expiry"),
-        allocations=bindparam("new_allocations"),
         version=events.c.version + bindparam("changes"),
         updated_at=func.now(),
     )
 )
 
 
-# events.allocations, as stored: {partnerId: {"seats", "overflow", "taken", "held",
-# "maxHeldSeats", "closed"}}, NULL when there are none.
-_STORED = {
-    "seats": "seats",
-    "overflow": "overflow",
-    "taken": "taken",
-    "held": "held",
-    "maxHeldSeats": "max_held_seats",
-    "closed": "closed",
-}
-
-
-def _allocations(stored: Mapping[str, Mapping[str, Any]] | None) -> Mapping[str, Allocation]:
-    if not stored:
-        return NO_ALLOCATIONS
-    return {
-        partner_id: Allocation(partner_id, **{_STORED[k]: v for k, v in fields.items()})
-        for partner_id, fields in stored.items()
-    }
-
-
-def _stored(allocations: Mapping[str, Allocation]) -> dict[str, dict[str, Any]] | None:
-    if not allocations:
-        return None
-    return {
-        a.partner_id: {key: getattr(a, name) for key, name in _STORED.items()}
-        for a in allocations.values()
-    }
-
-
-def _event(row) -> Event:
-    event_id, name, total, available, version, count, held, next_expiry, allocations = row[:9]
-    return Event(
-        event_id,
-        name,
-        total,
-        available,
-        version,
-        count,
-        held,
-        next_expiry,
-        _allocations(allocations),
-    )
+def _event(rows: Sequence, width: int = _EVENT_WIDTH) -> Event:
+    """An event from its rows joined with its allocations (the first `width` columns are the
+    event's, the last ones an allocation's or NULLs)."""
+    event = Event(*rows[0][:_EVENT_WIDTH])
+    found = {r[width]: Allocation(*r[width:]) for r in rows if r[width] is not None}
+    return replace(event, allocations=found) if found else event
 
 
 def load_event(conn: Connection, event_id: str) -> Event | None:
-    row = conn.execute(_LOAD_EVENT, {"event_id": event_id}).first()
-    return _event(row) if row else None
+    rows = conn.execute(_LOAD_EVENT, {"event_id": event_id}).all()
+    return _event(rows) if rows else None
 
 
 def load_event_at(conn: Connection, event_id: str) -> tuple[Event, datetime] | None:
     """The event and the database's clock as it read it; None when there is no such event."""
-    row = conn.execute(_LOAD_EVENT_AT, {"event_id": event_id}).first()
-    return (_event(row), row[-1]) if row else None
+    rows = conn.execute(_LOAD_EVENT_AT, {"event_id": event_id}).all()
+    return (_event(rows, _EVENT_WIDTH + 1), rows[0][_EVENT_WIDTH]) if rows else None
 
 
 def load_version(conn: Connection, event_id: str) -> int | None:
@@ -144,7 +123,6 @@ def compare_and_swap(conn: Connection, seen: Event, after: Event, changes: int =
             "new_count": after.reservation_count,
             "new_held": after.held_seats,
             "new_next_expiry": after.next_expiry,
-            "new_allocations": _stored(after.allocations),
             "changes": changes,
         },
     )
@@ -164,8 +142,10 @@ def create_event(conn: Connection, event_id: str, name: str, total_seats: int) -
 
 
 def reset_event(conn: Connection, event_id: str, name: str, total_seats: int) -> None:
-    """Delete the event's reservations and give it all its seats back at version 0."""
+    """Delete the event's reservations and allocations and give it all its seats back at
+    version 0."""
     conn.execute(delete(reservations).where(reservations.c.event_id == event_id))
+    conn.execute(delete(allocations).where(allocations.c.event_id == event_id))
     conn.execute(
         update(events)
         .where(events.c.event_id == event_id)
@@ -177,15 +157,87 @@ def reset_event(conn: Connection, event_id: str, name: str, total_seats: int) ->
             reservation_count=0,
             held_seats=0,
             next_expiry=None,
-            allocations=None,
             updated_at=func.now(),
         )
     )
 
 
 def list_events(conn: Connection, after: str | None, limit: int) -> list[Event]:
-    """Events in event_id order, after the given id."""
-    query = select(*_EVENT_COLUMNS).order_by(events.c.event_id).limit(limit)
+    """Events in event_id order, after the given id, with their allocations."""
+    page = select(events.c.event_id).order_by(events.c.event_id).limit(limit)
     if after is not None:
-        query = query.where(events.c.event_id > after)
-    return [_event(row) for row in conn.execute(query)]
+        page = page.where(events.c.event_id > after)
+    query = (
+        select(*_EVENT_COLUMNS, *_ALLOCATION_COLUMNS)
+        .select_from(_WITH_ALLOCATIONS)
+        .where(events.c.event_id.in_(page.scalar_subquery()))
+        .order_by(events.c.event_id, allocations.c.partner_id)
+    )
+    by_event: dict[str, list] = {}
+    for row in conn.execute(query):
+        by_event.setdefault(row[0], []).append(row)
+    return [_event(rows) for rows in by_event.values()]
+
+
+_INSERT_ALLOCATION = insert(allocations)
+_UPDATE_ALLOCATION = (
+    update(allocations)
+    .where(
+        allocations.c.event_id == bindparam("event_id_"),
+        allocations.c.partner_id == bindparam("partner_id_"),
+    )
+    .values(
+        seats=bindparam("seats_"),
+        taken=bindparam("taken_"),
+        held=bindparam("held_"),
+        overflow=bindparam("overflow_"),
+        max_held_seats=bindparam("max_held_seats_"),
+        closed=bindparam("closed_"),
+    )
+)
+_DELETE_ALLOCATIONS = delete(allocations).where(
+    allocations.c.event_id == bindparam("event_id_"),
+    allocations.c.partner_id.in_(bindparam("partner_ids", expanding=True)),
+)
+
+
+def write_allocations(
+    conn: Connection,
+    event_id: str,
+    before: Mapping[str, Allocation],
+    after: Mapping[str, Allocation],
+) -> bool:
+    """Write the event's allocations as `after` leaves them, from `before` (as read with the
+    event's version that the caller's compare-and-swap has just won); False if a row was not
+    as read (the caller rolls back)."""
+    gone = [p for p in before if p not in after]
+    if gone:
+        params = {"event_id_": event_id, "partner_ids": gone}
+        if conn.execute(_DELETE_ALLOCATIONS, params).rowcount != len(gone):
+            return False
+    new = [a for p, a in after.items() if p not in before]
+    if new:
+        conn.execute(_INSERT_ALLOCATION, [{"event_id": event_id, **_fields(a)} for a in new])
+    changed = [a for p, a in after.items() if p in before and before[p] != a]
+    if changed:
+        rows = [
+            {"event_id_": event_id, "partner_id_": a.partner_id}
+            | {f"{k}_": v for k, v in _fields(a).items() if k != "partner_id"}
+            for a in changed
+        ]
+        updated = conn.execute(_UPDATE_ALLOCATION, rows).rowcount
+        if conn.dialect.supports_sane_multi_rowcount and updated != len(changed):
+            return False
+    return True
+
+
+def _fields(a: Allocation) -> dict:
+    return {
+        "partner_id": a.partner_id,
+        "seats": a.seats,
+        "taken": a.taken,
+        "held": a.held,
+        "overflow": a.overflow,
+        "max_held_seats": a.max_held_seats,
+        "closed": a.closed,
+    }
