@@ -188,9 +188,9 @@ def allocations() -> None:
 @click.option("--overflow", is_flag=True, help="Also take from the open pool once it is used up.")
 @click.option(
     "--max-held",
-    type=click.IntRange(0, MAX_ALLOCATION_SEATS),
+    type=click.IntRange(1, MAX_ALLOCATION_SEATS),
     default=None,
-    help="Its own limit on seats held at once (0: none). Default: PARTNER_MAX_HELD_SEATS.",
+    help="Its own limit on seats held at once (1 or more). Default: PARTNER_MAX_HELD_SEATS.",
 )
 def allocations_set(
     event_id: str, partner_id: str, seats: int, overflow: bool, max_held: int | None

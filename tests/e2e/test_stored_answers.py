@@ -47,6 +47,22 @@ EXPECTED = {
         201,
         "held",
     ),
+    Kept.HOLD_LIMIT_REACHED: (
+        "POST",
+        f"/api/events/{EVENT_ID}/holds",
+        {"partnerId": "abc-corp", "seats": 2},
+        IdempotencyKey.for_hold(OPERATOR, "k", EVENT_ID, "abc-corp", 2, None),
+        409,
+        "/problems/hold-limit-reached",
+    ),
+    Kept.POOL_LIMIT_REACHED: (
+        "POST",
+        f"/api/events/{EVENT_ID}/reservations",
+        {"partnerId": "abc-corp", "seats": 2},
+        IdempotencyKey.for_reserve(OPERATOR, "k", EVENT_ID, "abc-corp", 2),
+        409,
+        "/problems/pool-limit-reached",
+    ),
     Kept.CONFIRMED: (
         "POST",
         f"{RESERVATION}/confirm",

@@ -5,10 +5,12 @@ import uuid
 import pytest
 from alembic import command
 from alembic.util import CommandError
-from sqlalchemy import create_engine, insert, select, text
+from sqlalchemy import create_engine, insert, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 
 from ticketboss.config import Settings
+from ticketboss.domain import Reservation
+from ticketboss.services import ReservationService
 from ticketboss.store.db import make_engine
 from ticketboss.store.migrate import alembic_config, upgrade
 from ticketboss.store.tables import events, partners, reservations
@@ -269,5 +271,125 @@ def test_the_migration_stops_naming_what_it_cannot_make_canonical_and_changes_no
         with engine.connect() as conn:
             assert _rows(conn, "SELECT partner_id FROM partners") == [("abc",), ("ok",)]
             assert _rows(conn, "SELECT partner_id FROM reservations") == [("zed",)]
+    finally:
+        engine.dispose()
+
+
+def _columns(engine, table: str) -> set[str]:
+    return {column["name"] for column in inspect(engine).get_columns(table)}
+
+
+def _indexes(engine, table: str) -> set[str]:
+    return {index["name"] for index in inspect(engine).get_indexes(table)}
+
+
+def test_allocations_arrive_without_touching_existing_rows_and_leave_with_every_seat_counted(
+    empty_database_url,
+):
+    upgrade(empty_database_url, "0007")
+    settings = Settings(database_url=empty_database_url)
+    engine = make_engine(settings)
+    old = uuid.uuid4()
+    try:
+        with engine.begin() as conn:  # a confirmed reservation of 3 seats, before 0008
+            conn.execute(
+                text(
+                    "INSERT INTO events (event_id, name, total_seats, available_seats, version, "
+                    "reservation_count) VALUES ('gala', 'Gala', 20, 17, 1, 1)"
+                )
+            )
+            conn.execute(
+                insert(reservations).values(
+                    id=old, event_id="gala", partner_id="p", seats=3, status="confirmed"
+                )
+            )
+        upgrade(empty_database_url)
+        with engine.connect() as conn:
+            assert _rows(conn, "SELECT * FROM allocations") == []
+            assert _rows(conn, "SELECT allocated_seats FROM reservations") == [(0,)]
+            row = conn.execute(text("SELECT available_seats, version FROM events")).one()
+            assert tuple(row) == (17, 1)
+        assert "ix_reservations_event_id_status_partner_id" in _indexes(engine, "reservations")
+
+        # Allocations, and a reservation and a hold drawn from them, as the service writes them.
+        service = ReservationService(engine, settings)
+        service.allot("gala", "alpha", 8, overflow=True, max_held_seats=5)
+        service.allot("gala", "beta", 4)
+        from_allocation = service.reserve("gala", "alpha", 6)
+        straddling = service.hold("gala", "alpha", 4, 3600)  # 2 of alpha's, 2 of the pool's
+        assert isinstance(from_allocation, Reservation) and isinstance(straddling, Reservation)
+        assert (from_allocation.allocated_seats, straddling.allocated_seats) == (6, 2)
+        with engine.begin() as conn:
+            for outcome in ("hold-limit-reached", "pool-limit-reached", "reserved"):
+                conn.execute(
+                    text(
+                        "INSERT INTO idempotency_keys (scope, key, fingerprint, owner, outcome, "
+                        "expires_at) VALUES ('s', :key, 'f', :owner, :key, CURRENT_TIMESTAMP)"
+                    ),
+                    {"key": outcome, "owner": uuid.uuid4().hex},
+                )
+        with engine.connect() as conn:
+            query = (
+                "SELECT event_id, partner_id, seats, taken, held, overflow, max_held_seats, "
+                "closed FROM allocations"
+            )
+            assert [
+                (e, p, s, t, h, bool(o), m, bool(c))
+                for e, p, s, t, h, o, m, c in _rows(conn, query)
+            ] == [
+                ("gala", "alpha", 8, 6, 2, True, 5, False),
+                ("gala", "beta", 4, 0, 0, False, None, False),
+            ]
+            query = select(reservations.c.id, reservations.c.allocated_seats)
+            allocated = dict(conn.execute(query).all())
+            assert allocated == {
+                old: 0,
+                from_allocation.reservation_id: 6,
+                straddling.reservation_id: 2,
+            }
+        # The database keeps the books of a bucket too: no allocation is overdrawn, and no
+        # reservation draws more from one than its seats (SQLite: no new check on reservations).
+        overdrawn = "UPDATE allocations SET taken = 9 WHERE partner_id = 'alpha'"
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(text(overdrawn))
+        if engine.dialect.name == "postgresql":
+            with pytest.raises(IntegrityError), engine.begin() as conn:
+                conn.execute(
+                    insert(reservations).values(
+                        id=uuid.uuid4(),
+                        event_id="gala",
+                        partner_id="p",
+                        seats=2,
+                        status="confirmed",
+                        allocated_seats=3,
+                    )
+                )
+        before = service.summary("gala")
+        assert (before.available_seats, before.held_seats, before.version) == (7, 4, 5)
+
+        # Down: no allocations, and their seats the pool's (available_seats always counted them).
+        command.downgrade(alembic_config(empty_database_url), "0007")
+        assert not inspect(engine).has_table("allocations")
+        assert "allocated_seats" not in _columns(engine, "reservations")
+        assert "ix_reservations_event_id_status" in _indexes(engine, "reservations")
+        with engine.connect() as conn:
+            figures = "total_seats, available_seats, held_seats, reservation_count, version"
+            row = conn.execute(text(f"SELECT {figures} FROM events")).one()
+            assert tuple(row) == (20, 7, 4, 2, 5)
+            statuses = _rows(conn, "SELECT seats, status FROM reservations")
+            assert statuses == [(3, "confirmed"), (4, "held"), (6, "confirmed")]
+            kept = conn.execute(text("SELECT outcome FROM idempotency_keys")).scalars().all()
+            assert kept == ["reserved"]  # the old code knows no limit answers
+
+        # And up again: the same rows, every seat of them from the open pool.
+        upgrade(empty_database_url)
+        with engine.connect() as conn:
+            assert _rows(conn, "SELECT * FROM allocations") == []
+            assert _rows(conn, "SELECT allocated_seats FROM reservations") == [(0,), (0,), (0,)]
+        service = ReservationService(engine, settings)
+        after = service.summary("gala")
+        assert not after.allocations and after.pool_available == after.available_seats == 7
+        again = service.reserve("gala", "beta", 7)
+        assert isinstance(again, Reservation) and again.allocated_seats == 0
     finally:
         engine.dispose()

@@ -27,6 +27,7 @@ blp = Blueprint(
 EVENT_ID = EventIdPath()
 ITEM = EventAndPartnerPath()
 PUT_BODY = AllocationPut()
+CREATED_AT = {"Location": {"schema": {"type": "string"}, "description": "The allocation."}}
 PARTNER_ID_PARAMETER = {
     "in": "path",
     "name": "partner_id",
@@ -78,7 +79,9 @@ class AllocationItem(MethodView):
     @blp.arguments(PUT_BODY)
     @blp.doc(**IF_MATCH)
     @blp.response(200, Allocation, headers=ETAG)
-    @blp.alt_response(201, schema=Allocation, description="Created.", headers=ETAG)
+    @blp.alt_response(
+        201, schema=Allocation, description="Created.", headers={**ETAG, **CREATED_AT}
+    )
     @problems(blp, 400, 403, 404, 409, 412, 422, 503)
     @operator_only
     def put(self, path, body, **_):

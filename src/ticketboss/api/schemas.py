@@ -76,6 +76,16 @@ class CanonicalUUID(fields.UUID):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
+class StrictBoolean(fields.Boolean):
+    """A JSON true or false, nothing that merely looks like one ("true", 1), as the integer
+    fields are strict."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise self.make_error("invalid")
+        return value
+
+
 class RequestSchema(Schema):
     """Every request's schema: unknown fields are ignored, as the Node.js API did."""
 
@@ -297,16 +307,16 @@ class EventSummary(NodeSummary):
 
 class AllocationPut(RequestSchema):
     seats = fields.Integer(required=True, strict=True, validate=validate.Range(0, 1_000_000))
-    overflow = fields.Boolean(load_default=False)
+    overflow = StrictBoolean(load_default=False)
     max_held_seats = fields.Integer(
         data_key="maxHeldSeats",
         strict=True,
         allow_none=True,
         load_default=None,
-        validate=validate.Range(0, 1_000_000),
+        validate=validate.Range(1, 1_000_000),
         metadata={
-            "description": "Its own limit on seats held at once (0: none may be held); "
-            "null or absent: PARTNER_MAX_HELD_SEATS."
+            "description": "Its own limit on seats held at once (1 or more); null or "
+            "absent: PARTNER_MAX_HELD_SEATS."
         },
     )
 
@@ -385,3 +395,14 @@ class Problem(Schema):
     detail = fields.String()
     error = fields.String()
     errors = fields.Dict(metadata={"description": "Per-field messages of a 400."})
+    bucket = fields.String(
+        metadata={
+            "enum": ["pool", "allocation", "allocation+pool"],
+            "description": "not-enough-seats: the bucket that ran out (the open pool, the "
+            "partner's allocation, or both for one that overflows).",
+        }
+    )
+    requested = fields.Integer(metadata={"description": "not-enough-seats: seats asked for."})
+    available = fields.Integer(
+        metadata={"description": "not-enough-seats: what that bucket had left."}
+    )
