@@ -11,14 +11,16 @@ cancels take the same path):
    whole batch: one loop (`services/retry.attempts`, tenacity) runs attempts until one
    commits, backing off after a lost swap and at once after a lost claim; each attempt is
    `_attempt`, one `services/unit_of_work.transaction`:
-   - `_swap`: `_read` (`store/queries.load_event_at` reads the event with the database's
-     clock, `load_named` the reservations the changes name, and `load_lapsed` the event's
-     expired holds, only when the event's row says some may have lapsed), then
+   - `_swap`: `_read` (`store/queries.load_event_at` reads the event and its partners'
+     allocations with the database's clock, `load_named` the reservations the changes name,
+     `load_lapsed` the event's expired holds, only when the event's row says some may have
+     lapsed, and `load_usage` what the holding partners hold now, for their limits), then
      `domain/batch.plan` decides every change of the batch, in order (one rule per kind of
      change), then `store/queries.compare_and_swap` writes the event at the version it
      read, again at once from a fresh read when another batch has just committed;
-   - `_write`: `insert_reservations` the granted rows (**here the reservation is
-     written**), and `mark_*` the cancelled, confirmed, extended and expired ones;
+   - `_write`: `write_allocations` the allocations the batch changed,
+     `insert_reservations` the granted rows (**here the reservation is written**), and
+     `mark_*` the cancelled, confirmed, extended and expired ones;
    - `_keep_answers`: `record_outcome` writes the keys' answers;
    - the transaction commits, and every request of the batch gets its outcome.
 """
@@ -88,7 +90,8 @@ from ticketboss.services.unit_of_work import connection, transaction
 from ticketboss.store import queries
 
 # What a change comes to once it went through, by its kind (domain.batch.Answers): the
-# reservation it made or changed, None for a cancel, the event for a resize, Tidied.
+# reservation it made or changed, None for a cancel, the event for a resize or an
+# allocation's deletion, Allotted, Tidied.
 Answer = Reservation | Event | Tidied | Allotted | None
 A = TypeVar("A")
 
