@@ -270,8 +270,8 @@ class Event:
         )
 
     def allot(self, allocation: Allocation) -> Event:
-        """The event with that allocation (new, resized or reopened) or, at zero seats and
-        nothing used, closed without it. The caller checked it fits (domain.batch)."""
+        """The event with that allocation (new, resized, reopened or closed), or without it
+        when it is closed with nothing used. The caller checked it fits (domain.batch)."""
         allocations = dict(self.allocations)
         if allocation.closed and not allocation.used:
             allocations.pop(allocation.partner_id, None)
