@@ -138,6 +138,8 @@ def register_errorhandlers(app: Flask) -> None:
             error_type, lambda exc, status=status, slug=slug: problem(status, str(exc), slug)
         )
     app.register_error_handler(NotEnoughSeats, _not_enough_seats)
+    app.register_error_handler(HoldLimitReached, _hold_limit_reached)
+    app.register_error_handler(PoolLimitReached, _pool_limit_reached)
     # Pool exhausted, database down or restarting, statement timeout, SQLite busy: all transient.
     for error_type in (PoolTimeout, OperationalError, InterfaceError):
         app.register_error_handler(error_type, _unavailable)
@@ -158,6 +160,17 @@ def _not_enough_seats(exc: NotEnoughSeats):
         requested=exc.requested,
         available=exc.available,
     )
+
+
+def _hold_limit_reached(exc: HoldLimitReached):
+    """What the partner holds, and its limit: it knows how much to release."""
+    members = {"requested": exc.requested, "held": exc.held, "limit": exc.limit}
+    return problem(409, str(exc), "hold-limit-reached", **members)
+
+
+def _pool_limit_reached(exc: PoolLimitReached):
+    members = {"requested": exc.requested, "used": exc.used, "limit": exc.limit}
+    return problem(409, str(exc), "pool-limit-reached", **members)
 
 
 def _data_error(exc: DataError):

@@ -402,7 +402,21 @@ class Problem(Schema):
             "partner's allocation, or both for one that overflows).",
         }
     )
-    requested = fields.Integer(metadata={"description": "not-enough-seats: seats asked for."})
+    requested = fields.Integer(
+        metadata={
+            "description": "not-enough-seats, hold-limit-reached, pool-limit-reached: "
+            "seats asked for."
+        }
+    )
     available = fields.Integer(
         metadata={"description": "not-enough-seats: what that bucket had left."}
+    )
+    held = fields.Integer(
+        metadata={"description": "hold-limit-reached: seats the partner holds now."}
+    )
+    used = fields.Integer(
+        metadata={"description": "pool-limit-reached: seats the partner has of the pool."}
+    )
+    limit = fields.Integer(
+        metadata={"description": "hold-limit-reached, pool-limit-reached: the partner's limit."}
     )

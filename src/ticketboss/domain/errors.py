@@ -75,7 +75,7 @@ class HoldLimitReached(DomainError):
             f"most {limit} at once: {requested} more refused."
         )
         self.event_id = event_id
-        self.limit = limit
+        self.requested, self.held, self.limit = requested, held, limit
 
 
 class PoolLimitReached(DomainError):
@@ -87,7 +87,7 @@ class PoolLimitReached(DomainError):
             f"may have at most {limit}: {requested} more refused."
         )
         self.event_id = event_id
-        self.limit = limit
+        self.requested, self.used, self.limit = requested, used, limit
 
 
 class AllocationNotFound(DomainError):
