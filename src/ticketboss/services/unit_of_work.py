@@ -6,6 +6,7 @@ there by a fresh one, whatever the transaction is for."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -16,6 +17,8 @@ from tenacity import Retrying, retry, retry_if_exception, stop_after_attempt
 from ticketboss import deadline
 from ticketboss.domain import OutcomeUnknown
 from ticketboss.store.db import DatabaseTimeout
+
+log = logging.getLogger(__name__)
 
 # A restart or pg_terminate_backend drops every pooled connection at once; SQLAlchemy then
 # recycles the whole pool, so the second try is on a fresh connection.
@@ -57,14 +60,21 @@ def connection(engine: Engine) -> Iterator[Connection]:
 
 
 def dropped(exc: BaseException) -> bool:
-    """A pooled connection the server closed (a restart, a terminated backend): nothing was
+    """A pooled connection the server closed (a restart, a terminated backend), or one
+    handed out still inside a failed transaction (`_begun` invalidates it): nothing was
     asked of it, so a fresh one may be tried. Not a database that stopped answering (the
     deadline passed: trying again would wait past it)."""
     return (
         isinstance(exc, DBAPIError)
-        and exc.connection_invalidated
+        and (exc.connection_invalidated or _aborted(exc))
         and not isinstance(exc.orig, DatabaseTimeout)
     )
+
+
+def _aborted(exc: DBAPIError) -> bool:
+    """PostgreSQL's "current transaction is aborted" (SQLSTATE 25P02) on a transaction's
+    first statement: the connection came back from the pool inside a failed transaction."""
+    return getattr(exc.orig, "pgcode", None) == "25P02"
 
 
 # Decorates a use case made of whole transactions (an Idempotency-Key's claim, its release):
@@ -93,6 +103,15 @@ def _begun(engine: Engine) -> Connection:
     conn = engine.connect()
     try:
         conn.begin()
+    except DBAPIError as exc:
+        if _aborted(exc):
+            # Under heavy load (tests/e2e/test_hangs.py beside a busy machine) a pooled
+            # connection has come back still inside a failed transaction: it is never used
+            # again, and `connection` tries a fresh one.
+            log.warning("a pooled connection was inside a failed transaction: replaced")
+            conn.invalidate()
+        conn.close()
+        raise
     except BaseException:
         conn.close()
         raise
