@@ -1,5 +1,7 @@
 """Alembic environment: the URL comes from the caller (`ticketboss migrate`), else DATABASE_URL."""
 
+from dataclasses import replace
+
 from alembic import context
 
 from ticketboss.config import Settings
@@ -17,7 +19,9 @@ def run_migrations_offline() -> None:
 
 
 def run_migrations_online() -> None:
-    engine = make_engine(Settings(database_url=url))
+    # The environment's settings (DB_STATEMENT_TIMEOUT_MS: a migration on a large table may
+    # need more than a request does), on the URL being migrated.
+    engine = make_engine(replace(Settings.from_env(), database_url=url))
     try:
         with engine.connect() as connection:
             if connection.dialect.name == "sqlite":

@@ -3,7 +3,7 @@
 from flask import Response, url_for
 from flask.views import MethodView
 
-from ticketboss.api import conditional, deps
+from ticketboss.api import conditional, deps, summaries
 from ticketboss.api.auth import operator_only
 from ticketboss.api.body import Blueprint
 from ticketboss.api.docs import ETAG, IF_MATCH, IF_NONE_MATCH, problems
@@ -55,7 +55,8 @@ class Allocations(MethodView):
         unchanged = conditional.not_modified(event)
         if unchanged is not None:
             return unchanged
-        page = {"items": _visible(event), "pool": event.pool}
+        pool = event.pool if deps.principal().owner() is None else summaries.for_partner(event.pool)
+        page = {"items": _visible(event), "pool": pool}
         return page, 200, conditional.etag_header(event)
 
 

@@ -247,12 +247,17 @@ class NodeSummary(Schema):
 
 
 class PoolFigures(Schema):
-    """The open pool: the seats no allocation sets aside."""
+    """The open pool: the seats no allocation sets aside. A partner key sees only
+    `available` (the rest would tell what the other partners' allocations add up to)."""
 
-    seats = fields.Integer()
-    taken = fields.Integer(metadata={"description": "In confirmed reservations."})
-    held = fields.Integer(metadata={"description": "In holds."})
+    seats = fields.Integer(metadata={"description": "Operators only."})
+    taken = fields.Integer(metadata={"description": "In confirmed reservations (operators only)."})
+    held = fields.Integer(metadata={"description": "In holds (operators only)."})
     available = fields.Integer()
+
+    @post_dump
+    def _operators_figures_only_for_operators(self, data, **_):
+        return {k: v for k, v in data.items() if v is not None}
 
 
 class Allocation(Schema):

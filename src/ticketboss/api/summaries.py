@@ -4,7 +4,7 @@ An event without allocations is summarised as before they existed (one pool: the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from ticketboss.api.deps import principal
 from ticketboss.domain import Allocation, Event, Pool
@@ -44,6 +44,7 @@ def seen_by_key(event: Event) -> Summary:
         available = event.available_to(partner_id)
         own = event.allocations.get(partner_id)
         allocations = [own] if own is not None else []
+        pool = for_partner(event.pool)
     return Summary(
         event.event_id,
         event.name,
@@ -52,6 +53,13 @@ def seen_by_key(event: Event) -> Summary:
         event.reservation_count,
         event.version,
         event.held_seats,
-        event.pool,
+        pool if partner_id is not None else event.pool,
         sorted(allocations, key=lambda a: a.partner_id),
     )
+
+
+def for_partner(pool: Pool) -> Pool:
+    """What a partner key sees of the pool: only its available seats. Its size, taken and
+    held seats, beside the event's total, would tell what the other partners' allocations
+    add up to."""
+    return replace(pool, seats=None, taken=None, held=None)  # type: ignore[arg-type]

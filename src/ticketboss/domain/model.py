@@ -18,7 +18,7 @@ from ticketboss.domain.errors import (
 
 MIN_SEATS = 1
 MAX_SEATS = 10
-# Allocations are kept on their event's row and rewritten with it: a bound keeps it small.
+# Every batch of an event reads all its allocations with its row: a bound keeps that small.
 MAX_ALLOCATIONS_PER_EVENT = 50
 
 
