@@ -12,7 +12,8 @@ finish rolling the new release out before an operator sets the first allocation.
 
 The index of an event's reservations by status also names the partner, so that a partner's
 live holds (its hold limit) and its seats of the open pool (PARTNER_MAX_POOL_SEATS) are one
-index range each.
+index range each. On PostgreSQL it is built CONCURRENTLY and the new CHECK validated after it
+is added, so writes go on while a large reservations table is scanned.
 """
 
 from collections.abc import Sequence
@@ -26,6 +27,12 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 LIMIT_ANSWERS = "('hold-limit-reached', 'pool-limit-reached')"
+CHECK = "ck_reservations_allocated_seats_in_range"
+INDEX, INDEX_COLUMNS = (
+    "ix_reservations_event_id_status_partner_id",
+    ["event_id", "status", "partner_id"],
+)
+OLD_INDEX = "ix_reservations_event_id_status"
 
 
 def upgrade() -> None:
@@ -58,29 +65,35 @@ def upgrade() -> None:
         "reservations",
         sa.Column("allocated_seats", sa.Integer(), server_default="0", nullable=False),
     )
-    if op.get_bind().dialect.name != "sqlite":
-        op.create_check_constraint(
-            op.f("ck_reservations_allocated_seats_in_range"),
-            "reservations",
-            "allocated_seats >= 0 AND allocated_seats <= seats",
-        )
-    op.create_index(
-        "ix_reservations_event_id_status_partner_id",
-        "reservations",
-        ["event_id", "status", "partner_id"],
+    if op.get_bind().dialect.name == "sqlite":
+        op.create_index(INDEX, "reservations", INDEX_COLUMNS)
+        op.drop_index(OLD_INDEX, table_name="reservations")
+        return
+    # On PostgreSQL nothing here may stop writes for the length of a scan of reservations:
+    # the CHECK is added NOT VALID (instant) and then validated (a scan that lets writes
+    # through), and the index is built and the old one dropped CONCURRENTLY, outside the
+    # migration's transaction.
+    op.execute(
+        f"ALTER TABLE reservations ADD CONSTRAINT {CHECK} "
+        "CHECK (allocated_seats >= 0 AND allocated_seats <= seats) NOT VALID"
     )
-    op.drop_index("ix_reservations_event_id_status", table_name="reservations")
+    op.execute(f"ALTER TABLE reservations VALIDATE CONSTRAINT {CHECK}")
+    with op.get_context().autocommit_block():
+        op.create_index(
+            INDEX, "reservations", INDEX_COLUMNS, postgresql_concurrently=True, if_not_exists=True
+        )
+        op.drop_index(
+            OLD_INDEX, table_name="reservations", postgresql_concurrently=True, if_exists=True
+        )
 
 
 def downgrade() -> None:
     # Allocations have no meaning before this revision: their seats are the pool's again
     # (available_seats always counted them), and so are the seats drawn from them.
     op.execute(f"DELETE FROM idempotency_keys WHERE outcome IN {LIMIT_ANSWERS}")
-    op.create_index("ix_reservations_event_id_status", "reservations", ["event_id", "status"])
-    op.drop_index("ix_reservations_event_id_status_partner_id", table_name="reservations")
+    op.create_index(OLD_INDEX, "reservations", ["event_id", "status"])
+    op.drop_index(INDEX, table_name="reservations")
     if op.get_bind().dialect.name != "sqlite":
-        op.drop_constraint(
-            op.f("ck_reservations_allocated_seats_in_range"), "reservations", type_="check"
-        )
+        op.drop_constraint(op.f(CHECK), "reservations", type_="check")
     op.drop_column("reservations", "allocated_seats")  # SQLite 3.35+ drops columns itself
     op.drop_table("allocations")
