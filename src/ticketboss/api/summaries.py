@@ -40,6 +40,7 @@ def seen_by_key(event: Event) -> Summary:
         )
     if partner_id is None:
         available, allocations = event.available_seats, list(event.allocations.values())
+        pool = event.pool
     else:
         available = event.available_to(partner_id)
         own = event.allocations.get(partner_id)
@@ -53,7 +54,7 @@ def seen_by_key(event: Event) -> Summary:
         event.reservation_count,
         event.version,
         event.held_seats,
-        pool if partner_id is not None else event.pool,
+        pool,
         sorted(allocations, key=lambda a: a.partner_id),
     )
 
