@@ -469,9 +469,8 @@ class ReservationService:
         assert read is not None  # there were changes: the event was read (and swapped)
         assert decided.before is not None and decided.after is not None
         before, after = decided.before.allocations, decided.after.allocations
-        if before is not after and not queries.write_allocations(conn, event_id, before, after):
-            metrics.CAS_RETRIES.inc()
-            raise VersionConflict(event_id)
+        if before is not after:
+            queries.write_allocations(conn, event_id, before, after)
         if decided.expired:
             _all_or_conflict(event_id, decided.expired, queries.mark_expired(conn, decided.expired))
         granted = [

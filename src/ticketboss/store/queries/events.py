@@ -206,15 +206,13 @@ def write_allocations(
     event_id: str,
     before: Mapping[str, Allocation],
     after: Mapping[str, Allocation],
-) -> bool:
-    """Write the event's allocations as `after` leaves them, from `before` (as read with the
-    event's version that the caller's compare-and-swap has just won); False if a row was not
-    as read (the caller rolls back)."""
+) -> None:
+    """Write the event's allocations as `after` leaves them, from `before`: read in the same
+    statement as the event at the version the caller's compare-and-swap has just won, whose
+    row lock it holds until it commits, so the rows are still exactly as read."""
     gone = [p for p in before if p not in after]
     if gone:
-        params = {"event_id_": event_id, "partner_ids": gone}
-        if conn.execute(_DELETE_ALLOCATIONS, params).rowcount != len(gone):
-            return False
+        conn.execute(_DELETE_ALLOCATIONS, {"event_id_": event_id, "partner_ids": gone})
     new = [a for p, a in after.items() if p not in before]
     if new:
         conn.execute(_INSERT_ALLOCATION, [{"event_id": event_id, **_fields(a)} for a in new])
@@ -225,10 +223,7 @@ def write_allocations(
             | {f"{k}_": v for k, v in _fields(a).items() if k != "partner_id"}
             for a in changed
         ]
-        updated = conn.execute(_UPDATE_ALLOCATION, rows).rowcount
-        if conn.dialect.supports_sane_multi_rowcount and updated != len(changed):
-            return False
-    return True
+        conn.execute(_UPDATE_ALLOCATION, rows)
 
 
 def _fields(a: Allocation) -> dict:
