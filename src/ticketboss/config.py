@@ -85,6 +85,35 @@ class Settings:
     # AUTH_MODE=open), and how long a worker serves the exposition it built (0: rebuild).
     metrics_token: str = field(default="", repr=False)  # a secret: never in a repr
     metrics_cache_seconds: float = 1.0
+    # Notifications (docs/webhooks.md). Each is kept this many days for GET /api/changes and
+    # then pruned (`ticketboss prune-notifications`); deliveries go with it.
+    notification_retention_days: int = 30
+    # Fernet keys (comma-separated, newest first) that encrypt webhook secrets at rest: the
+    # first encrypts, every one decrypts, so a new key is put in front and the old one
+    # dropped after `ticketboss webhooks reencrypt`. Unset: no endpoint can be registered.
+    webhook_secret_keys: str = field(default="", repr=False)  # a secret: never in a repr
+    # Only https URLs whose host resolves to public addresses, unless this is on (local
+    # development and tests: http, loopback and private addresses too).
+    webhooks_allow_private: bool = False
+    # A failed delivery is retried after WEBHOOK_RETRY_BASE_SECONDS × 2^(attempt − 1), with
+    # jitter, for WEBHOOK_MAX_ATTEMPTS attempts (30 s and 14: about three days); then its
+    # endpoint is disabled.
+    webhook_retry_base_seconds: float = 30.0
+    webhook_max_attempts: int = 14
+    webhook_timeout_seconds: float = 10.0
+    # Deliveries in flight at once: to one endpoint (across every worker and host), and per
+    # worker in all. 0 dispatchers in a worker (WEBHOOK_DISPATCH=0): it delivers nothing.
+    webhook_endpoint_concurrency: int = 4
+    webhook_worker_concurrency: int = 32
+    webhook_dispatch: bool = True
+    # Dispatchers wake on NOTIFY, and look anyway this often (the fallback; SQLite: the way).
+    webhook_poll_seconds: float = 1.0
+    # LISTEN needs a session of its own: behind pgbouncer's transaction pooling, name the
+    # database directly here (unset: DATABASE_URL).
+    webhook_listen_url: str = ""
+    # After a rotation the previous secret still signs (beside the new one) this long.
+    webhook_secret_overlap_seconds: int = 86_400
+    webhook_endpoints_per_partner: int = 10
 
     def __post_init__(self) -> None:
         if self.request_deadline_seconds <= 0:
@@ -95,6 +124,10 @@ class Settings:
             raise ValueError("HOLD_TTL_SECONDS must be between 1 and HOLD_MAX_SECONDS")
         if min(self.partner_max_held_seats, self.partner_max_pool_seats) < 0:
             raise ValueError("PARTNER_MAX_HELD_SEATS and PARTNER_MAX_POOL_SEATS are 0 or more")
+        if self.webhook_max_attempts < 1 or self.webhook_retry_base_seconds <= 0:
+            raise ValueError(
+                "WEBHOOK_MAX_ATTEMPTS must be 1 or more, WEBHOOK_RETRY_BASE_SECONDS above 0"
+            )
         if self.auth_mode not in AUTH_MODES:
             raise ValueError(
                 f"AUTH_MODE must be one of {', '.join(AUTH_MODES)}, not {self.auth_mode!r}"

@@ -249,6 +249,7 @@ class Lapsed:
     holds: Mapping[UUID, int]
     next_expiry: datetime | None
     allocated: Mapping[str, int] = field(default_factory=dict)
+    reservations: tuple[Reservation, ...] = ()  # the holds as read (their notifications)
 
 
 @dataclass(frozen=True)
@@ -289,7 +290,7 @@ class Plan:
     @property
     def changes(self) -> int:
         """How many changes the write applies: the version rises by exactly this many."""
-        return len(self.expired) + sum(_writes(o) for o in self.outcomes)
+        return len(self.expired) + sum(moves_version(o) for o in self.outcomes)
 
     @property
     def writes(self) -> bool:
@@ -300,7 +301,8 @@ class Plan:
         return self.changes > 0 or self.after.next_expiry != self.before.next_expiry
 
 
-def _writes(outcome: Outcome) -> bool:
+def moves_version(outcome: Outcome) -> bool:
+    """Whether the outcome changes the event (its version rises by one for it)."""
     if isinstance(outcome, Confirmed | Resized | Allotted):
         return outcome.written
     return isinstance(outcome, Granted | Released | Extended | Unallotted)
@@ -379,7 +381,7 @@ def plan(event_id: str, read: Read | None, changes: Sequence[Answers[Any]]) -> P
         if usage:
             _track(usage, step.outcome)
         outcomes.append(step.outcome)
-        state.version += _writes(step.outcome)
+        state.version += moves_version(step.outcome)
     return Plan(event, replace(state.event, version=state.version), outcomes, expired)
 
 

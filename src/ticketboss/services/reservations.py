@@ -21,6 +21,7 @@ cancels take the same path):
    - `_write`: `write_allocations` the allocations the batch changed,
      `insert_reservations` the granted rows (**here the reservation is written**), and
      `mark_*` the cancelled, confirmed, extended and expired ones;
+   - `services/outbox`: the batch's notifications, one `insert_notifications` for all;
    - `_keep_answers`: `record_outcome` writes the keys' answers;
    - the transaction commits, and every request of the batch gets its outcome.
 """
@@ -28,7 +29,7 @@ cancels take the same path):
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeVar, cast
@@ -80,7 +81,7 @@ from ticketboss.domain.batch import (
     plan,
 )
 from ticketboss.domain.errors import DomainError
-from ticketboss.services import idempotency
+from ticketboss.services import idempotency, outbox
 from ticketboss.services.clock import Clock
 from ticketboss.services.group_commit import GroupCommit
 from ticketboss.services.idempotency import Claim, IdempotencyKey, Kept, Replay
@@ -161,6 +162,9 @@ class ReservationService:
         self._reads: GroupCommit[None, tuple[Event, datetime]] = GroupCommit(
             settings.group_commit_max_batch, interrupted=VersionConflict
         )
+        # Called after every commit that wrote notifications: this worker's dispatcher (if
+        # it runs one) looks at once instead of at its next poll.
+        self.wake_dispatcher: Callable[[], None] = lambda: None
 
     def summary(self, event_id: str) -> Event:
         """The event's seats, holds, confirmed reservations and version: one row read, unless
@@ -386,8 +390,13 @@ class ReservationService:
         with transaction(self.engine, _event(event_id)) as conn:
             read, decided = self._swap(conn, event_id, changes)
             outcomes = self._write(conn, event_id, read, decided)
+            if decided.changes:
+                assert read is not None  # there were changes: the event was read
+                told = outbox.notes(read, changes, decided, outcomes)
+                queries.insert_notifications(conn, outbox.rows(told, read.now))
             self._keep_answers(conn, batch, outcomes)
         if decided.changes:
+            self.wake_dispatcher()
             self._count(event_id, decided)
         self._count_refusals(decided)
         return outcomes

@@ -3,6 +3,7 @@
 from datetime import UTC, datetime
 
 from sqlalchemy import (
+    BigInteger,
     Boolean,
     CheckConstraint,
     Column,
@@ -190,4 +191,112 @@ api_keys = Table(
     Column("revoked_at", UtcDateTime(), nullable=True),
     CheckConstraint("role IN ('partner', 'operator')", name="role_known"),
     Index("ix_api_keys_partner_id", "partner_id"),
+)
+
+# The outbox: every change's notifications, written by the transaction that makes the change
+# (services/outbox.py). `xid` is that transaction's id (PostgreSQL: pg_current_xact_id(); 0
+# on SQLite, whose one writer commits in id order): readers page on (xid, id) and see only
+# rows below every running transaction's, so no cursor passes a row that commits late
+# (docs/concurrency.md#the-changes-feed).
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column("xid", BigInteger, nullable=False, server_default="0"),
+    Column("type", String(32), nullable=False),
+    Column("event_id", Text, nullable=False),
+    # Whose reservation, hold or allocation it is; NULL: the event's own (every key sees it).
+    Column("partner_id", String(128), nullable=True),
+    Column("version", Integer, nullable=False),  # the event's, once the change was made
+    Column("created_at", UtcDateTime(), nullable=False),
+    Column("data", Text, nullable=False),  # JSON: the object as the API shows it (operators)
+    Index("ix_notifications_xid_id", "xid", "id"),
+    Index("ix_notifications_partner_id_xid_id", "partner_id", "xid", "id"),
+    Index("ix_notifications_created_at", "created_at"),
+    sqlite_autoincrement=True,  # ids never reused once pruned: cursors stay valid
+)
+
+# Where partners want notifications pushed. The secrets sign deliveries, so they are stored
+# encrypted (services/secrets.py), never hashed; the previous one still signs until
+# `previous_secret_until` after a rotation.
+webhook_endpoints = Table(
+    "webhook_endpoints",
+    metadata,
+    Column("id", String(32), primary_key=True),
+    Column("partner_id", String(128), nullable=False),  # who registered it
+    Column("every_partner", Boolean, nullable=False, server_default=false()),  # an operator's
+    Column("url", Text, nullable=False),
+    Column("types", Text, nullable=True),  # JSON list of types; NULL: every type
+    Column("secret", Text, nullable=False),
+    Column("previous_secret", Text, nullable=True),
+    Column("previous_secret_until", UtcDateTime(), nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False, server_default=func.now()),
+    Column("disabled_at", UtcDateTime(), nullable=True),
+    Column("disabled_reason", Text, nullable=True),
+    Index("ix_webhook_endpoints_partner_id", "partner_id"),
+)
+
+# One notification to one endpoint, until it is delivered or given up; claimed by a
+# dispatcher for `leased_until` (a dispatcher that died lets it lapse, and another retries).
+webhook_deliveries = Table(
+    "webhook_deliveries",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column(
+        "endpoint_id",
+        String(32),
+        ForeignKey("webhook_endpoints.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column(
+        "notification_id",
+        BigInteger,
+        ForeignKey("notifications.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("status", String(16), nullable=False, server_default="pending"),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("next_attempt_at", UtcDateTime(), nullable=True),  # NULL once it is settled
+    Column("leased_until", UtcDateTime(), nullable=True),
+    Column("lease", Uuid, nullable=True),
+    Column("created_at", UtcDateTime(), nullable=False, server_default=func.now()),
+    Column("settled_at", UtcDateTime(), nullable=True),
+    CheckConstraint("status IN ('pending', 'delivered', 'failed')", name="status_known"),
+    Index("ix_webhook_deliveries_endpoint_id_id", "endpoint_id", "id"),
+    Index("ix_webhook_deliveries_notification_id", "notification_id"),
+    Index(
+        "ix_webhook_deliveries_due",
+        "next_attempt_at",
+        postgresql_where=text("status = 'pending'"),
+        sqlite_where=text("status = 'pending'"),
+    ),
+)
+
+# Every attempt of a delivery, as its partner sees it in GET /api/webhooks/{id}/deliveries.
+webhook_attempts = Table(
+    "webhook_attempts",
+    metadata,
+    Column("id", BigInteger().with_variant(Integer, "sqlite"), primary_key=True),
+    Column(
+        "delivery_id",
+        BigInteger,
+        ForeignKey("webhook_deliveries.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("attempted_at", UtcDateTime(), nullable=False),
+    Column("status_code", Integer, nullable=True),  # NULL: no HTTP answer (see error)
+    Column("error", Text, nullable=True),
+    Column("latency_ms", Integer, nullable=False),
+    Column("next_attempt_at", UtcDateTime(), nullable=True),  # NULL: no more attempts
+    Index("ix_webhook_attempts_delivery_id", "delivery_id"),
+)
+
+# How far the dispatchers have turned notifications into deliveries: one row, locked by
+# whichever dispatcher fans out (the others skip it).
+webhook_fanout = Table(
+    "webhook_fanout",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("xid", BigInteger, nullable=False, server_default="0"),
+    Column("notification_id", BigInteger, nullable=False, server_default="0"),
 )

@@ -47,12 +47,7 @@ _NAMED = select(*_RESERVATION_COLUMNS).where(
 
 # An event's holds that lapsed by `now`, and the earliest expiry of those still alive: both
 # read through the partial index of held rows.
-_LAPSED = select(
-    reservations.c.id,
-    reservations.c.seats,
-    reservations.c.partner_id,
-    reservations.c.allocated_seats,
-).where(
+_LAPSED = select(*_RESERVATION_COLUMNS).where(
     reservations.c.event_id == bindparam("event_id"),
     _HELD,
     reservations.c.expires_at <= bindparam("now"),
@@ -146,11 +141,12 @@ def load_lapsed(conn: Connection, event_id: str, now: datetime) -> Lapsed:
     params = {"event_id": event_id, "now": now}
     holds: dict[UUID, int] = {}
     allocated: dict[str, int] = {}
-    for row in conn.execute(_LAPSED, params):
-        holds[row.id] = row.seats
-        if row.allocated_seats:
-            allocated[row.partner_id] = allocated.get(row.partner_id, 0) + row.allocated_seats
-    return Lapsed(holds, conn.scalar(_NEXT_EXPIRY, params), allocated)
+    rows = [_reservation(row) for row in conn.execute(_LAPSED, params)]
+    for hold in rows:
+        holds[hold.reservation_id] = hold.seats
+        if hold.allocated_seats:
+            allocated[hold.partner_id] = allocated.get(hold.partner_id, 0) + hold.allocated_seats
+    return Lapsed(holds, conn.scalar(_NEXT_EXPIRY, params), allocated, tuple(rows))
 
 
 _OF_PARTNERS = reservations.c.partner_id.in_(bindparam("partners", expanding=True))
