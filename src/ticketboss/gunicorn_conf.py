@@ -77,7 +77,8 @@ def post_fork(server, worker):
 def post_worker_init(worker):
     """Ctrl-C (SIGINT, and the SIGQUIT the master then sends) stops a worker as SIGTERM does:
     in-flight requests finish, and no greenlet dies mid-request with a traceback. Then the
-    worker starts sweeping lapsed holds (HOLD_SWEEP_SECONDS), and freezes what it loaded."""
+    worker starts sweeping lapsed holds (HOLD_SWEEP_SECONDS) and delivering webhooks
+    (WEBHOOK_DISPATCH), and freezes what it loaded."""
     signal.signal(signal.SIGINT, worker.handle_exit)
     signal.signal(signal.SIGQUIT, worker.handle_exit)
     from ticketboss import services_of
@@ -85,6 +86,11 @@ def post_worker_init(worker):
 
     services = services_of(worker.wsgi)
     start_sweeping(services.reservations, services.settings.hold_sweep_seconds)
+    if services.settings.webhook_dispatch:
+        from ticketboss.services.dispatcher import Dispatcher, start_dispatching
+
+        dispatcher = Dispatcher(services.engine, services.settings, services.reservations.clock)
+        start_dispatching(dispatcher, services.reservations)
     # The app's objects live as long as the worker: keep them out of every collection, so
     # the collector's pauses scan only what requests allocate.
     gc.collect()

@@ -15,6 +15,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    Histogram,
     generate_latest,
     multiprocess,
 )
@@ -100,3 +101,21 @@ def exposition(max_age: float = 0.0) -> tuple[bytes, str]:
             body = generate_latest(registry)
             _built = (time.monotonic(), body)
     return body, CONTENT_TYPE_LATEST
+
+
+WEBHOOK_ATTEMPTS = Counter(
+    "ticketboss_webhook_attempts",
+    "Webhook delivery attempts, by result: delivered (2xx), retrying, failed (given up, or "
+    "410 Gone: its endpoint is then disabled).",
+    ["result"],
+)
+WEBHOOK_LATENCY = Histogram(
+    "ticketboss_webhook_attempt_seconds",
+    "Time from connecting to a partner's endpoint to its answer (or the timeout).",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+WEBHOOK_BACKLOG = Gauge(
+    "ticketboss_webhook_backlog",
+    "Deliveries waiting (pending and due), as a dispatcher last counted them.",
+    multiprocess_mode="mostrecent",
+)

@@ -1,0 +1,227 @@
+"""SQL of webhook deliveries as the dispatchers work them: notifications fanned out to the
+endpoints that want them, due deliveries claimed under a lease, and each attempt settled."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+import orjson
+from sqlalchemy import Connection, and_, func, insert, or_, select, text, update
+
+from ticketboss.store.queries.notifications import read_after
+from ticketboss.store.tables import (
+    notifications,
+    webhook_attempts,
+    webhook_deliveries,
+    webhook_endpoints,
+    webhook_fanout,
+)
+
+CHANNEL = "ticketboss_webhooks"  # NOTIFY wakes every dispatcher listening on it
+_PENDING = webhook_deliveries.c.status == "pending"
+
+
+def wake_dispatchers(conn: Connection) -> None:
+    """At commit, wake the dispatchers that LISTEN (PostgreSQL; elsewhere they poll)."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(text(f"SELECT pg_notify('{CHANNEL}', '')"))
+
+
+def _wants(endpoint, row) -> bool:
+    """Whether the endpoint is to receive the notification: an operator's everything, a
+    partner's its own and the events' updates, of its types, made since it registered."""
+    if endpoint.types is not None and row.type not in orjson.loads(endpoint.types):
+        return False
+    if row.created_at < endpoint.created_at:
+        return False
+    return endpoint.every_partner or row.partner_id in (None, endpoint.partner_id)
+
+
+def fan_out(conn: Connection, now: datetime, limit: int) -> int:
+    """Turn the next notifications (in the feed's order) into deliveries for every enabled
+    endpoint that wants them; how many notifications were taken (0: none, or another
+    dispatcher is at it). The cursor moves only if nobody moved it since it was read."""
+    cursor = conn.execute(
+        select(webhook_fanout).where(webhook_fanout.c.id == 1).with_for_update(skip_locked=True)
+    ).first()
+    if cursor is None:
+        return 0
+    rows = read_after(conn, (cursor.xid, cursor.notification_id), limit)
+    if not rows:
+        return 0
+    endpoints = conn.execute(
+        select(webhook_endpoints).where(webhook_endpoints.c.disabled_at.is_(None))
+    ).all()
+    deliveries = [
+        {"endpoint_id": e.id, "notification_id": row.id, "next_attempt_at": now}
+        for row in rows
+        for e in endpoints
+        if _wants(e, row)
+    ]
+    moved = conn.execute(
+        update(webhook_fanout)
+        .where(
+            webhook_fanout.c.id == 1,
+            webhook_fanout.c.xid == cursor.xid,
+            webhook_fanout.c.notification_id == cursor.notification_id,
+        )
+        .values(xid=rows[-1].xid, notification_id=rows[-1].id)
+    )
+    if moved.rowcount != 1:
+        return 0  # another dispatcher fanned these out first (SQLite has no row locks)
+    if deliveries:
+        conn.execute(insert(webhook_deliveries), deliveries)
+        wake_dispatchers(conn)
+    return len(rows)
+
+
+def _claimable(now: datetime):
+    return and_(
+        _PENDING,
+        webhook_deliveries.c.next_attempt_at <= now,
+        or_(webhook_deliveries.c.leased_until.is_(None), webhook_deliveries.c.leased_until < now),
+    )
+
+
+def claim(
+    conn: Connection,
+    now: datetime,
+    lease: UUID,
+    lease_seconds: float,
+    per_endpoint: int,
+    limit: int,
+) -> list[Any]:
+    """Lease up to `limit` due deliveries, never more than `per_endpoint` in flight to one
+    endpoint across every dispatcher (its row is locked while it is counted; endpoints
+    another dispatcher is counting are skipped). Each row: the delivery, its endpoint's
+    url, partner and secrets, and its notification."""
+    due = conn.execute(
+        select(webhook_deliveries.c.endpoint_id)
+        .where(_claimable(now))
+        .group_by(webhook_deliveries.c.endpoint_id)
+        .order_by(func.min(webhook_deliveries.c.next_attempt_at))
+        .limit(100)
+    ).scalars()
+    endpoint_ids = list(due)
+    if not endpoint_ids:
+        return []
+    locked = conn.execute(
+        select(webhook_endpoints.c.id)
+        .where(webhook_endpoints.c.id.in_(endpoint_ids), webhook_endpoints.c.disabled_at.is_(None))
+        .with_for_update(skip_locked=True)
+    ).scalars()
+    claimed: list[int] = []
+    for endpoint_id in locked:
+        in_flight = conn.scalar(
+            select(func.count())
+            .select_from(webhook_deliveries)
+            .where(
+                webhook_deliveries.c.endpoint_id == endpoint_id,
+                _PENDING,
+                webhook_deliveries.c.leased_until >= now,
+            )
+        )
+        take = min(per_endpoint - (in_flight or 0), limit - len(claimed))
+        if take <= 0:
+            continue
+        claimed += conn.execute(
+            select(webhook_deliveries.c.id)
+            .where(webhook_deliveries.c.endpoint_id == endpoint_id, _claimable(now))
+            .order_by(webhook_deliveries.c.next_attempt_at, webhook_deliveries.c.id)
+            .limit(take)
+            .with_for_update(skip_locked=True)
+        ).scalars()
+        if len(claimed) >= limit:
+            break
+    if not claimed:
+        return []
+    conn.execute(
+        update(webhook_deliveries)
+        .where(webhook_deliveries.c.id.in_(claimed))
+        .values(leased_until=now + timedelta(seconds=lease_seconds), lease=lease)
+    )
+    return list(
+        conn.execute(
+            select(
+                webhook_deliveries.c.id,
+                webhook_deliveries.c.attempts,
+                webhook_endpoints.c.id.label("endpoint_id"),
+                webhook_endpoints.c.url,
+                webhook_endpoints.c.partner_id.label("endpoint_partner_id"),
+                webhook_endpoints.c.every_partner,
+                webhook_endpoints.c.secret,
+                webhook_endpoints.c.previous_secret,
+                webhook_endpoints.c.previous_secret_until,
+                notifications.c.id.label("notification_id"),
+                notifications.c.type,
+                notifications.c.event_id,
+                notifications.c.partner_id,
+                notifications.c.version,
+                notifications.c.created_at,
+                notifications.c.data,
+            )
+            .join(webhook_endpoints, webhook_endpoints.c.id == webhook_deliveries.c.endpoint_id)
+            .join(notifications, notifications.c.id == webhook_deliveries.c.notification_id)
+            .where(webhook_deliveries.c.id.in_(claimed))
+            .order_by(webhook_deliveries.c.id)
+        )
+    )
+
+
+def settle(
+    conn: Connection,
+    delivery_id: int,
+    lease: UUID,
+    attempt: dict[str, Any],
+    *,
+    status: str,
+    next_attempt_at: datetime | None,
+    now: datetime,
+) -> bool:
+    """Record an attempt and what follows (pending with its next attempt, delivered or
+    failed); False if the lease had lapsed and another dispatcher owns the delivery now."""
+    changed = conn.execute(
+        update(webhook_deliveries)
+        .where(webhook_deliveries.c.id == delivery_id, webhook_deliveries.c.lease == lease)
+        .values(
+            status=status,
+            attempts=webhook_deliveries.c.attempts + 1,
+            next_attempt_at=next_attempt_at,
+            leased_until=None,
+            lease=None,
+            settled_at=None if status == "pending" else now,
+        )
+    ).rowcount
+    if changed != 1:
+        return False
+    conn.execute(insert(webhook_attempts).values(delivery_id=delivery_id, **attempt))
+    return True
+
+
+def disable_endpoint(conn: Connection, endpoint_id: str, reason: str, now: datetime) -> None:
+    conn.execute(
+        update(webhook_endpoints)
+        .where(webhook_endpoints.c.id == endpoint_id, webhook_endpoints.c.disabled_at.is_(None))
+        .values(disabled_at=now, disabled_reason=reason)
+    )
+
+
+def count_backlog(conn: Connection, now: datetime) -> int:
+    """Deliveries pending and due (leased ones included: they are being tried)."""
+    return (
+        conn.scalar(
+            select(func.count())
+            .select_from(webhook_deliveries)
+            .where(_PENDING, webhook_deliveries.c.next_attempt_at <= now)
+        )
+        or 0
+    )
+
+
+def fanned_out(conn: Connection) -> Sequence[Any]:
+    """Where the fan-out cursor stands (xid, notification id)."""
+    row = conn.execute(select(webhook_fanout).where(webhook_fanout.c.id == 1)).one()
+    return (row.xid, row.notification_id)
