@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: help install system-packages lock run migrate seed partner allocations prune-keys sweep-holds cluster test lint bench clean
+.PHONY: help install system-packages lock run migrate seed partner allocations prune-keys prune-notifications sweep-holds cluster test lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -36,7 +36,8 @@ seed: migrate  ## create the default event if absent (ARGS="--seats 1000 --reset
 
 run: migrate  ## migrate, seed if absent, then serve with gunicorn on 127.0.0.1:$PORT (8000)
 	$(BIN)/ticketboss seed
-	exec $(BIN)/gunicorn -c python:ticketboss.gunicorn_conf ticketboss.wsgi:app
+	WEBHOOK_SECRET_KEYS="$${WEBHOOK_SECRET_KEYS:-$$($(BIN)/ticketboss webhooks local-key)}" \
+		exec $(BIN)/gunicorn -c python:ticketboss.gunicorn_conf ticketboss.wsgi:app
 
 partner: install  ## partner API keys: ARGS="create <partnerId> [--operator]", "list", "revoke <key-id>"
 	@$(BIN)/ticketboss migrate >&2
@@ -48,6 +49,9 @@ allocations: install  ## partners' shares of an event: ARGS="set gala acme 30 --
 
 prune-keys: migrate  ## delete expired Idempotency-Keys (cron it, e.g. hourly)
 	$(BIN)/ticketboss prune-keys
+
+prune-notifications: migrate  ## delete notifications older than NOTIFICATION_RETENTION_DAYS (cron it, e.g. daily)
+	$(BIN)/ticketboss prune-notifications
 
 sweep-holds: migrate  ## mark lapsed holds expired (tidiness only; the service also does it every HOLD_SWEEP_SECONDS)
 	$(BIN)/ticketboss holds sweep

@@ -59,6 +59,16 @@ class Cluster:
         settings.setdefault(
             "AUTH_FAILURES_PER_MINUTE", os.environ.get("AUTH_FAILURES_PER_MINUTE", "0")
         )
+        # Webhooks: LISTEN needs a session of its own, which pgbouncer's transaction pooling
+        # cannot give, so the dispatchers listen on PostgreSQL itself; and every host must
+        # decrypt the secrets any host stored: one key for all (this checkout's, unless set).
+        settings.setdefault(
+            "WEBHOOK_LISTEN_URL",
+            os.environ.get("WEBHOOK_LISTEN_URL") or upstream.render_as_string(hide_password=False),
+        )
+        settings.setdefault(
+            "WEBHOOK_SECRET_KEYS", os.environ.get("WEBHOOK_SECRET_KEYS") or _local_secret_key()
+        )
         self.hosts = [
             Host(f"host{i + 1}", self.dir, through, workers, **settings) for i in range(hosts)
         ]
@@ -123,3 +133,14 @@ class Cluster:
 
     def __exit__(self, *_) -> None:
         self.stop()
+
+
+def _local_secret_key() -> str:
+    """This checkout's WEBHOOK_SECRET_KEYS (`ticketboss webhooks local-key`, as make run)."""
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("ticketboss")), "webhooks", "local-key"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return done.stdout.strip()

@@ -3,6 +3,7 @@ the Makefile."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING
@@ -80,6 +81,59 @@ def prune_keys() -> None:
         click.echo(f"pruned {prune(engine)} expired idempotency keys")
     finally:
         engine.dispose()
+
+
+@main.command("prune-notifications")
+def prune_notifications() -> None:
+    """Delete notifications (and their deliveries) older than NOTIFICATION_RETENTION_DAYS
+    (30 by default): GET /api/changes then starts from the oldest kept."""
+    from ticketboss.services.changes import prune
+
+    settings = Settings.from_env()
+    engine = make_engine(settings)
+    try:
+        pruned = prune(engine, settings.notification_retention_days)
+        click.echo(
+            f"pruned {pruned} notifications older than {settings.notification_retention_days} days"
+        )
+    finally:
+        engine.dispose()
+
+
+@main.group()
+def webhooks() -> None:
+    """Partners' webhook endpoints."""
+
+
+@webhooks.command("reencrypt")
+def webhooks_reencrypt() -> None:
+    """Re-encrypt every endpoint's secrets under the first of WEBHOOK_SECRET_KEYS: after a
+    new key is put in front, run this, then drop the old key (docs/operations.md)."""
+    from ticketboss.services.webhooks import reencrypt
+
+    settings = Settings.from_env()
+    engine = make_engine(settings)
+    try:
+        click.echo(f"re-encrypted the secrets of {reencrypt(engine, settings)} endpoints")
+    finally:
+        engine.dispose()
+
+
+@webhooks.command("local-key")
+def webhooks_local_key() -> None:
+    """Print this checkout's own key for WEBHOOK_SECRET_KEYS, made once in var/ (make run
+    and make cluster use it when the variable is unset; production sets its own)."""
+    from cryptography.fernet import Fernet
+
+    from ticketboss.config import PROJECT_ROOT
+
+    path = PROJECT_ROOT / "var" / "webhook-secret-keys"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(Fernet.generate_key().decode() + "\n")
+    click.echo(path.read_text().strip())
 
 
 @main.group()

@@ -105,7 +105,15 @@ class ProblemApi(Api):
 
 
 def register_blueprints(app: Flask) -> None:
-    from ticketboss.api import allocations, changes, events, health, metrics, reservations
+    from ticketboss.api import (
+        allocations,
+        changes,
+        events,
+        health,
+        metrics,
+        reservations,
+        webhooks,
+    )
 
     # Every operation needs a key unless it says `security: []` (the health routes).
     app.config["API_SPEC_OPTIONS"] = {"security": [{"apiKey": []}]}
@@ -115,6 +123,7 @@ def register_blueprints(app: Flask) -> None:
     api.register_blueprint(reservations.blp)
     api.register_blueprint(events.blp)
     api.register_blueprint(allocations.blp)
+    api.register_blueprint(webhooks.blp)
     api.register_blueprint(changes.blp)
     app.register_blueprint(metrics.blp)
     app.after_request(_empty_answers)

@@ -10,6 +10,7 @@ from ticketboss.api.auth import principal
 from ticketboss.config import Settings
 from ticketboss.services import EventService, ReservationService
 from ticketboss.services.partners import KeyCache
+from ticketboss.services.webhooks import WebhookService
 
 
 def reservations() -> ReservationService:
@@ -24,6 +25,10 @@ def keys() -> KeyCache:
     return services_of().keys
 
 
+def webhooks() -> WebhookService:
+    return services_of().webhooks
+
+
 def settings() -> Settings:
     return services_of().settings
 
@@ -33,4 +38,4 @@ def engine() -> Engine:
     return services_of().engine
 
 
-__all__ = ["engine", "events", "keys", "principal", "reservations", "settings"]
+__all__ = ["engine", "events", "keys", "principal", "reservations", "settings", "webhooks"]

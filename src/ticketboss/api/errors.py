@@ -32,10 +32,15 @@ from ticketboss.domain import (
     SeatsAlreadyReserved,
     TooManyAllocations,
     TooManyAuthFailures,
+    TooManyWebhookEndpoints,
     Unauthenticated,
     UnknownPartner,
     VersionConflict,
+    WebhookDeliveryNotFound,
+    WebhookEndpointNotFound,
+    WebhooksNotConfigured,
 )
+from ticketboss.services.outbound import UnsafeUrl
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +70,11 @@ _DOMAIN_STATUS = {
     VersionConflict: (503, "too-busy"),
     DeadlinePassed: (503, "too-busy"),
     OutcomeUnknown: (503, "outcome-unknown"),
+    UnsafeUrl: (400, "webhook-url-refused"),
+    TooManyWebhookEndpoints: (409, "too-many-webhook-endpoints"),
+    WebhookEndpointNotFound: (404, "webhook-endpoint-not-found"),
+    WebhookDeliveryNotFound: (404, "webhook-delivery-not-found"),
+    WebhooksNotConfigured: (503, "webhooks-not-configured"),
 }
 
 
@@ -140,6 +150,7 @@ def register_errorhandlers(app: Flask) -> None:
     app.register_error_handler(NotEnoughSeats, _not_enough_seats)
     app.register_error_handler(HoldLimitReached, _hold_limit_reached)
     app.register_error_handler(PoolLimitReached, _pool_limit_reached)
+    app.register_error_handler(UnsafeUrl, _webhook_url_refused)
     # Pool exhausted, database down or restarting, statement timeout, SQLite busy: all transient.
     for error_type in (PoolTimeout, OperationalError, InterfaceError):
         app.register_error_handler(error_type, _unavailable)
@@ -171,6 +182,11 @@ def _hold_limit_reached(exc: HoldLimitReached):
 def _pool_limit_reached(exc: PoolLimitReached):
     members = {"requested": exc.requested, "used": exc.used, "limit": exc.limit}
     return problem(409, str(exc), "pool-limit-reached", **members)
+
+
+def _webhook_url_refused(exc: UnsafeUrl):
+    """Why the URL was refused, as a sentence; never the URL itself (it may carry a token)."""
+    return problem(400, f"The webhook URL was refused: {exc}.", "webhook-url-refused")
 
 
 def _data_error(exc: DataError):

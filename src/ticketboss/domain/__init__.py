@@ -34,9 +34,13 @@ from ticketboss.domain.errors import (
     SeatsAlreadyReserved,
     TooManyAllocations,
     TooManyAuthFailures,
+    TooManyWebhookEndpoints,
     Unauthenticated,
     UnknownPartner,
     VersionConflict,
+    WebhookDeliveryNotFound,
+    WebhookEndpointNotFound,
+    WebhooksNotConfigured,
 )
 from ticketboss.domain.model import (
     MAX_ALLOCATIONS_PER_EVENT,
@@ -87,9 +91,13 @@ __all__ = [
     "Status",
     "TooManyAllocations",
     "TooManyAuthFailures",
+    "TooManyWebhookEndpoints",
     "Unauthenticated",
     "UnknownPartner",
     "VersionConflict",
+    "WebhookDeliveryNotFound",
+    "WebhookEndpointNotFound",
+    "WebhooksNotConfigured",
     "check_partner_id",
     "is_partner_id",
 ]

@@ -232,3 +232,39 @@ class TooManyAuthFailures(DomainError):
             f"Too many failed authentications from this address; retry in {retry_after} s."
         )
         self.retry_after = retry_after
+
+
+class WebhookEndpointNotFound(DomainError):
+    """No such endpoint, or another partner's: the same answer, so none is confirmed."""
+
+    def __init__(self, endpoint_id: str):
+        super().__init__(f"No webhook endpoint with id '{endpoint_id}'.")
+        self.endpoint_id = endpoint_id
+
+
+class WebhookDeliveryNotFound(DomainError):
+    def __init__(self, endpoint_id: str, delivery_id: int):
+        super().__init__(f"Webhook endpoint '{endpoint_id}' has no delivery {delivery_id}.")
+        self.endpoint_id = endpoint_id
+        self.delivery_id = delivery_id
+
+
+class TooManyWebhookEndpoints(DomainError):
+    """A partner may register at most WEBHOOK_ENDPOINTS_PER_PARTNER endpoints."""
+
+    def __init__(self, most: int):
+        super().__init__(
+            f"At most {most} webhook endpoints may be registered (WEBHOOK_ENDPOINTS_PER_PARTNER); "
+            "delete one first."
+        )
+        self.most = most
+
+
+class WebhooksNotConfigured(DomainError):
+    """No WEBHOOK_SECRET_KEYS: no secret could be stored, so no endpoint is registered."""
+
+    def __init__(self):
+        super().__init__(
+            "Webhooks are not configured on this service: its operator has to set "
+            "WEBHOOK_SECRET_KEYS (the keys that encrypt endpoint secrets)."
+        )

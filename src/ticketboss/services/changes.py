@@ -3,9 +3,11 @@ can be skipped in (store/queries/notifications.py says why)."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from sqlalchemy import Engine
 
-from ticketboss.services.unit_of_work import connection
+from ticketboss.services.unit_of_work import connection, transaction
 from ticketboss.store import queries
 
 Cursor = tuple[int, int]  # (transaction id, notification id) of the last row read
@@ -27,3 +29,11 @@ def changes(
             event_id=event_id,
         )
     return rows, ((rows[-1].xid, rows[-1].id) if rows else after)
+
+
+def prune(engine: Engine, retention_days: int) -> int:
+    """Delete the notifications older than `retention_days` (by the database's clock), and
+    their deliveries with them; how many."""
+    with transaction(engine, "prune notifications") as conn:
+        before = queries.read_database_now(conn) - timedelta(days=retention_days)
+        return queries.prune_notifications(conn, before)

@@ -11,6 +11,7 @@ from ticketboss.services.clock import Clock
 from ticketboss.services.events import EventService
 from ticketboss.services.partners import KeyCache
 from ticketboss.services.reservations import ReservationService
+from ticketboss.services.webhooks import WebhookService
 from ticketboss.store.db import make_engine
 
 
@@ -21,6 +22,7 @@ class Services:
     reservations: ReservationService
     events: EventService
     keys: KeyCache
+    webhooks: WebhookService
 
     @classmethod
     def build(cls, settings: Settings, clock: Clock | None = None) -> Services:
@@ -33,4 +35,5 @@ class Services:
             reservations,
             EventService(engine, reservations),
             KeyCache(engine, settings.auth_cache_seconds, settings.auth_failures_per_minute),
+            WebhookService(engine, settings, reservations.clock),
         )

@@ -24,12 +24,15 @@ from sqlalchemy import (
     true,
     tuple_,
 )
+from sqlalchemy.sql.elements import ColumnElement
 
 from ticketboss.store.tables import notifications
 
 _INSERT = insert(notifications)
 # Every transaction below this has committed or rolled back (PostgreSQL 13+).
-_SAFE_XID = literal_column("pg_snapshot_xmin(pg_current_snapshot())::text::bigint")
+_SAFE_XID: ColumnElement[int] = literal_column(
+    "pg_snapshot_xmin(pg_current_snapshot())::text::bigint"
+)
 _COLUMNS = (
     notifications.c.id,
     notifications.c.xid,
