@@ -45,6 +45,8 @@ _REQUESTS: dict[tuple[str, str, int], Counter] = {}
 _LATENCY: dict[tuple[str, str], Histogram] = {}
 
 access_log = logging.getLogger("ticketboss.access")
+# One JSON line per webhook delivery attempt (services/dispatcher.py), beside the access log.
+webhook_log = logging.getLogger("ticketboss.webhooks")
 
 
 class JsonFormatter(logging.Formatter):
@@ -81,10 +83,12 @@ def register_observability(app: Flask) -> None:
     """Give every request an id, a JSON access-log line and its Prometheus samples."""
     # One module-level handler, however many apps the process builds (the tests build many):
     # addHandler ignores a handler the logger already has.
-    access_log.addHandler(_HANDLER)
-    access_log.setLevel(logging.INFO)
-    # The lines are complete here; propagating would print them again under any root handler.
-    access_log.propagate = False
+    for log in (access_log, webhook_log):
+        log.addHandler(_HANDLER)
+        log.setLevel(logging.INFO)
+        # The lines are complete here; propagating would print them again under any root
+        # handler.
+        log.propagate = False
     app.before_request(_start)
     app.after_request(_finish)
 

@@ -34,6 +34,7 @@ from sqlalchemy.engine import make_url
 from ticketboss import metrics
 from ticketboss.api.views import NOTIFICATION, notice
 from ticketboss.config import Settings
+from ticketboss.observability import webhook_log
 from ticketboss.services import outbound, signing
 from ticketboss.services.clock import Clock
 from ticketboss.services.secrets import SecretBox
@@ -44,9 +45,12 @@ from ticketboss.store.queries import deliveries
 log = logging.getLogger(__name__)
 
 FAN_OUT_BATCH = 500
-# A claimed delivery is another dispatcher's to retry once its lease lapses: well past the
-# attempt's own timeout, so a live dispatcher always settles first.
-LEASE_MARGIN_SECONDS = 20.0
+
+
+# A claimed delivery is another dispatcher's to retry once its lease lapses: twice the
+# attempt's own timeout and a second, so a live dispatcher always settles first.
+def _lease_seconds(timeout: float) -> float:
+    return 2 * timeout + 1.0
 
 
 class Dispatcher:
@@ -99,7 +103,7 @@ class Dispatcher:
             room = self._free
         if room <= 0:
             return 0
-        lease_seconds = self.settings.webhook_timeout_seconds + LEASE_MARGIN_SECONDS
+        lease_seconds = _lease_seconds(self.settings.webhook_timeout_seconds)
         with transaction(self.engine, "webhook claim") as conn:
             claimed = deliveries.claim(
                 conn,
@@ -200,13 +204,21 @@ class Dispatcher:
             if disable is not None:
                 deliveries.disable_endpoint(conn, row.endpoint_id, disable, now)
         metrics.WEBHOOK_ATTEMPTS.labels(result).inc()
-        log.info(
-            "webhook %s to endpoint %s: %s in %d ms%s",
-            f"ntf_{row.notification_id}",
-            row.endpoint_id,
-            _said(sent),
-            sent.latency_ms,
-            f", next attempt at {next_at.isoformat()}" if next_at else f", {status}",
+        webhook_log.info(
+            "webhook attempt",
+            extra={
+                "fields": {
+                    "webhook_id": f"ntf_{row.notification_id}",
+                    "endpoint_id": row.endpoint_id,
+                    "delivery_id": row.id,
+                    "attempt": attempts,
+                    "status": sent.status,
+                    "error": sent.error,
+                    "latency_ms": sent.latency_ms,
+                    "result": result,
+                    "next_attempt_at": next_at.isoformat() if next_at else None,
+                }
+            },
         )
         if disable is not None:
             log.warning("webhook endpoint %s disabled: %s", row.endpoint_id, disable)
