@@ -106,6 +106,13 @@ def upgrade() -> None:
         postgresql_where=sa.text("status = 'pending'"),
         sqlite_where=sa.text("status = 'pending'"),
     )
+    op.create_index(
+        "ix_webhook_deliveries_endpoint_due",
+        "webhook_deliveries",
+        ["endpoint_id", "next_attempt_at", "id"],
+        postgresql_where=sa.text("status = 'pending'"),
+        sqlite_where=sa.text("status = 'pending'"),
+    )
     op.create_table(
         "webhook_attempts",
         sa.Column("id", BIGINT_ID, primary_key=True),

@@ -40,6 +40,7 @@ import secrets
 import signal
 import sys
 import tempfile
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -53,6 +54,7 @@ from bench.service import (
     free_port,
     fresh_database,
     machine_facts,
+    operator_key,
     partner_keys,
     served_from,
     start_service,
@@ -60,6 +62,7 @@ from bench.service import (
     wait_healthy,
 )
 from bench.settings import EVENT_ID, HUGE, RESULTS, SCENARIOS
+from bench.webhooks import MODES, Receiver, drained, register
 from ticketboss.config import BenchSettings, Settings
 from ticketboss.store.db import make_engine
 
@@ -118,7 +121,21 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="compare the service at git revision REV (A) with the working tree (B), round by "
         "round, on one --scenario",
     )
+    parser.add_argument(
+        "--webhook",
+        choices=MODES,
+        default="none",
+        help="register one webhook endpoint on a receiver of the bench's: partner-0's "
+        "(partner), one that sleeps 30 s per delivery (sleeping), or an operator's that gets "
+        "every notification (all: the dispatcher's own rate)",
+    )
     parser.add_argument("--rounds", type=int, default=3, help="--ab: timed runs of each arm")
+    parser.add_argument(
+        "--b-webhook",
+        choices=MODES,
+        help="--ab: arm B alone runs with this --webhook (A with none), on the same code "
+        "when REV is HEAD and the tree is clean",
+    )
     parser.add_argument(
         "--cluster",
         type=host_counts,
@@ -135,9 +152,23 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--ab compares one --scenario")
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.webhook != "none" and args.auth != "keys":
+        parser.error("--webhook registers its endpoint with a key: --auth keys")
     if args.cluster and (args.ab or args.scenario != "all"):
         parser.error("--cluster runs its own workloads: no --ab, no --scenario")
     return args
+
+
+def hook(args: argparse.Namespace, bench: dict, port: int):
+    """--webhook: the bench's receiver and the endpoint registered on it, or None."""
+    if args.webhook == "none":
+        return None
+    receiver = Receiver(sleeping=args.webhook == "sleeping")
+    if args.webhook == "all":
+        key = operator_key(bench["engine"], "bench-operator")
+    else:
+        key = bench["keys_file"].read_text().split()[0]  # partner-0's
+    return receiver, register(port, key, receiver.url)
 
 
 def main(argv=None) -> int:
@@ -167,6 +198,11 @@ def main(argv=None) -> int:
             "AUTH_MODE": args.auth,
             "METRICS_TOKEN": os.environ.get("METRICS_TOKEN") or secrets.token_urlsafe(32),
         }
+        if args.webhook != "none":
+            from cryptography.fernet import Fernet
+
+            env["WEBHOOKS_ALLOW_PRIVATE"] = "1"
+            env["WEBHOOK_SECRET_KEYS"] = Fernet.generate_key().decode()
         bench = {"args": args, "url": url, "engine": engine, "port": port, "workdir": Path(workdir)}
         bench["metrics_token"] = env["METRICS_TOKEN"]
         bench["keys_file"] = partner_keys(engine, Path(workdir)) if args.auth == "keys" else None
@@ -178,7 +214,16 @@ def main(argv=None) -> int:
             wait_healthy(service, port, log_path)
             code = served_from(service.pid)
             print(f"ticketboss served from {Path(code).parent}", flush=True)
+            hooked = hook(args, bench, port)
+            started = time.monotonic()
             runs, ceiling = run_all(bench)
+            if hooked is not None:
+                receiver, endpoint_id = hooked
+                wait = 5.0 if args.webhook == "sleeping" else 60.0
+                webhook = drained(engine, receiver, endpoint_id, started, wait)
+                webhook["mode"] = args.webhook
+                receiver.close()
+                print(f"   webhook ({args.webhook}): {webhook}", flush=True)
         finally:
             stop_service(service)
     machine = machine_facts(engine, env)
@@ -206,6 +251,7 @@ def main(argv=None) -> int:
             "database": make_url(url).render_as_string(hide_password=True),
         },
         "runs": runs,
+        "webhook": webhook if hooked is not None else None,
         "pgbench": ceiling,
         "targets": [
             dict(zip(("target", "measured", "met"), t, strict=True)) for t in targets(runs, ceiling)

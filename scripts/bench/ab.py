@@ -18,7 +18,7 @@ from bench.report import render_ab
 from bench.settings import RESULTS, ROOT
 
 # Options of the A/B run that its rounds do not take.
-AB_ONLY = ("ab", "rounds", "round_json")
+AB_ONLY = ("ab", "rounds", "round_json", "b_webhook")
 
 
 @contextmanager
@@ -36,7 +36,9 @@ def worktree(rev: str, path: Path) -> Iterator[Path]:
         subprocess.run([*git, "remove", "--force", str(path)], check=False)
 
 
-def run_round(args: argparse.Namespace, root: Path, report_path: Path) -> dict:
+def run_round(
+    args: argparse.Namespace, root: Path, report_path: Path, *, webhook: str | None = None
+) -> dict:
     """One round: `python -m bench` with `root`'s src first on PYTHONPATH, so that the
     bench's migrations, seeds, keys and gunicorn all import that tree's ticketboss (the bench
     itself is always the working tree's); its report."""
@@ -44,6 +46,8 @@ def run_round(args: argparse.Namespace, root: Path, report_path: Path) -> dict:
     # A port the kernel picks: gunicorn binds with SO_REUSEPORT, so another bench that took
     # the same fixed port at the same time would silently share its connections with ours.
     options["port"] = 0
+    if webhook is not None:
+        options["webhook"] = webhook
     command = [sys.executable, "-m", "bench"]
     command += [f"--{k.replace('_', '-')}={v}" for k, v in options.items()]
     command.append(f"--round-json={report_path}")
@@ -81,14 +85,25 @@ def run_ab(args: argparse.Namespace) -> int:
                 print(
                     f"== A/B round {number} of {args.rounds}: arm {arm}, {roots[arm]}", flush=True
                 )
-                report = run_round(args, roots[arm], Path(workdir) / f"{arm}-{number}.json")
+                webhook = args.b_webhook if arm == "B" else None
+                report = run_round(
+                    args, roots[arm], Path(workdir) / f"{arm}-{number}.json", webhook=webhook
+                )
                 name = args.ab if arm == "A" else "working tree"
+                if webhook:
+                    name += f" with --webhook {webhook}"
                 arms[arm] = {
                     "label": f"{name} ({report['machine']['revision']})",
                     "code": report["service_code"],
                 }
                 rounds.append(
-                    {"arm": arm, "round": number, "ok": report["ok"], "runs": report["runs"]}
+                    {
+                        "arm": arm,
+                        "round": number,
+                        "ok": report["ok"],
+                        "runs": report["runs"],
+                        "webhook": report.get("webhook"),
+                    }
                 )
     ab = {
         "timestamp": stamp,

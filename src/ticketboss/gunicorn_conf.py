@@ -89,7 +89,7 @@ def post_worker_init(worker):
     if services.settings.webhook_dispatch:
         from ticketboss.services.dispatcher import Dispatcher, start_dispatching
 
-        dispatcher = Dispatcher(services.engine, services.settings, services.reservations.clock)
+        dispatcher = Dispatcher(services.settings, services.reservations.clock)
         start_dispatching(dispatcher, services.reservations)
     # The app's objects live as long as the worker: keep them out of every collection, so
     # the collector's pauses scan only what requests allocate.

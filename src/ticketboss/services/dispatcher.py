@@ -25,10 +25,10 @@ import random
 import threading
 import time
 import uuid
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 import orjson
-from sqlalchemy import Engine
 from sqlalchemy.engine import make_url
 
 from ticketboss import metrics
@@ -40,11 +40,15 @@ from ticketboss.services.clock import Clock
 from ticketboss.services.secrets import SecretBox
 from ticketboss.services.unit_of_work import connection, transaction
 from ticketboss.store import queries
+from ticketboss.store.db import make_engine
 from ticketboss.store.queries import deliveries
 
 log = logging.getLogger(__name__)
 
 FAN_OUT_BATCH = 500
+# A slot sends at most this many of one endpoint's deliveries in a row, then goes back to
+# the claim, where every endpoint with deliveries due has its turn.
+CHAIN = 50
 
 
 # A claimed delivery is another dispatcher's to retry once its lease lapses: twice the
@@ -56,8 +60,12 @@ def _lease_seconds(timeout: float) -> float:
 class Dispatcher:
     """Fans out, claims and sends this worker's share of webhook deliveries."""
 
-    def __init__(self, engine: Engine, settings: Settings, clock: Clock | None = None):
-        self.engine = engine
+    def __init__(self, settings: Settings, clock: Clock | None = None):
+        # A small pool of its own: deliveries never take the requests' connections. Its
+        # commits are not waited on to be flushed: a crash that loses one only means a
+        # notification fanned out or sent again (at least once: receivers deduplicate).
+        pool = replace(settings, db_pool_size=2, db_max_overflow=6)
+        self.engine = make_engine(pool, durable=False)
         self.settings = settings
         self.clock = clock or Clock()
         self.box = SecretBox.from_settings(settings)
@@ -114,12 +122,13 @@ class Dispatcher:
                 room,
             )
             metrics.WEBHOOK_BACKLOG.set(deliveries.count_backlog(conn, now))
+        clock = _Clock(now)
         for row in claimed:
             self._take_slot()
             if wait:
-                self._send(row)
+                self._send(row, clock)
             else:
-                threading.Thread(target=self._send, args=(row,), daemon=True).start()
+                threading.Thread(target=self._send, args=(row, clock), daemon=True).start()
         return len(claimed)
 
     def _take_slot(self) -> None:
@@ -132,24 +141,29 @@ class Dispatcher:
             self._free += 1
         self._slots.release()
 
-    def _send(self, row) -> None:
-        """Send one delivery and settle it; the slot is given back whatever happens."""
+    def _send(self, row, clock: _Clock) -> None:
+        """Send the delivery, then the endpoint's next due one in the same slot (settled
+        and claimed in one transaction), until it has none; the slot is given back
+        whatever happens."""
         try:
-            self._attempt(row)
+            for left in reversed(range(CHAIN)):
+                row = self._attempt(row, clock, more=left > 0)
+                if row is None:
+                    break
         except Exception as exc:  # unsettled: its lease lapses and it is sent again
-            self._warn("webhook delivery %s not settled: %s: %s", row.id, type(exc).__name__, exc)
+            self._warn("webhook delivery not settled: %s: %s", type(exc).__name__, exc)
         finally:
             self._give_slot()
             self.wake()  # room for the next one
 
-    def _attempt(self, row) -> None:
+    def _attempt(self, row, clock: _Clock, *, more: bool):
+        """One attempt of the delivery, settled; the endpoint's next due delivery, or None."""
         assert self.box is not None
         viewer = None if row.every_partner else row.endpoint_partner_id
-        body = orjson.dumps(
-            NOTIFICATION.dump(notice(_Row(row), viewer)), option=orjson.OPT_SORT_KEYS
-        )
+        shown = NOTIFICATION.dump(notice(_Row(row), viewer))
+        body = orjson.dumps(shown, option=orjson.OPT_SORT_KEYS)
         try:
-            secrets = self._secrets(row)
+            secrets = self._secrets(row, clock.now())
         except ValueError as exc:
             sent = outbound.Sent(None, 0, f"cannot sign: {exc}")
         else:
@@ -163,19 +177,21 @@ class Dispatcher:
                 allow_private=self.settings.webhooks_allow_private,
             )
         metrics.WEBHOOK_LATENCY.observe(sent.latency_ms / 1000)
-        self._settle(row, sent)
+        return self._settle(row, sent, clock, more=more)
 
-    def _secrets(self, row) -> list[str]:
+    def _secrets(self, row, now: datetime) -> list[str]:
         """The endpoint's secret, and its previous one while a rotation's overlap lasts."""
         assert self.box is not None
         secrets = [self.box.decrypt(row.secret)]
         until = row.previous_secret_until
-        if row.previous_secret is not None and until is not None and until > self._now():
+        if row.previous_secret is not None and until is not None and until > now:
             secrets.append(self.box.decrypt(row.previous_secret))
         return secrets
 
-    def _settle(self, row, sent: outbound.Sent) -> None:
-        now = self._now()
+    def _settle(self, row, sent: outbound.Sent, clock: _Clock, *, more: bool):
+        """Record the attempt and what follows it; the endpoint's next due delivery, leased
+        in the same transaction (None: there is none, or the endpoint is now disabled)."""
+        now = clock.now()
         attempts = row.attempts + 1
         disable: str | None = None
         next_at: datetime | None = None
@@ -196,13 +212,19 @@ class Dispatcher:
             "latency_ms": sent.latency_ms,
             "next_attempt_at": next_at,
         }
+        following = None
+        lease_seconds = _lease_seconds(self.settings.webhook_timeout_seconds)
         with transaction(self.engine, "webhook settle") as conn:
             if not deliveries.settle(
                 conn, row.id, self._lease, attempt, status=status, next_attempt_at=next_at, now=now
             ):
-                return  # our lease lapsed: the delivery is another dispatcher's now
+                return None  # our lease lapsed: the delivery is another dispatcher's now
             if disable is not None:
                 deliveries.disable_endpoint(conn, row.endpoint_id, disable, now)
+            elif more and result == "delivered":  # a failing endpoint waits for its backoff
+                following = deliveries.claim_next(
+                    conn, row.endpoint_id, now, self._lease, lease_seconds
+                )
         metrics.WEBHOOK_ATTEMPTS.labels(result).inc()
         webhook_log.info(
             "webhook attempt",
@@ -222,6 +244,7 @@ class Dispatcher:
         )
         if disable is not None:
             log.warning("webhook endpoint %s disabled: %s", row.endpoint_id, disable)
+        return following
 
     def _backoff(self, attempts: int, retry_after: float | None) -> float:
         """Seconds before the next attempt: exponential with ±25 % jitter (so that endpoints
@@ -271,6 +294,17 @@ class Dispatcher:
         if time.monotonic() >= self._quiet_until:
             self._quiet_until = time.monotonic() + 10.0
             log.warning(message, *args)
+
+
+class _Clock:
+    """The database's time as read at a claim, moved on by this process's monotonic clock:
+    an attempt's times without a round trip each."""
+
+    def __init__(self, at: datetime):
+        self._at, self._read = at, time.monotonic()
+
+    def now(self) -> datetime:
+        return self._at + timedelta(seconds=time.monotonic() - self._read)
 
 
 class _Row:

@@ -172,8 +172,17 @@ class _Deadline:
 
 
 def _open(ip: str, port: int, deadline: _Deadline) -> socket.socket:
-    sock = socket.create_connection((ip, port), timeout=deadline.left())
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    """A TCP connection to the address itself (create_connection would resolve it again:
+    under gevent, a round trip through its resolver's threads per delivery)."""
+    family = socket.AF_INET6 if ipaddress.ip_address(ip).version == 6 else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(deadline.left())
+        sock.connect((ip, port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except BaseException:
+        sock.close()
+        raise
     return sock
 
 

@@ -28,8 +28,10 @@ _REFUSED_SECONDS = 1.0
 _SERVER_FIRST_MS = 50
 
 
-def make_engine(settings: Settings) -> Engine:
-    """An engine with a bounded pool; call it after fork so each worker has its own."""
+def make_engine(settings: Settings, *, durable: bool = True) -> Engine:
+    """An engine with a bounded pool; call it after fork so each worker has its own.
+    `durable` False: its commits return before they are flushed (synchronous_commit off),
+    for work that is simply done again if a crash loses it (webhook dispatch)."""
     url = make_url(settings.database_url)
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(url, settings)
@@ -55,6 +57,7 @@ def make_engine(settings: Settings) -> Engine:
         },
     )
     longest_ms = int(settings.db_statement_timeout_ms)
+    flush = "" if durable else "; SET LOCAL synchronous_commit = off"
 
     @event.listens_for(engine, "handle_error")
     def _one_connection_timed_out(context):
@@ -77,7 +80,7 @@ def make_engine(settings: Settings) -> Engine:
         left = deadline.remaining()
         ms = longest_ms if left is None else min(longest_ms, int(left * 1000) - _SERVER_FIRST_MS)
         ms = max(ms, 1)
-        conn.exec_driver_sql(f"SET LOCAL statement_timeout = {ms}")
+        conn.exec_driver_sql(f"SET LOCAL statement_timeout = {ms}{flush}")
 
     return engine
 

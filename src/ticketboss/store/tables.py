@@ -264,9 +264,19 @@ webhook_deliveries = Table(
     CheckConstraint("status IN ('pending', 'delivered', 'failed')", name="status_known"),
     Index("ix_webhook_deliveries_endpoint_id_id", "endpoint_id", "id"),
     Index("ix_webhook_deliveries_notification_id", "notification_id"),
+    # What is due, in all (the backlog, the endpoints with something due) and per endpoint
+    # in the order it is sent (a claim reads one index range, never sorts).
     Index(
         "ix_webhook_deliveries_due",
         "next_attempt_at",
+        postgresql_where=text("status = 'pending'"),
+        sqlite_where=text("status = 'pending'"),
+    ),
+    Index(
+        "ix_webhook_deliveries_endpoint_due",
+        "endpoint_id",
+        "next_attempt_at",
+        "id",
         postgresql_where=text("status = 'pending'"),
         sqlite_where=text("status = 'pending'"),
     ),

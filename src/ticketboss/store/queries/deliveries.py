@@ -9,7 +9,7 @@ from typing import Any
 from uuid import UUID
 
 import orjson
-from sqlalchemy import Connection, and_, func, insert, or_, select, text, update
+from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, text, update
 
 from ticketboss.store.queries.notifications import read_after
 from ticketboss.store.tables import (
@@ -78,12 +78,78 @@ def fan_out(conn: Connection, now: datetime, limit: int) -> int:
     return len(rows)
 
 
-def _claimable(now: datetime):
-    return and_(
-        _PENDING,
-        webhook_deliveries.c.next_attempt_at <= now,
-        or_(webhook_deliveries.c.leased_until.is_(None), webhook_deliveries.c.leased_until < now),
+_D = webhook_deliveries
+# Due and not leased (a lapsed lease is due again), at the bound time `now`.
+_CLAIMABLE = and_(
+    _PENDING,
+    _D.c.next_attempt_at <= bindparam("now"),
+    or_(_D.c.leased_until.is_(None), _D.c.leased_until < bindparam("now")),
+)
+_DUE_ENDPOINTS = (
+    select(_D.c.endpoint_id)
+    .where(_CLAIMABLE)
+    .group_by(_D.c.endpoint_id)
+    .order_by(func.min(_D.c.next_attempt_at))
+    .limit(100)
+)
+# FOR NO KEY UPDATE: it serialises the dispatchers counting one endpoint, but not the
+# fan-out's inserts of its deliveries (their foreign key takes KEY SHARE on it).
+_LOCK_ENDPOINTS = (
+    select(webhook_endpoints.c.id)
+    .where(
+        webhook_endpoints.c.id.in_(bindparam("ids", expanding=True)),
+        webhook_endpoints.c.disabled_at.is_(None),
     )
+    .with_for_update(skip_locked=True, key_share=True)
+)
+_IN_FLIGHT = (
+    select(func.count())
+    .select_from(_D)
+    .where(
+        _D.c.endpoint_id == bindparam("endpoint_id"),
+        _PENDING,
+        _D.c.leased_until >= bindparam("now"),
+    )
+)
+_NEXT_DUE = (
+    select(_D.c.id)
+    .where(_D.c.endpoint_id == bindparam("endpoint_id"), _CLAIMABLE)
+    .order_by(_D.c.next_attempt_at, _D.c.id)
+    .limit(bindparam("take"))
+    .with_for_update(skip_locked=True)
+)
+# The lease is taken only if the delivery is still claimable: on SQLite, which has no row
+# locks, two dispatchers may have picked the same one; only one UPDATE finds it so.
+_LEASE = (
+    update(_D)
+    .where(_D.c.id.in_(bindparam("ids", expanding=True)), _CLAIMABLE)
+    .values(leased_until=bindparam("until"), lease=bindparam("lease"))
+    .returning(_D.c.id)
+)
+_CLAIMED = (
+    select(
+        _D.c.id,
+        _D.c.attempts,
+        webhook_endpoints.c.id.label("endpoint_id"),
+        webhook_endpoints.c.url,
+        webhook_endpoints.c.partner_id.label("endpoint_partner_id"),
+        webhook_endpoints.c.every_partner,
+        webhook_endpoints.c.secret,
+        webhook_endpoints.c.previous_secret,
+        webhook_endpoints.c.previous_secret_until,
+        notifications.c.id.label("notification_id"),
+        notifications.c.type,
+        notifications.c.event_id,
+        notifications.c.partner_id,
+        notifications.c.version,
+        notifications.c.created_at,
+        notifications.c.data,
+    )
+    .join(webhook_endpoints, webhook_endpoints.c.id == _D.c.endpoint_id)
+    .join(notifications, notifications.c.id == _D.c.notification_id)
+    .where(_D.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(_D.c.id)
+)
 
 
 def claim(
@@ -98,77 +164,42 @@ def claim(
     endpoint across every dispatcher (its row is locked while it is counted; endpoints
     another dispatcher is counting are skipped). Each row: the delivery, its endpoint's
     url, partner and secrets, and its notification."""
-    due = conn.execute(
-        select(webhook_deliveries.c.endpoint_id)
-        .where(_claimable(now))
-        .group_by(webhook_deliveries.c.endpoint_id)
-        .order_by(func.min(webhook_deliveries.c.next_attempt_at))
-        .limit(100)
-    ).scalars()
-    endpoint_ids = list(due)
+    endpoint_ids = list(conn.scalars(_DUE_ENDPOINTS, {"now": now}))
     if not endpoint_ids:
         return []
-    locked = conn.execute(
-        select(webhook_endpoints.c.id)
-        .where(webhook_endpoints.c.id.in_(endpoint_ids), webhook_endpoints.c.disabled_at.is_(None))
-        .with_for_update(skip_locked=True)
-    ).scalars()
     claimed: list[int] = []
-    for endpoint_id in locked:
-        in_flight = conn.scalar(
-            select(func.count())
-            .select_from(webhook_deliveries)
-            .where(
-                webhook_deliveries.c.endpoint_id == endpoint_id,
-                _PENDING,
-                webhook_deliveries.c.leased_until >= now,
-            )
-        )
-        take = min(per_endpoint - (in_flight or 0), limit - len(claimed))
-        if take <= 0:
-            continue
-        claimed += conn.execute(
-            select(webhook_deliveries.c.id)
-            .where(webhook_deliveries.c.endpoint_id == endpoint_id, _claimable(now))
-            .order_by(webhook_deliveries.c.next_attempt_at, webhook_deliveries.c.id)
-            .limit(take)
-            .with_for_update(skip_locked=True)
-        ).scalars()
+    for endpoint_id in list(conn.scalars(_LOCK_ENDPOINTS, {"ids": endpoint_ids})):
+        in_flight = conn.scalar(_IN_FLIGHT, {"endpoint_id": endpoint_id, "now": now}) or 0
+        take = min(per_endpoint - in_flight, limit - len(claimed))
+        if take > 0:
+            params = {"endpoint_id": endpoint_id, "now": now, "take": take}
+            claimed += conn.scalars(_NEXT_DUE, params)
         if len(claimed) >= limit:
             break
+    return _lease(conn, claimed, now, lease, lease_seconds)
+
+
+def claim_next(
+    conn: Connection, endpoint_id: str, now: datetime, lease: UUID, lease_seconds: float
+) -> Any | None:
+    """Lease the endpoint's next due delivery in place of one this dispatcher just settled
+    (so the endpoint's count in flight stays as it was), or None."""
+    claimed = list(conn.scalars(_NEXT_DUE, {"endpoint_id": endpoint_id, "now": now, "take": 1}))
+    rows = _lease(conn, claimed, now, lease, lease_seconds)
+    return rows[0] if rows else None
+
+
+def _lease(
+    conn: Connection, claimed: list[int], now: datetime, lease: UUID, lease_seconds: float
+) -> list[Any]:
+    """Lease those of the deliveries still claimable; each with its endpoint's url, partner
+    and secrets, and its notification."""
     if not claimed:
         return []
-    conn.execute(
-        update(webhook_deliveries)
-        .where(webhook_deliveries.c.id.in_(claimed))
-        .values(leased_until=now + timedelta(seconds=lease_seconds), lease=lease)
-    )
-    return list(
-        conn.execute(
-            select(
-                webhook_deliveries.c.id,
-                webhook_deliveries.c.attempts,
-                webhook_endpoints.c.id.label("endpoint_id"),
-                webhook_endpoints.c.url,
-                webhook_endpoints.c.partner_id.label("endpoint_partner_id"),
-                webhook_endpoints.c.every_partner,
-                webhook_endpoints.c.secret,
-                webhook_endpoints.c.previous_secret,
-                webhook_endpoints.c.previous_secret_until,
-                notifications.c.id.label("notification_id"),
-                notifications.c.type,
-                notifications.c.event_id,
-                notifications.c.partner_id,
-                notifications.c.version,
-                notifications.c.created_at,
-                notifications.c.data,
-            )
-            .join(webhook_endpoints, webhook_endpoints.c.id == webhook_deliveries.c.endpoint_id)
-            .join(notifications, notifications.c.id == webhook_deliveries.c.notification_id)
-            .where(webhook_deliveries.c.id.in_(claimed))
-            .order_by(webhook_deliveries.c.id)
-        )
-    )
+    until = now + timedelta(seconds=lease_seconds)
+    params = {"ids": claimed, "now": now, "until": until, "lease": lease}
+    leased = list(conn.scalars(_LEASE, params))
+    return list(conn.execute(_CLAIMED, {"ids": leased})) if leased else []
 
 
 def settle(
@@ -209,16 +240,21 @@ def disable_endpoint(conn: Connection, endpoint_id: str, reason: str, now: datet
     )
 
 
-def count_backlog(conn: Connection, now: datetime) -> int:
-    """Deliveries pending and due (leased ones included: they are being tried)."""
-    return (
-        conn.scalar(
-            select(func.count())
-            .select_from(webhook_deliveries)
-            .where(_PENDING, webhook_deliveries.c.next_attempt_at <= now)
-        )
-        or 0
+_BACKLOG = (
+    select(func.count())
+    .select_from(_D.join(webhook_endpoints, webhook_endpoints.c.id == _D.c.endpoint_id))
+    .where(
+        _PENDING,
+        _D.c.next_attempt_at <= bindparam("now"),
+        webhook_endpoints.c.disabled_at.is_(None),
     )
+)
+
+
+def count_backlog(conn: Connection, now: datetime) -> int:
+    """Deliveries pending and due to enabled endpoints (leased ones included: they are
+    being tried)."""
+    return conn.scalar(_BACKLOG, {"now": now}) or 0
 
 
 def fanned_out(conn: Connection) -> Sequence[Any]:
