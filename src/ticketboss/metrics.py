@@ -111,7 +111,8 @@ WEBHOOK_ATTEMPTS = Counter(
 )
 WEBHOOK_LATENCY = Histogram(
     "ticketboss_webhook_attempt_seconds",
-    "Time from connecting to a partner's endpoint to its answer (or the timeout).",
+    "Time of one delivery attempt, from checking the URL's addresses to the endpoint's "
+    "answer (or the timeout).",
     buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 WEBHOOK_BACKLOG = Gauge(

@@ -589,3 +589,56 @@ def test_reencrypting_puts_every_secret_under_the_first_key(tmp_path):
         assert only_newer.decrypt(row.previous_secret) == endpoint["secret"]
     finally:
         services_of(app).engine.dispose()
+
+
+def fan_out(engine) -> None:
+    """What a dispatcher's pass does first: every notification so far into deliveries."""
+    from ticketboss.store.queries import deliveries
+
+    with engine.begin() as conn:
+        while deliveries.fan_out(conn, datetime.now(UTC), 500) == 500:
+            pass
+
+
+def queued_types(engine, endpoint_id: str) -> list[tuple[str, str]]:
+    with engine.connect() as conn:
+        rows = conn.execute(
+            select(notifications.c.type, notifications.c.partner_id)
+            .join(webhook_deliveries, webhook_deliveries.c.notification_id == notifications.c.id)
+            .where(webhook_deliveries.c.endpoint_id == endpoint_id)
+            .order_by(notifications.c.id)
+        )
+        return [tuple(row) for row in rows]
+
+
+def test_an_endpoint_enabled_again_gets_what_it_missed_while_disabled(alice, bob, operator, engine):
+    fan_out(engine)  # what came before this test is not its business
+    endpoint = registered(alice[1])
+    earlier = insert_delivery(engine, endpoint["id"], status="failed", attempts=14)
+    with engine.begin() as conn:
+        conn.execute(
+            update(webhook_endpoints)
+            .where(webhook_endpoints.c.id == endpoint["id"])
+            .values(disabled_at=datetime.now(UTC), disabled_reason="14 failed attempts")
+        )
+    event_id = f"missed-{uuid.uuid4().hex[:8]}"
+    created = operator.post(
+        "/api/events", json={"eventId": event_id, "name": "Missed", "totalSeats": 10}
+    )
+    assert created.status_code == 201
+    for partner_id, client in (alice, bob):
+        made = client.post(
+            f"/api/events/{event_id}/reservations", json={"partnerId": partner_id, "seats": 1}
+        )
+        assert made.status_code == 201
+    fan_out(engine)  # the dispatchers pass the notifications by while it is disabled
+    before = queued_types(engine, endpoint["id"])
+    assert ("reservation.confirmed", alice[0]) not in before
+
+    retried = alice[1].post(f"{WEBHOOKS}/{endpoint['id']}/deliveries/{earlier}/retry")
+    assert retried.status_code == 202
+    after = queued_types(engine, endpoint["id"])
+    # Its own reservation, made while it was disabled, is queued now; never bob's.
+    assert after[len(before) :] == [("reservation.confirmed", alice[0])]
+    fan_out(engine)  # and the fan-out does not queue it a second time
+    assert queued_types(engine, endpoint["id"]) == after

@@ -23,7 +23,7 @@ from ticketboss.services.outbound import check_url
 from ticketboss.services.secrets import SecretBox, new_webhook_secret
 from ticketboss.services.unit_of_work import connection, transaction
 from ticketboss.store import queries
-from ticketboss.store.queries.deliveries import wake_dispatchers
+from ticketboss.store.queries.deliveries import recover, wake_dispatchers
 
 ENDPOINT_ID_PREFIX = "we_"
 # A delivery retried again and again keeps every attempt; a page shows its latest ones.
@@ -164,13 +164,16 @@ class WebhookService:
 
     def retry(self, endpoint_id: str, delivery_id: int, owner: str | None) -> Delivery:
         """Send the delivery again from its first attempt, now, and enable its endpoint if it
-        was disabled (its partner says it is back); WebhookEndpointNotFound,
-        WebhookDeliveryNotFound."""
+        was disabled (its partner says it is back), queueing what it missed meanwhile;
+        WebhookEndpointNotFound, WebhookDeliveryNotFound."""
         with transaction(self.engine, f"webhook delivery {delivery_id}") as conn:
-            self._load(conn, endpoint_id, owner)
-            if not queries.retry_delivery(conn, endpoint_id, delivery_id, self._now(conn)):
+            endpoint = self._load(conn, endpoint_id, owner)
+            now = self._now(conn)
+            if not queries.retry_delivery(conn, endpoint_id, delivery_id, now):
                 raise WebhookDeliveryNotFound(endpoint_id, delivery_id)
-            queries.enable_endpoint(conn, endpoint_id)
+            if endpoint.disabled_at is not None:
+                recover(conn, endpoint_id, endpoint.disabled_at, now)
+                queries.enable_endpoint(conn, endpoint_id)
             wake_dispatchers(conn)  # delivered at commit, to those listening
             row = queries.load_delivery(conn, endpoint_id, delivery_id)
             attempts = queries.load_attempts(conn, [delivery_id], ATTEMPTS_SHOWN)

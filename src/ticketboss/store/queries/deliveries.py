@@ -9,7 +9,19 @@ from typing import Any
 from uuid import UUID
 
 import orjson
-from sqlalchemy import Connection, and_, bindparam, func, insert, or_, select, text, update
+from sqlalchemy import (
+    Connection,
+    and_,
+    bindparam,
+    func,
+    insert,
+    literal,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
 
 from ticketboss.store.queries.notifications import read_after
 from ticketboss.store.tables import (
@@ -261,3 +273,42 @@ def fanned_out(conn: Connection) -> Sequence[Any]:
     """Where the fan-out cursor stands (xid, notification id)."""
     row = conn.execute(select(webhook_fanout).where(webhook_fanout.c.id == 1)).one()
     return (row.xid, row.notification_id)
+
+
+def recover(conn: Connection, endpoint_id: str, since: datetime, now: datetime) -> int:
+    """Queue, for an endpoint being enabled again, what it missed while disabled: the
+    notifications since `since` that it wants and that the fan-out has already passed
+    (those after the fan-out's cursor it will queue itself). The cursor's row is locked, so
+    no fan-out runs meanwhile with the endpoint still seen as disabled. How many."""
+    cursor = conn.execute(
+        select(webhook_fanout).where(webhook_fanout.c.id == 1).with_for_update()
+    ).one()
+    endpoint = conn.execute(
+        select(webhook_endpoints).where(webhook_endpoints.c.id == endpoint_id)
+    ).one()
+    queued = select(_D.c.id).where(
+        _D.c.endpoint_id == endpoint_id, _D.c.notification_id == notifications.c.id
+    )
+    missed = conn.execute(
+        select(
+            notifications.c.id,
+            notifications.c.type,
+            notifications.c.partner_id,
+            notifications.c.created_at,
+        )
+        .where(
+            notifications.c.created_at >= since,
+            tuple_(notifications.c.xid, notifications.c.id)
+            <= tuple_(literal(cursor.xid), literal(cursor.notification_id)),
+            ~queued.exists(),
+        )
+        .order_by(notifications.c.xid, notifications.c.id)
+    ).all()
+    rows = [
+        {"endpoint_id": endpoint_id, "notification_id": row.id, "next_attempt_at": now}
+        for row in missed
+        if _wants(endpoint, row)
+    ]
+    if rows:
+        conn.execute(insert(_D), rows)
+    return len(rows)
