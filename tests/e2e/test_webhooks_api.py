@@ -551,7 +551,7 @@ def test_deliveries_are_listed_newest_first_with_their_attempts_a_page_at_a_time
     page = first.get_json()
     assert [d["id"] for d in page["items"]] == [ids[2], ids[1]]
     newest = page["items"][0]
-    assert newest["notificationId"] and newest["type"] == "hold.created"
+    assert newest["notificationId"].startswith("ntf_") and newest["type"] == "hold.created"
     assert newest["status"] == "delivered" and newest["settledAt"] is not None
     assert newest["history"] == [
         {

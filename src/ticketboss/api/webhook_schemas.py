@@ -144,7 +144,11 @@ class WebhookAttempt(Schema):
 
 class WebhookDelivery(Schema):
     id = fields.Integer(attribute="delivery_id")
-    notification_id = fields.Integer(data_key="notificationId")
+    notification_id = fields.Function(
+        lambda d: f"ntf_{d.notification_id}",
+        data_key="notificationId",
+        metadata={"type": "string", "description": "Its notification's id (its webhook-id)."},
+    )
     type = fields.String(metadata={"enum": sorted(TYPES)})
     status = fields.String(metadata={"enum": ["pending", "delivered", "failed"]})
     attempts = fields.Integer(

@@ -61,7 +61,8 @@ def _note(change, decision, outcome, now: datetime) -> tuple[Type, Any]:
         return Type.HOLD_EXTENDED, decision.reservation
     if isinstance(decision, Released):
         before = decision.reservation
-        after = replace(before, status=Status.CANCELLED, cancelled_at=now)
+        # As store/queries.mark_cancelled leaves it: a released hold has no expiry.
+        after = replace(before, status=Status.CANCELLED, cancelled_at=now, expires_at=None)
         held = before.status is Status.HELD
         return (Type.HOLD_RELEASED if held else Type.RESERVATION_CANCELLED), after
     if isinstance(decision, Resized):

@@ -18,7 +18,7 @@ from sqlalchemy import (
 
 from ticketboss.domain import Allocation, Event
 from ticketboss.store.queries.clock import database_now
-from ticketboss.store.tables import allocations, events, reservations
+from ticketboss.store.tables import allocations, events, notifications, reservations
 
 _EVENT_COLUMNS = (
     events.c.event_id,
@@ -142,8 +142,10 @@ def create_event(conn: Connection, event_id: str, name: str, total_seats: int) -
 
 
 def reset_event(conn: Connection, event_id: str, name: str, total_seats: int) -> None:
-    """Delete the event's reservations and allocations and give it all its seats back at
-    version 0."""
+    """Delete the event's reservations, allocations and notifications (a fresh start: its
+    versions begin again at 0, which partners' notifications of its old ones would
+    contradict) and give it all its seats back at version 0."""
+    conn.execute(delete(notifications).where(notifications.c.event_id == event_id))
     conn.execute(delete(reservations).where(reservations.c.event_id == event_id))
     conn.execute(delete(allocations).where(allocations.c.event_id == event_id))
     conn.execute(
