@@ -224,3 +224,57 @@ def test_allocations_need_a_partner_account_only_with_keys(service, pg_engine, r
     opened = run_pg("allocations", "set", event_id, "no-account-yet", "3", AUTH_MODE="open")
     assert opened.returncode == 0, opened.stderr
     assert service.summary(event_id).allocations["no-account-yet"].seats == 3
+
+
+def test_prune_notifications_deletes_only_those_past_the_retention_with_their_deliveries(
+    database_url, run
+):
+    from datetime import UTC, datetime, timedelta
+
+    from sqlalchemy import func, insert, select
+
+    from ticketboss.config import Settings
+    from ticketboss.store.db import make_engine
+    from ticketboss.store.tables import notifications, webhook_deliveries, webhook_endpoints
+
+    engine = make_engine(Settings(database_url=database_url))
+    event_id = f"prune-{uuid.uuid4().hex[:8]}"
+    now = datetime.now(UTC)
+    ages = {"old": 31, "kept": 29}
+    try:
+        with engine.begin() as conn:
+            ids = {}
+            for name, days in ages.items():
+                ids[name] = conn.execute(
+                    insert(notifications).values(
+                        type="event.updated",
+                        event_id=event_id,
+                        partner_id=None,
+                        version=1,
+                        created_at=now - timedelta(days=days),
+                        data="{}",
+                    )
+                ).inserted_primary_key[0]
+            endpoint_id = f"we_{uuid.uuid4().hex[:24]}"
+            conn.execute(
+                insert(webhook_endpoints).values(
+                    id=endpoint_id, partner_id="p", url="https://example.com/", secret="x"
+                )
+            )
+            conn.execute(
+                insert(webhook_deliveries),
+                [{"endpoint_id": endpoint_id, "notification_id": i} for i in ids.values()],
+            )
+        done = run("prune-notifications")
+        assert done.returncode == 0, done.stderr
+        assert "older than 30 days" in done.stdout
+        with engine.connect() as conn:
+            left = conn.scalars(
+                select(notifications.c.id).where(notifications.c.event_id == event_id)
+            ).all()
+            queued = conn.scalar(
+                select(func.count()).where(webhook_deliveries.c.endpoint_id == endpoint_id)
+            )
+        assert left == [ids["kept"]] and queued == 1
+    finally:
+        engine.dispose()
