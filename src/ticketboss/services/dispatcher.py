@@ -46,6 +46,9 @@ from ticketboss.store.queries import deliveries
 log = logging.getLogger(__name__)
 
 FAN_OUT_BATCH = 500
+# At most one pass per this long in a worker, however often it is woken (ten a second: a
+# notification waits at most this much longer for its first attempt).
+PASS_INTERVAL_SECONDS = 0.1
 # A slot sends at most this many of one endpoint's deliveries in a row, then goes back to
 # the claim, where every endpoint with deliveries due has its turn.
 CHAIN = 50
@@ -94,6 +97,9 @@ class Dispatcher:
                 self.pump()
             except Exception as exc:  # the database is away: the next pass will do
                 self._warn("webhook dispatch failed: %s: %s", type(exc).__name__, exc)
+            # Wake-ups that come meanwhile are one pass: a hot event commits hundreds of
+            # batches a second, and a pass per commit would cost the requests their CPU.
+            time.sleep(PASS_INTERVAL_SECONDS)
 
     def pump(self, *, wait: bool = False) -> int:
         """One pass: fan out every notification there is, then claim and send what this
