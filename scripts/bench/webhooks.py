@@ -12,8 +12,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from sqlalchemy import func, select
 
-from ticketboss.store.tables import notifications, webhook_deliveries
-
 MODES = ("none", "partner", "sleeping", "all")
 SLEEP_SECONDS = 30.0  # "sleeping": longer than the delivery timeout (10 s): every attempt times out
 
@@ -71,6 +69,9 @@ def register(port: int, key: str, url: str) -> str:
 def drained(engine, receiver: Receiver, endpoint_id: str, started: float, wait: float) -> dict:
     """After the load: wait up to `wait` s for the endpoint's deliveries to settle, then the
     figures (notifications written during the run, delivered, the delivery rate)."""
+    # Here, not at the top: an A/B's arm A may serve a revision that has no such tables.
+    from ticketboss.store.tables import notifications, webhook_deliveries
+
     deadline = time.monotonic() + wait
     pending = select(func.count()).where(
         webhook_deliveries.c.endpoint_id == endpoint_id, webhook_deliveries.c.status == "pending"
