@@ -46,9 +46,9 @@ from ticketboss.store.queries import deliveries
 log = logging.getLogger(__name__)
 
 FAN_OUT_BATCH = 500
-# At most one pass per this long in a worker, however often it is woken (ten a second: a
+# At most one pass per this long in a worker, however often it is woken (five a second: a
 # notification waits at most this much longer for its first attempt).
-PASS_INTERVAL_SECONDS = 0.1
+PASS_INTERVAL_SECONDS = 0.2
 # A slot sends at most this many of one endpoint's deliveries in a row, then goes back to
 # the claim, where every endpoint with deliveries due has its turn.
 CHAIN = 50

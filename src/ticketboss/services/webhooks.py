@@ -23,7 +23,7 @@ from ticketboss.services.outbound import check_url
 from ticketboss.services.secrets import SecretBox, new_webhook_secret
 from ticketboss.services.unit_of_work import connection, transaction
 from ticketboss.store import queries
-from ticketboss.store.queries.deliveries import recover, wake_dispatchers
+from ticketboss.store.queries.deliveries import lock_fanout, recover, wake_dispatchers
 
 ENDPOINT_ID_PREFIX = "we_"
 # A delivery retried again and again keeps every attempt; a page shows its latest ones.
@@ -101,6 +101,9 @@ class WebhookService:
             queries.lock_registrations(conn, partner_id)
             if queries.count_endpoints(conn, partner_id) >= most:
                 raise TooManyWebhookEndpoints(most)
+            # Registered between two fan-outs, stamped after the earlier one: every fan-out
+            # of a notification made from now on sees it (deliveries.lock_fanout).
+            lock_fanout(conn)
             now = self._now(conn)
             queries.insert_endpoint(
                 conn,

@@ -23,7 +23,7 @@ from sqlalchemy import (
     update,
 )
 
-from ticketboss.store.queries.notifications import read_after
+from ticketboss.store.queries.notifications import settled
 from ticketboss.store.tables import (
     notifications,
     webhook_attempts,
@@ -52,42 +52,88 @@ def _wants(endpoint, row) -> bool:
     return endpoint.every_partner or row.partner_id in (None, endpoint.partner_id)
 
 
+_CURSOR = select(webhook_fanout).where(webhook_fanout.c.id == 1)
+_ENABLED = select(webhook_endpoints).where(webhook_endpoints.c.disabled_at.is_(None))
+_MOVE = (
+    update(webhook_fanout)
+    .where(
+        webhook_fanout.c.id == 1,
+        webhook_fanout.c.xid == bindparam("was_xid"),
+        webhook_fanout.c.notification_id == bindparam("was_id"),
+    )
+    .values(xid=bindparam("xid"), notification_id=bindparam("id_"))
+)
+
+
+def lock_fanout(conn: Connection) -> None:
+    """Wait for any fan-out running now and keep the next ones out until commit: an
+    endpoint registered under this lock, stamped with the time after it, is seen by every
+    fan-out of a notification it wants (docs/concurrency.md#the-outbox)."""
+    conn.execute(_CURSOR.with_for_update()).one()
+
+
 def fan_out(conn: Connection, now: datetime, limit: int) -> int:
     """Turn the next notifications (in the feed's order) into deliveries for every enabled
     endpoint that wants them; how many notifications were taken (0: none, or another
-    dispatcher is at it). The cursor moves only if nobody moved it since it was read."""
-    cursor = conn.execute(
-        select(webhook_fanout).where(webhook_fanout.c.id == 1).with_for_update(skip_locked=True)
-    ).first()
+    dispatcher is at it). The cursor moves only if nobody moved it since it was read. With
+    no endpoint enabled, the cursor just moves to the newest notification settled."""
+    cursor = conn.execute(_CURSOR.with_for_update(skip_locked=True)).first()
     if cursor is None:
         return 0
-    rows = read_after(conn, (cursor.xid, cursor.notification_id), limit)
+    was = {"was_xid": cursor.xid, "was_id": cursor.notification_id}
+    endpoints = conn.execute(_ENABLED).all()
+    if not endpoints:
+        last = conn.execute(
+            select(notifications.c.xid, notifications.c.id)
+            .where(settled(conn))
+            .order_by(notifications.c.xid.desc(), notifications.c.id.desc())
+            .limit(1)
+        ).first()
+        if last is not None and (last.xid, last.id) > (cursor.xid, cursor.notification_id):
+            conn.execute(_MOVE, {**was, "xid": last.xid, "id_": last.id})
+        return 0
+    after = {"xid": cursor.xid, "id": cursor.notification_id, "limit": limit}
+    rows = conn.execute(_next_page(conn), after).all()
     if not rows:
         return 0
-    endpoints = conn.execute(
-        select(webhook_endpoints).where(webhook_endpoints.c.disabled_at.is_(None))
-    ).all()
     deliveries = [
         {"endpoint_id": e.id, "notification_id": row.id, "next_attempt_at": now}
         for row in rows
         for e in endpoints
         if _wants(e, row)
     ]
-    moved = conn.execute(
-        update(webhook_fanout)
-        .where(
-            webhook_fanout.c.id == 1,
-            webhook_fanout.c.xid == cursor.xid,
-            webhook_fanout.c.notification_id == cursor.notification_id,
-        )
-        .values(xid=rows[-1].xid, notification_id=rows[-1].id)
-    )
-    if moved.rowcount != 1:
+    if conn.execute(_MOVE, {**was, "xid": rows[-1].xid, "id_": rows[-1].id}).rowcount != 1:
         return 0  # another dispatcher fanned these out first (SQLite has no row locks)
     if deliveries:
         conn.execute(insert(webhook_deliveries), deliveries)
         wake_dispatchers(conn)
     return len(rows)
+
+
+_PAGES: dict[str, Any] = {}
+
+
+def _next_page(conn: Connection):
+    """The fan-out's page: what `_wants` needs of the next notifications, in feed order."""
+    name = conn.dialect.name
+    if name not in _PAGES:
+        _PAGES[name] = (
+            select(
+                notifications.c.id,
+                notifications.c.xid,
+                notifications.c.type,
+                notifications.c.partner_id,
+                notifications.c.created_at,
+            )
+            .where(
+                tuple_(notifications.c.xid, notifications.c.id)
+                > tuple_(bindparam("xid"), bindparam("id")),
+                settled(conn),
+            )
+            .order_by(notifications.c.xid, notifications.c.id)
+            .limit(bindparam("limit"))
+        )
+    return _PAGES[name]
 
 
 _D = webhook_deliveries

@@ -21,6 +21,7 @@ from sqlalchemy import (
     literal_column,
     or_,
     select,
+    text,
     true,
     tuple_,
 )
@@ -46,9 +47,34 @@ _COLUMNS = (
 _AFTER = tuple_(notifications.c.xid, notifications.c.id) > tuple_(bindparam("xid"), bindparam("id"))
 
 
+# PostgreSQL: the batch's rows as arrays, one statement whatever their number (SQLAlchemy's
+# multi-row VALUES renders and binds every row's parameters in Python).
+_INSERT_ARRAYS = text(
+    "INSERT INTO notifications (type, event_id, partner_id, version, created_at, data) "
+    "SELECT n.type, :event_id, n.partner_id, n.version, :created_at, n.data "
+    "FROM unnest(CAST(:types AS varchar[]), CAST(:partners AS varchar[]), "
+    "CAST(:versions AS integer[]), CAST(:data AS text[])) "
+    "WITH ORDINALITY AS n(type, partner_id, version, data, position) ORDER BY n.position"
+)
+
+
 def insert_notifications(conn: Connection, rows: Sequence[dict[str, Any]]) -> None:
-    """One multi-row INSERT of a batch's notifications, in its transaction."""
-    conn.execute(_INSERT, list(rows))
+    """One INSERT of a batch's notifications (all of one event, made at one time), in its
+    transaction, in their order."""
+    if conn.dialect.name != "postgresql":
+        conn.execute(_INSERT, list(rows))
+        return
+    conn.execute(
+        _INSERT_ARRAYS,
+        {
+            "event_id": rows[0]["event_id"],
+            "created_at": rows[0]["created_at"],
+            "types": [r["type"] for r in rows],
+            "partners": [r["partner_id"] for r in rows],
+            "versions": [r["version"] for r in rows],
+            "data": [r["data"] for r in rows],
+        },
+    )
 
 
 def settled(conn: Connection):
