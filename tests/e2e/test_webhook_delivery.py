@@ -32,6 +32,7 @@ from support.receiver import Receiver
 from support.servers import request, serving
 from ticketboss.config import Settings
 from ticketboss.domain import Role
+from ticketboss.services.dispatcher import lease_seconds
 from ticketboss.services.partners import create_key
 from ticketboss.store.db import make_engine
 from ticketboss.store.migrate import upgrade
@@ -562,9 +563,11 @@ def test_deliveries_in_flight_when_both_workers_are_killed_all_arrive(strict, ho
     assert len(killed) == 2
     for pid in killed:
         os.kill(pid, signal.SIGKILL)
-    # The master boots two new workers; the leases of the dead lapse (2 × timeout + 1 s).
+    # The master boots two new workers; the leases of the dead lapse (lease_seconds), and
+    # the 8 senders send the 24 again, 1 s each.
     wait_until(lambda: len(set(workers_of(strict.process)) - set(killed)) == 2, 10)
-    wait_until(lambda: len(hook.unique()) == len(made), 2 * TIMEOUT + 1 + len(made) / 8 + PROMPT)
+    resent = lease_seconds(TIMEOUT) + len(made) / 8 * 1.0
+    wait_until(lambda: len(hook.unique()) == len(made), resent + PROMPT)
 
     listed = feed(partner, event_id)
     assert {n["id"] for n in listed} == set(hook.unique())

@@ -49,15 +49,21 @@ FAN_OUT_BATCH = 500
 # At most one pass per this long in a worker, however often it is woken (five a second: a
 # notification waits at most this much longer for its first attempt).
 PASS_INTERVAL_SECONDS = 0.2
-# A slot sends at most this many of one endpoint's deliveries in a row, then goes back to
-# the claim, where every endpoint with deliveries due has its turn.
-CHAIN = 50
+# A sender leases up to BATCH of one endpoint's deliveries at a time, sends them one after
+# another and settles them in one transaction, which leases the next ones: a busy endpoint
+# costs a few statements per BATCH deliveries, not per delivery. After CHAIN batches the
+# sender goes back to the claim, where every endpoint with deliveries due has its turn.
+BATCH = 20
+CHAIN = 5
 
 
-# A claimed delivery is another dispatcher's to retry once its lease lapses: twice the
-# attempt's own timeout and a second, so a live dispatcher always settles first.
-def _lease_seconds(timeout: float) -> float:
-    return 2 * timeout + 1.0
+# A sender's deliveries are another dispatcher's to retry once its lease lapses. A sender
+# starts an attempt only while it can end it, timeout included, a second before the lease
+# lapses; the rest of its batch is given back unsent. So a dead worker's deliveries are
+# sent again within this long, and a live one's never.
+def lease_seconds(timeout: float) -> float:
+    """How long a sender holds its deliveries before another dispatcher may send them."""
+    return 4 * timeout + 1.0
 
 
 class Dispatcher:
@@ -76,7 +82,6 @@ class Dispatcher:
         self._slots = threading.BoundedSemaphore(settings.webhook_worker_concurrency)
         self._free = settings.webhook_worker_concurrency
         self._free_lock = threading.Lock()
-        self._lease = uuid.uuid4()  # this dispatcher's: settles only what it claimed
         self._quiet_until = 0.0  # rate-limits the warnings of a database that is away
 
     def wake(self) -> None:
@@ -117,25 +122,26 @@ class Dispatcher:
             room = self._free
         if room <= 0:
             return 0
-        lease_seconds = _lease_seconds(self.settings.webhook_timeout_seconds)
+        leased_for = lease_seconds(self.settings.webhook_timeout_seconds)
         with transaction(self.engine, "webhook claim") as conn:
             claimed = deliveries.claim(
                 conn,
                 now,
-                self._lease,
-                lease_seconds,
+                leased_for,
                 self.settings.webhook_endpoint_concurrency,
                 room,
+                BATCH,
             )
             metrics.WEBHOOK_BACKLOG.set(deliveries.count_backlog(conn, now))
         clock = _Clock(now)
-        for row in claimed:
+        for lease, rows in claimed:
             self._take_slot()
             if wait:
-                self._send(row, clock)
+                self._send(lease, rows, clock)
             else:
-                threading.Thread(target=self._send, args=(row, clock), daemon=True).start()
-        return len(claimed)
+                args = (lease, rows, clock)
+                threading.Thread(target=self._send, args=args, daemon=True).start()
+        return sum(len(rows) for _, rows in claimed)
 
     def _take_slot(self) -> None:
         self._slots.acquire()
@@ -147,23 +153,54 @@ class Dispatcher:
             self._free += 1
         self._slots.release()
 
-    def _send(self, row, clock: _Clock) -> None:
-        """Send the delivery, then the endpoint's next due one in the same slot (settled
-        and claimed in one transaction), until it has none; the slot is given back
-        whatever happens."""
+    def _send(self, lease: uuid.UUID, rows: list, clock: _Clock) -> None:
+        """One sender: its batch, then the endpoint's next ones (leased when it settles),
+        up to CHAIN batches; the slot is given back whatever happens."""
         try:
             for left in reversed(range(CHAIN)):
-                row = self._attempt(row, clock, more=left > 0)
-                if row is None:
+                rows = self._send_batch(lease, rows, clock, more=left > 0)
+                if not rows:
                     break
-        except Exception as exc:  # unsettled: its lease lapses and it is sent again
-            self._warn("webhook delivery not settled: %s: %s", type(exc).__name__, exc)
+        except Exception as exc:  # unsettled: its leases lapse and it is all sent again
+            self._warn("webhook deliveries not settled: %s: %s", type(exc).__name__, exc)
         finally:
             self._give_slot()
             self.wake()  # room for the next one
 
-    def _attempt(self, row, clock: _Clock, *, more: bool):
-        """One attempt of the delivery, settled; the endpoint's next due delivery, or None."""
+    def _send_batch(self, lease: uuid.UUID, rows: list, clock: _Clock, *, more: bool) -> list:
+        """Send the batch in order, stopping at the first failure (an endpoint in trouble
+        gets its backoff, not the rest of the batch) or when the lease could lapse before
+        another attempt ends; settle it; the endpoint's next batch, or []."""
+        timeout = self.settings.webhook_timeout_seconds
+        lease_ends = clock.now() + timedelta(seconds=lease_seconds(timeout) - timeout - 1.0)
+        attempts: list[dict] = []
+        for row in rows:
+            if clock.now() >= lease_ends:
+                break
+            attempts.append(self._attempt(row, clock))
+            if attempts[-1]["status"] != "delivered":
+                break
+        unsent = [row.id for row in rows[len(attempts) :]]
+        now = clock.now()
+        endpoint_id = rows[0].endpoint_id
+        disable = next((a["disable"] for a in attempts if a["disable"]), None)
+        following: list = []
+        with transaction(self.engine, "webhook settle") as conn:
+            settled = deliveries.settle(conn, lease, attempts, unsent=unsent, now=now)
+            if disable is not None and settled:
+                deliveries.disable_endpoint(conn, endpoint_id, disable, now)
+            elif more and not unsent and all(a["status"] == "delivered" for a in attempts):
+                leased_for = lease_seconds(timeout)
+                following = deliveries.claim_next(conn, endpoint_id, now, lease, leased_for, BATCH)
+        for row, attempt in zip(rows, attempts, strict=False):
+            if row.id in settled:
+                self._log(row, attempt)
+        if disable is not None and settled:
+            log.warning("webhook endpoint %s disabled: %s", endpoint_id, disable)
+        return following
+
+    def _attempt(self, row, clock: _Clock) -> dict:
+        """Send one delivery: what it came to, as `deliveries.settle` records it."""
         assert self.box is not None
         viewer = None if row.every_partner else row.endpoint_partner_id
         shown = NOTIFICATION.dump(notice(_Row(row), viewer))
@@ -183,7 +220,7 @@ class Dispatcher:
                 allow_private=self.settings.webhooks_allow_private,
             )
         metrics.WEBHOOK_LATENCY.observe(sent.latency_ms / 1000)
-        return self._settle(row, sent, clock, more=more)
+        return self._outcome(row, sent, clock.now())
 
     def _secrets(self, row, now: datetime) -> list[str]:
         """The endpoint's secret, and its previous one while a rotation's overlap lasts."""
@@ -194,44 +231,38 @@ class Dispatcher:
             secrets.append(self.box.decrypt(row.previous_secret))
         return secrets
 
-    def _settle(self, row, sent: outbound.Sent, clock: _Clock, *, more: bool):
-        """Record the attempt and what follows it; the endpoint's next due delivery, leased
-        in the same transaction (None: there is none, or the endpoint is now disabled)."""
-        now = clock.now()
+    def _outcome(self, row, sent: outbound.Sent, now: datetime) -> dict:
+        """An attempt and what follows it: delivered (2xx); failed and the endpoint disabled
+        (410, or the last attempt); else pending until the next attempt."""
         attempts = row.attempts + 1
         disable: str | None = None
         next_at: datetime | None = None
         if sent.status is not None and 200 <= sent.status < 300:
-            status, result = "delivered", "delivered"
+            status = "delivered"
         elif sent.status == 410:
-            status, result, disable = "failed", "failed", "410 Gone from the endpoint"
+            status, disable = "failed", "410 Gone from the endpoint"
         elif attempts >= self.settings.webhook_max_attempts:
-            status, result = "failed", "failed"
+            status = "failed"
             disable = f"{attempts} attempts failed (last: {_said(sent)})"
         else:
-            status, result = "pending", "retrying"
+            status = "pending"
             next_at = now + timedelta(seconds=self._backoff(attempts, sent.retry_after))
-        attempt = {
+        return {
+            "delivery_id": row.id,
+            "status": status,
+            "next_attempt_at": next_at,
             "attempted_at": now,
             "status_code": sent.status,
             "error": sent.error,
             "latency_ms": sent.latency_ms,
-            "next_attempt_at": next_at,
+            "disable": disable,
         }
-        following = None
-        lease_seconds = _lease_seconds(self.settings.webhook_timeout_seconds)
-        with transaction(self.engine, "webhook settle") as conn:
-            if not deliveries.settle(
-                conn, row.id, self._lease, attempt, status=status, next_attempt_at=next_at, now=now
-            ):
-                return None  # our lease lapsed: the delivery is another dispatcher's now
-            if disable is not None:
-                deliveries.disable_endpoint(conn, row.endpoint_id, disable, now)
-            elif more and result == "delivered":  # a failing endpoint waits for its backoff
-                following = deliveries.claim_next(
-                    conn, row.endpoint_id, now, self._lease, lease_seconds
-                )
+
+    @staticmethod
+    def _log(row, attempt: dict) -> None:
+        result = {"pending": "retrying"}.get(attempt["status"], attempt["status"])
         metrics.WEBHOOK_ATTEMPTS.labels(result).inc()
+        next_at = attempt["next_attempt_at"]
         webhook_log.info(
             "webhook attempt",
             extra={
@@ -239,18 +270,15 @@ class Dispatcher:
                     "webhook_id": f"ntf_{row.notification_id}",
                     "endpoint_id": row.endpoint_id,
                     "delivery_id": row.id,
-                    "attempt": attempts,
-                    "status": sent.status,
-                    "error": sent.error,
-                    "latency_ms": sent.latency_ms,
+                    "attempt": row.attempts + 1,
+                    "status": attempt["status_code"],
+                    "error": attempt["error"],
+                    "latency_ms": attempt["latency_ms"],
                     "result": result,
                     "next_attempt_at": next_at.isoformat() if next_at else None,
                 }
             },
         )
-        if disable is not None:
-            log.warning("webhook endpoint %s disabled: %s", row.endpoint_id, disable)
-        return following
 
     def _backoff(self, attempts: int, retry_after: float | None) -> float:
         """Seconds before the next attempt: exponential with ±25 % jitter (so that endpoints

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import orjson
 from sqlalchemy import (
@@ -160,8 +160,9 @@ _LOCK_ENDPOINTS = (
     )
     .with_for_update(skip_locked=True, key_share=True)
 )
+# Senders at work on the endpoint: one lease id each, over the deliveries they hold.
 _IN_FLIGHT = (
-    select(func.count())
+    select(func.count(func.distinct(_D.c.lease)))
     .select_from(_D)
     .where(
         _D.c.endpoint_id == bindparam("endpoint_id"),
@@ -213,38 +214,51 @@ _CLAIMED = (
 def claim(
     conn: Connection,
     now: datetime,
-    lease: UUID,
     lease_seconds: float,
     per_endpoint: int,
-    limit: int,
-) -> list[Any]:
-    """Lease up to `limit` due deliveries, never more than `per_endpoint` in flight to one
-    endpoint across every dispatcher (its row is locked while it is counted; endpoints
-    another dispatcher is counting are skipped). Each row: the delivery, its endpoint's
-    url, partner and secrets, and its notification."""
+    slots: int,
+    batch: int,
+) -> list[tuple[UUID, list[Any]]]:
+    """Lease due deliveries for up to `slots` senders, each up to `batch` of one endpoint's
+    under a lease id of its own, never more than `per_endpoint` senders at once to one
+    endpoint across every dispatcher (its row is locked while they are counted; endpoints
+    another dispatcher is counting are skipped). Each sender's rows: the delivery, its
+    endpoint's url, partner and secrets, and its notification."""
     endpoint_ids = list(conn.scalars(_DUE_ENDPOINTS, {"now": now}))
     if not endpoint_ids:
         return []
-    claimed: list[int] = []
+    claimed: list[tuple[UUID, list[Any]]] = []
     for endpoint_id in list(conn.scalars(_LOCK_ENDPOINTS, {"ids": endpoint_ids})):
-        in_flight = conn.scalar(_IN_FLIGHT, {"endpoint_id": endpoint_id, "now": now}) or 0
-        take = min(per_endpoint - in_flight, limit - len(claimed))
-        if take > 0:
-            params = {"endpoint_id": endpoint_id, "now": now, "take": take}
-            claimed += conn.scalars(_NEXT_DUE, params)
-        if len(claimed) >= limit:
+        senders = conn.scalar(_IN_FLIGHT, {"endpoint_id": endpoint_id, "now": now}) or 0
+        free = min(per_endpoint - senders, slots - len(claimed))
+        if free <= 0:
+            continue
+        params = {"endpoint_id": endpoint_id, "now": now, "take": free * batch}
+        due = list(conn.scalars(_NEXT_DUE, params))
+        # Spread over the free senders: a few deliveries go out side by side, not in a row.
+        size = max(1, -(-len(due) // free))
+        for start in range(0, len(due), size):
+            lease = uuid4()
+            rows = _lease(conn, due[start : start + size], now, lease, lease_seconds)
+            if rows:
+                claimed.append((lease, rows))
+        if len(claimed) >= slots:
             break
-    return _lease(conn, claimed, now, lease, lease_seconds)
+    return claimed
 
 
 def claim_next(
-    conn: Connection, endpoint_id: str, now: datetime, lease: UUID, lease_seconds: float
-) -> Any | None:
-    """Lease the endpoint's next due delivery in place of one this dispatcher just settled
-    (so the endpoint's count in flight stays as it was), or None."""
-    claimed = list(conn.scalars(_NEXT_DUE, {"endpoint_id": endpoint_id, "now": now, "take": 1}))
-    rows = _lease(conn, claimed, now, lease, lease_seconds)
-    return rows[0] if rows else None
+    conn: Connection,
+    endpoint_id: str,
+    now: datetime,
+    lease: UUID,
+    lease_seconds: float,
+    batch: int,
+) -> list[Any]:
+    """Lease the endpoint's next due deliveries for a sender that just settled its own, under
+    its lease id (so the endpoint's count of senders stays as it was)."""
+    params = {"endpoint_id": endpoint_id, "now": now, "take": batch}
+    return _lease(conn, list(conn.scalars(_NEXT_DUE, params)), now, lease, lease_seconds)
 
 
 def _lease(
@@ -260,34 +274,78 @@ def _lease(
     return list(conn.execute(_CLAIMED, {"ids": leased})) if leased else []
 
 
+_SETTLE = (
+    update(_D)
+    .where(_D.c.id == bindparam("id_"), _D.c.lease == bindparam("lease_"))
+    .values(
+        status=bindparam("status_"),
+        attempts=_D.c.attempts + 1,
+        next_attempt_at=bindparam("next_"),
+        leased_until=None,
+        lease=None,
+        settled_at=bindparam("settled_"),
+    )
+    .returning(_D.c.id)
+)
+_DELIVERED = (
+    update(_D)
+    .where(_D.c.id.in_(bindparam("ids", expanding=True)), _D.c.lease == bindparam("lease_"))
+    .values(
+        status="delivered",
+        attempts=_D.c.attempts + 1,
+        next_attempt_at=None,
+        leased_until=None,
+        lease=None,
+        settled_at=bindparam("settled_"),
+    )
+    .returning(_D.c.id)
+)
+_RELEASE = (
+    update(_D)
+    .where(_D.c.id.in_(bindparam("ids", expanding=True)), _D.c.lease == bindparam("lease_"))
+    .values(leased_until=None, lease=None)
+)
+
+
 def settle(
     conn: Connection,
-    delivery_id: int,
     lease: UUID,
-    attempt: dict[str, Any],
+    attempts: Sequence[dict[str, Any]],
     *,
-    status: str,
-    next_attempt_at: datetime | None,
+    unsent: Sequence[int] = (),
     now: datetime,
-) -> bool:
-    """Record an attempt and what follows (pending with its next attempt, delivered or
-    failed); False if the lease had lapsed and another dispatcher owns the delivery now."""
-    changed = conn.execute(
-        update(webhook_deliveries)
-        .where(webhook_deliveries.c.id == delivery_id, webhook_deliveries.c.lease == lease)
-        .values(
-            status=status,
-            attempts=webhook_deliveries.c.attempts + 1,
-            next_attempt_at=next_attempt_at,
-            leased_until=None,
-            lease=None,
-            settled_at=None if status == "pending" else now,
-        )
-    ).rowcount
-    if changed != 1:
-        return False
-    conn.execute(insert(webhook_attempts).values(delivery_id=delivery_id, **attempt))
-    return True
+) -> set[int]:
+    """Record a sender's attempts (each: delivery_id, status, next_attempt_at and the
+    attempt's columns) and what follows each (delivered, failed, or pending until its next
+    attempt), and give back the deliveries it did not get to; the ids settled (one missing:
+    its lease had lapsed and another dispatcher owns it now, so nothing of it is recorded)."""
+    delivered = [a["delivery_id"] for a in attempts if a["status"] == "delivered"]
+    settled: set[int] = set()
+    if delivered:  # the common case, for every delivery in one statement
+        params = {"ids": delivered, "lease_": lease, "settled_": now}
+        settled.update(conn.scalars(_DELIVERED, params))
+    for a in attempts:
+        if a["status"] == "delivered":
+            continue
+        params = {
+            "id_": a["delivery_id"],
+            "lease_": lease,
+            "status_": a["status"],
+            "next_": a["next_attempt_at"],
+            "settled_": None if a["status"] == "pending" else now,
+        }
+        settled.update(conn.scalars(_SETTLE, params))
+    if unsent:
+        conn.execute(_RELEASE, {"ids": list(unsent), "lease_": lease})
+    columns = ("delivery_id", "attempted_at", "status_code", "error", "latency_ms")
+    recorded = [
+        {**{c: a[c] for c in columns}, "next_attempt_at": a["next_attempt_at"]}
+        for a in attempts
+        if a["delivery_id"] in settled
+    ]
+    if recorded:
+        conn.execute(insert(webhook_attempts), recorded)
+    return settled
 
 
 def disable_endpoint(conn: Connection, endpoint_id: str, reason: str, now: datetime) -> None:
