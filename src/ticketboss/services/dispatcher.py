@@ -46,9 +46,10 @@ from ticketboss.store.queries import deliveries
 log = logging.getLogger(__name__)
 
 FAN_OUT_BATCH = 500
-# At most one pass per this long in a worker, however often it is woken (five a second: a
-# notification waits at most this much longer for its first attempt).
-PASS_INTERVAL_SECONDS = 0.2
+# At most one pass per this long in a worker, however often it is woken (twice a second: a
+# notification waits at most this much longer for its first attempt; a sender already at
+# work on its endpoint takes it sooner).
+PASS_INTERVAL_SECONDS = 0.5
 # A sender leases up to BATCH of one endpoint's deliveries at a time, sends them one after
 # another and settles them in one transaction, which leases the next ones: a busy endpoint
 # costs a few statements per BATCH deliveries, not per delivery. After CHAIN batches the

@@ -33,6 +33,7 @@ from ticketboss.store.tables import (
 )
 
 CHANNEL = "ticketboss_webhooks"  # NOTIFY wakes every dispatcher listening on it
+MIN_BATCH = 3  # a claim gives each sender at least this many of an endpoint's due deliveries
 _PENDING = webhook_deliveries.c.status == "pending"
 
 
@@ -235,8 +236,9 @@ def claim(
             continue
         params = {"endpoint_id": endpoint_id, "now": now, "take": free * batch}
         due = list(conn.scalars(_NEXT_DUE, params))
-        # Spread over the free senders: a few deliveries go out side by side, not in a row.
-        size = max(1, -(-len(due) // free))
+        # Shared among the free senders (a slow endpoint's deliveries go out side by side),
+        # but at least a few each: a sender costs a transaction per batch.
+        size = max(min(len(due), MIN_BATCH), -(-len(due) // free))
         for start in range(0, len(due), size):
             lease = uuid4()
             rows = _lease(conn, due[start : start + size], now, lease, lease_seconds)
