@@ -26,6 +26,8 @@ class Receiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keeps connections, as receivers behind a proxy do
+
             def do_POST(self):  # http.server calls it by this name
                 self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if sleeping:

@@ -10,6 +10,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from email.utils import format_datetime
+from typing import ClassVar
 
 import pytest
 from cryptography import x509
@@ -18,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from standardwebhooks.webhooks import Webhook
 
-from ticketboss.services.outbound import UnsafeUrl, check_url, post
+from ticketboss.services.outbound import Session, UnsafeUrl, check_url, post
 from ticketboss.services.secrets import new_webhook_secret
 from ticketboss.services.signing import headers
 
@@ -371,3 +372,64 @@ def test_https_sends_the_host_name_as_sni_and_refuses_a_certificate_it_cannot_ve
     assert sent.status is None
     assert sent.error is not None and sent.error.startswith("TLS certificate not accepted")
     assert names == [HOST]
+
+
+class _KeepAlive(http.server.BaseHTTPRequestHandler):
+    """HTTP/1.1 answers that keep the connection, and count connections and requests; with
+    `close_after_first`, the server drops each connection once it has answered on it."""
+
+    protocol_version = "HTTP/1.1"
+    connections: ClassVar[list[int]] = []
+    close_after_first = False
+
+    def setup(self):
+        super().setup()
+        type(self).connections.append(0)
+
+    def do_POST(self):  # http.server calls it by this name
+        self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).connections[-1] += 1
+        self.send_response(204)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+        if type(self).close_after_first:
+            self.close_connection = True
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def keep_alive():
+    _KeepAlive.connections = []
+    _KeepAlive.close_after_first = False
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _KeepAlive)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_a_session_sends_one_post_after_another_over_one_kept_connection(keep_alive):
+    url = f"http://127.0.0.1:{keep_alive.server_address[1]}/hook"
+    session = Session(url, timeout=5.0, allow_private=True)
+    try:
+        sent = [session.post(b"{}", {"content-type": "application/json"}) for _ in range(5)]
+    finally:
+        session.close()
+    assert [s.status for s in sent] == [204] * 5
+    assert _KeepAlive.connections == [5]
+
+
+def test_a_kept_connection_the_receiver_dropped_is_replaced_and_the_post_still_sent(keep_alive):
+    _KeepAlive.close_after_first = True
+    url = f"http://127.0.0.1:{keep_alive.server_address[1]}/hook"
+    session = Session(url, timeout=5.0, allow_private=True)
+    try:
+        sent = [session.post(b"{}", {"content-type": "application/json"}) for _ in range(3)]
+    finally:
+        session.close()
+    assert [s.status for s in sent] == [204] * 3
+    assert _KeepAlive.connections == [1, 1, 1]

@@ -156,19 +156,28 @@ class Dispatcher:
 
     def _send(self, lease: uuid.UUID, rows: list, clock: _Clock) -> None:
         """One sender: its batch, then the endpoint's next ones (leased when it settles),
-        up to CHAIN batches; the slot is given back whatever happens."""
+        up to CHAIN batches, over one kept-alive connection while the receiver keeps it;
+        the slot is given back whatever happens."""
+        session = outbound.Session(
+            rows[0].url,
+            timeout=self.settings.webhook_timeout_seconds,
+            allow_private=self.settings.webhooks_allow_private,
+        )
         try:
             for left in reversed(range(CHAIN)):
-                rows = self._send_batch(lease, rows, clock, more=left > 0)
+                rows = self._send_batch(lease, rows, clock, session, more=left > 0)
                 if not rows:
                     break
         except Exception as exc:  # unsettled: its leases lapse and it is all sent again
             self._warn("webhook deliveries not settled: %s: %s", type(exc).__name__, exc)
         finally:
+            session.close()
             self._give_slot()
             self.wake()  # room for the next one
 
-    def _send_batch(self, lease: uuid.UUID, rows: list, clock: _Clock, *, more: bool) -> list:
+    def _send_batch(
+        self, lease: uuid.UUID, rows: list, clock: _Clock, session: outbound.Session, *, more: bool
+    ) -> list:
         """Send the batch in order, stopping at the first failure (an endpoint in trouble
         gets its backoff, not the rest of the batch) or when the lease could lapse before
         another attempt ends; settle it; the endpoint's next batch, or []."""
@@ -178,7 +187,7 @@ class Dispatcher:
         for row in rows:
             if clock.now() >= lease_ends:
                 break
-            attempts.append(self._attempt(row, clock))
+            attempts.append(self._attempt(row, clock, session))
             if attempts[-1]["status"] != "delivered":
                 break
         unsent = [row.id for row in rows[len(attempts) :]]
@@ -200,7 +209,7 @@ class Dispatcher:
             log.warning("webhook endpoint %s disabled: %s", endpoint_id, disable)
         return following
 
-    def _attempt(self, row, clock: _Clock) -> dict:
+    def _attempt(self, row, clock: _Clock, session: outbound.Session) -> dict:
         """Send one delivery: what it came to, as `deliveries.settle` records it."""
         assert self.box is not None
         viewer = None if row.every_partner else row.endpoint_partner_id
@@ -213,13 +222,7 @@ class Dispatcher:
         else:
             msg_id = f"ntf_{row.notification_id}"
             headers = signing.headers(secrets, msg_id, int(time.time()), body)
-            sent = outbound.post(
-                row.url,
-                body,
-                headers,
-                timeout=self.settings.webhook_timeout_seconds,
-                allow_private=self.settings.webhooks_allow_private,
-            )
+            sent = session.post(body, headers)
         metrics.WEBHOOK_LATENCY.observe(sent.latency_ms / 1000)
         return self._outcome(row, sent, clock.now())
 

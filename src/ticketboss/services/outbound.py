@@ -294,44 +294,106 @@ def post(
 ) -> Sent:
     """POST `body` once, to an address checked just now, within `timeout` seconds in all;
     never follows a redirect and never raises for what the network or the receiver does."""
-    start = time.monotonic()
-
-    def ms() -> int:
-        return round((time.monotonic() - start) * 1000)
-
+    session = Session(url, timeout=timeout, allow_private=allow_private, resolve=resolve)
     try:
-        # Checked again at each delivery: the name may resolve elsewhere now (DNS rebinding).
-        parts, host, port, addresses = _checked(url, allow_private, resolve)
-    except UnsafeUrl as exc:
-        return Sent(None, ms(), f"refused: {exc}")
-    deadline = _Deadline(max(0.0, timeout - (time.monotonic() - start)))  # DNS counts too
-    kind = _PinnedHTTPS if parts.scheme == "https" else _PinnedHTTP
-    failure: Exception = TimeoutError()
-    for ip in addresses:
-        conn = kind(host, port, ip, deadline)
+        return session.post(body, headers)
+    finally:
+        session.close()
+
+
+# A reused connection that fails like this never got our request read: the receiver had
+# closed it while idle. Sent once more on a new connection.
+_STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
+
+
+class Session:
+    """POSTs to one URL, one after another, over one kept-alive connection while the
+    receiver keeps it: to the address checked when it was opened (each new connection is
+    checked again), each exchange within `timeout` seconds."""
+
+    def __init__(
+        self, url: str, *, timeout: float, allow_private: bool, resolve: Resolver | None = None
+    ):
+        self.url, self.timeout = url, timeout
+        self.allow_private, self.resolve = allow_private, resolve
+        self._conn: _PinnedHTTP | _PinnedHTTPS | None = None
+        self._target = "/"
+
+    def post(self, body: bytes, headers: dict[str, str]) -> Sent:
+        start = time.monotonic()
+
+        def ms() -> int:
+            return round((time.monotonic() - start) * 1000)
+
+        reused = self._conn is not None
+        if self._conn is None:
+            failure = self._connect(start)
+            if failure is not None:
+                return Sent(None, ms(), failure)
         try:
+            return self._exchange(body, headers, start, ms)
+        except _STALE as exc:
+            self.close()
+            if not reused:
+                return Sent(None, ms(), _describe(exc, self.timeout))
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            return Sent(None, ms(), _describe(exc, self.timeout))
+        failure = self._connect(start)  # the kept connection had gone stale: a new one
+        if failure is not None:
+            return Sent(None, ms(), failure)
+        try:
+            return self._exchange(body, headers, start, ms)
+        except (OSError, http.client.HTTPException) as exc:
+            self.close()
+            return Sent(None, ms(), _describe(exc, self.timeout))
+
+    def _connect(self, start: float) -> str | None:
+        """A new connection to an address checked just now; why not, or None."""
+        try:
+            # Checked at each new connection: the name may resolve elsewhere now (DNS
+            # rebinding).
+            parts, host, port, addresses = _checked(self.url, self.allow_private, self.resolve)
+        except UnsafeUrl as exc:
+            return f"refused: {exc}"
+        deadline = _Deadline(max(0.0, self.timeout - (time.monotonic() - start)))
+        kind = _PinnedHTTPS if parts.scheme == "https" else _PinnedHTTP
+        failure: Exception = TimeoutError()
+        for ip in addresses:
+            conn = kind(host, port, ip, deadline)
             try:
                 conn.connect()
             except OSError as exc:  # this address does not answer: the next one may
+                conn.close()
                 failure = exc
                 continue
-            assert conn.sock is not None  # connect() set it
-            conn.sock.settimeout(deadline.left())
-            conn.request("POST", _target(parts), body=body, headers=headers)
-            response = _Response(conn.sock, deadline)
+            self._conn, self._target = conn, _target(parts)
+            return None
+        return _describe(failure, self.timeout)
+
+    def _exchange(self, body: bytes, headers: dict[str, str], start: float, ms) -> Sent:
+        conn = self._conn
+        assert conn is not None and conn.sock is not None
+        deadline = _Deadline(max(0.0, self.timeout - (time.monotonic() - start)))
+        conn.sock.settimeout(deadline.left())
+        conn.response_class = lambda sock, method=None: _Response(sock, deadline)  # type: ignore[assignment,misc]
+        conn.request("POST", self._target, body=body, headers=headers)
+        response = conn.getresponse()
+        try:
+            status = response.status
+            retry_after = _retry_after(response.getheader("Retry-After"))
             try:
-                response.begin()
-                status = response.status
-                retry_after = _retry_after(response.getheader("Retry-After"))
-                try:
-                    response.read(MAX_RESPONSE_BYTES)
-                except (OSError, http.client.HTTPException):
-                    pass  # the status line is the answer; the body was to be discarded
-            finally:
-                response.close()
-            return Sent(status, ms(), None, retry_after)
-        except (OSError, http.client.HTTPException) as exc:
-            return Sent(None, ms(), _describe(exc, timeout))
+                response.read(MAX_RESPONSE_BYTES)
+            except (OSError, http.client.HTTPException):
+                pass  # the status line is the answer; the body was to be discarded
+            kept = response.isclosed() and not response.will_close  # read whole, kept alive
         finally:
-            conn.close()
-    return Sent(None, ms(), _describe(failure, timeout))
+            response.close()
+        if not kept:
+            self.close()
+        return Sent(status, ms(), None, retry_after)
+
+    def close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
