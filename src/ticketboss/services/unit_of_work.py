@@ -31,10 +31,32 @@ def transaction(engine: Engine, subject: str) -> Iterator[Connection]:
     """`with transaction(engine, "event 'gala'") as conn:` — one transaction on `conn`."""
     with connection(engine) as conn:  # closing without a commit rolls back
         yield conn
+        notices = _notices(conn)
         try:
             conn.commit()
         except DBAPIError as exc:
             raise OutcomeUnknown(subject) from exc
+        if notices and any(UNREPLICATED in notice for notice in notices):
+            # The wait for the synchronous standby was cancelled (our statement timeout, a
+            # cancel, a restart): committed here, perhaps not on the standby, so a failover
+            # could lose it. Not a success to answer: the Idempotency-Key's retry finds out.
+            log.warning("COMMIT of %s not confirmed by the synchronous standby", subject)
+            raise OutcomeUnknown(subject)
+
+
+# PostgreSQL's WARNING when a COMMIT's wait for synchronous replication was cancelled: "The
+# transaction has already committed locally, but might not have been replicated to the
+# standby." (src/backend/replication/syncrep.c)
+UNREPLICATED = "might not have been replicated"
+
+
+def _notices(conn: Connection) -> list[str] | None:
+    """The driver's list of the server's notices (psycopg2), emptied so that what the COMMIT
+    says is all it will hold; None on drivers without one (SQLite)."""
+    notices = getattr(conn.connection.dbapi_connection, "notices", None)
+    if notices is not None:
+        del notices[:]
+    return notices
 
 
 @contextmanager
