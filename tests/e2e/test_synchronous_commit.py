@@ -165,3 +165,34 @@ def test_the_key_of_an_unconfirmed_reservation_answers_its_truth_once_the_standb
     again = request(served.port, "POST", PATH, body, headers=key)
     assert again[0] == 201 and json.loads(again[1]) == json.loads(answer)
     assert _rows(url) == before + 1  # one reservation for the key, whatever the first did
+
+
+def _read_only(admin, on: bool) -> None:
+    """Every new transaction read-only, as on a standby (or not)."""
+    with admin.connect() as conn:
+        if on:
+            conn.execute(text("ALTER SYSTEM SET default_transaction_read_only = on"))
+        else:
+            conn.execute(text("ALTER SYSTEM RESET default_transaction_read_only"))
+        conn.execute(text("SELECT pg_reload_conf()"))
+    time.sleep(0.3)
+
+
+def test_a_database_that_takes_no_writes_is_not_ready_and_writes_are_503s(primary, served):
+    admin, url = primary
+    before = _rows(url)
+    assert request(served.port, "GET", "/api/ready")[0] == 200
+    _read_only(admin, True)
+    try:
+        status, body, headers = request(served.port, "GET", "/api/ready", full=True)
+        assert status == 503 and headers["Retry-After"], body
+        assert "takes no writes" in json.loads(body)["detail"]
+        status, body, headers = request(
+            served.port, "POST", PATH, {"partnerId": "p", "seats": 1}, full=True
+        )
+        assert status == 503 and headers["Retry-After"], body  # never a 500
+    finally:
+        _read_only(admin, False)
+    assert request(served.port, "GET", "/api/ready")[0] == 200
+    assert request(served.port, "POST", PATH, {"partnerId": "p", "seats": 1})[0] == 201
+    assert _rows(url) == before + 1

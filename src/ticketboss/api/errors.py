@@ -7,7 +7,7 @@ import time
 from http import HTTPStatus
 
 from flask import Flask, current_app, json
-from sqlalchemy.exc import DataError, InterfaceError, OperationalError
+from sqlalchemy.exc import DataError, InterfaceError, InternalError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
@@ -155,6 +155,7 @@ def register_errorhandlers(app: Flask) -> None:
     for error_type in (PoolTimeout, OperationalError, InterfaceError):
         app.register_error_handler(error_type, _unavailable)
     app.register_error_handler(DataError, _data_error)
+    app.register_error_handler(InternalError, _internal_error)
     app.register_error_handler(Unauthenticated, _unauthenticated)
     app.register_error_handler(TooManyAuthFailures, _too_many_auth_failures)
     app.register_error_handler(429, _rate_limited)
@@ -194,6 +195,21 @@ def _data_error(exc: DataError):
     it is logged, but it is the client's input all the same."""
     log.warning("the database refused a value: %s", exc.orig.__class__.__name__)
     return problem(400, "A value in the request is out of range.", "invalid-request")
+
+
+# SQLSTATE 25006: a write reached a server that is read-only, a standby (the route still
+# points at a demoted primary, mid-failover) or one set read-only: transient, like a restart.
+READ_ONLY = "25006"
+
+
+def _internal_error(exc: InternalError):
+    if getattr(exc.orig, "pgcode", None) != READ_ONLY:
+        return _unexpected(exc)
+    # A line, not a traceback: nothing here is broken, the route leads to no primary yet.
+    log.warning("database takes no writes (a standby?): %s", str(exc.orig).strip())
+    return problem(
+        503, "The database takes no writes right now (a failover?); retry later.", "unavailable"
+    )
 
 
 def _unauthenticated(exc: Unauthenticated):

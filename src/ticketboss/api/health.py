@@ -19,6 +19,8 @@ from ticketboss.store.migrate import alembic_config
 blp = Blueprint("health", __name__, url_prefix="/api", description="Service health")
 
 PROBE_SECONDS = 1.0
+# "on" in a standby (recovery) and wherever writes are refused.
+_READ_ONLY = text("SELECT current_setting('transaction_read_only')")
 _RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}}
 
 
@@ -42,14 +44,18 @@ def health():
     503,
     schema=Problem,
     headers=_RETRY_AFTER,
-    description="The database is not migrated to this code's head revision, or does not answer.",
+    description="The database is not migrated to this code's head revision, does not answer, "
+    "or takes no writes (a standby: no writable primary, as during a failover).",
 )
 def ready():
-    """200 when the database's alembic revision is the head of this code's migrations, read
-    within a second."""
+    """200 when the database takes writes and its alembic revision is the head of this
+    code's migrations, read within a second."""
     # A database that does not answer raises here; errors.py turns that into a 503 as well.
     with deadline.within(PROBE_SECONDS), connection(deps.engine()) as conn:
         current = MigrationContext.configure(conn).get_current_revision()
+        read_only = conn.dialect.name == "postgresql" and conn.scalar(_READ_ONLY) == "on"
+    if read_only:
+        return problem(503, "The database takes no writes (a standby, or read-only).", "not-ready")
     head = head_revision()
     if current != head:
         return problem(
