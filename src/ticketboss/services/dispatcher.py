@@ -111,10 +111,12 @@ class Dispatcher:
         """One pass: fan out every notification there is, then claim and send what this
         worker has room for. `wait`: send in this thread, one after another (tests, the
         CLI). Returns how many deliveries it started."""
-        now = self._now()
+        # The database's time, read once and moved on by this process's clock: a lease
+        # taken at clock.now() ends when the sender reckons it does.
+        clock = _Clock(self._now())
         while True:
             with transaction(self.engine, "webhook fan-out") as conn:
-                taken = deliveries.fan_out(conn, now, FAN_OUT_BATCH)
+                taken = deliveries.fan_out(conn, clock.now(), FAN_OUT_BATCH)
             if taken < FAN_OUT_BATCH:
                 break
         if self.box is None:
@@ -125,6 +127,7 @@ class Dispatcher:
             return 0
         leased_for = lease_seconds(self.settings.webhook_timeout_seconds)
         with transaction(self.engine, "webhook claim") as conn:
+            now = clock.now()
             claimed = deliveries.claim(
                 conn,
                 now,
@@ -134,7 +137,6 @@ class Dispatcher:
                 BATCH,
             )
             metrics.WEBHOOK_BACKLOG.set(deliveries.count_backlog(conn, now))
-        clock = _Clock(now)
         for lease, rows in claimed:
             self._take_slot()
             if wait:
@@ -182,6 +184,7 @@ class Dispatcher:
         gets its backoff, not the rest of the batch) or when the lease could lapse before
         another attempt ends; settle it; the endpoint's next batch, or []."""
         timeout = self.settings.webhook_timeout_seconds
+        # The lease was taken a moment ago, at the latest: stop in time by that reckoning.
         lease_ends = clock.now() + timedelta(seconds=lease_seconds(timeout) - timeout - 1.0)
         attempts: list[dict] = []
         for row in rows:
