@@ -53,12 +53,14 @@ _PROBLEMS = {
 }
 
 
-def problems(blp, *statuses: int):
-    """Document problem+json responses of a route (decorator)."""
+def problems(blp, *statuses: int, described: dict[int, str] | None = None):
+    """Document problem+json responses of a route (decorator); `described`: descriptions
+    of its own for some statuses (the defaults are the seats' routes')."""
 
     def decorate(view):
         for status in statuses:
             description, headers = _PROBLEMS[status]
+            description = (described or {}).get(status, description)
             view = blp.alt_response(
                 status,
                 schema=Problem,

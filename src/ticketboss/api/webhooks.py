@@ -4,11 +4,8 @@ delivered, rotates the signing secret and retries a delivery; an operator sees t
 from flask import Response, url_for
 from flask.views import MethodView
 
-from ticketboss.api import cursors, deps
+from ticketboss.api import cursors, deps, docs
 from ticketboss.api.body import Blueprint
-from ticketboss.api.docs import RETRY_AFTER
-from ticketboss.api.errors import PROBLEM_JSON
-from ticketboss.api.schemas import Problem
 from ticketboss.api.webhook_schemas import (
     DELIVERY_ID_PARAMETER,
     ENDPOINT_ID_PARAMETER,
@@ -54,19 +51,7 @@ _PROBLEMS = {
 
 def problems(*statuses: int):
     """Document the problem+json responses of a webhook route (decorator)."""
-
-    def decorate(view):
-        for status in statuses:
-            view = blp.alt_response(
-                status,
-                schema=Problem,
-                content_type=PROBLEM_JSON,
-                description=_PROBLEMS[status],
-                headers=RETRY_AFTER if status == 503 else None,
-            )(view)
-        return view
-
-    return decorate
+    return docs.problems(blp, *statuses, described=_PROBLEMS)
 
 
 def _owner() -> str | None:
