@@ -17,7 +17,7 @@ $(BIN)/ticketboss: pyproject.toml setup.cfg scripts/constraints.txt
 
 install: $(BIN)/ticketboss system-packages  ## create .venv and install the project with its test tools, pinned by scripts/constraints.txt
 
-system-packages:  ## the Debian packages the tests and make cluster run for real (pgbouncer, haproxy), installed where missing
+system-packages:  ## the Debian packages the tests and make cluster run for real (pgbouncer, haproxy, patroni, etcd-server), installed where missing
 	@scripts/system-packages.sh
 
 lock:  ## re-resolve pyproject.toml's ranges in a scratch venv and rewrite scripts/constraints.txt
@@ -56,7 +56,7 @@ prune-notifications: migrate  ## delete notifications older than NOTIFICATION_RE
 sweep-holds: migrate  ## mark lapsed holds expired (tidiness only; the service also does it every HOLD_SWEEP_SECONDS)
 	$(BIN)/ticketboss holds sweep
 
-cluster: install  ## pgbouncer, N gunicorn hosts and HAProxy on loopback until Ctrl-C (ARGS="--hosts 3 --port 8080")
+cluster: install  ## pgbouncer, N gunicorn hosts and HAProxy on loopback until Ctrl-C (ARGS="--hosts 3 --port 8080"; --ha: three PostgreSQL nodes under Patroni)
 	PYTHONPATH=scripts exec $(BIN)/python -m cluster $(ARGS)
 
 test: install  ## the whole suite against a fresh PostgreSQL database (TEST_DATABASE_URL)

@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Debian packages the tests and `make cluster` run for real (make install calls this):
-# pgbouncer (a transaction-mode pooler) and HAProxy (the cluster's balancer). Installs only
-# what is missing, as root.
+# pgbouncer (a transaction-mode pooler), HAProxy (the cluster's balancer), and Patroni with
+# etcd (the three-node PostgreSQL of `make cluster ARGS=--ha`). Installs only what is
+# missing, as root.
 set -euo pipefail
 
 missing=()
 command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+command -v patroni >/dev/null 2>&1 || [ -x /usr/bin/patroni ] || missing+=(patroni)
+command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || missing+=(etcd-server)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then
