@@ -433,3 +433,22 @@ def test_a_kept_connection_the_receiver_dropped_is_replaced_and_the_post_still_s
         session.close()
     assert [s.status for s in sent] == [204] * 3
     assert _KeepAlive.connections == [1, 1, 1]
+
+
+def test_a_resolver_that_stalls_is_given_up_on_within_its_bound(monkeypatch):
+    import ticketboss.services.outbound as outbound
+
+    monkeypatch.setattr(outbound, "RESOLVE_SECONDS", 0.3)
+    released = threading.Event()
+
+    def stalled(host, port):
+        released.wait(5)
+        return ["93.184.216.34"]
+
+    began = time.monotonic()
+    try:
+        with pytest.raises(UnsafeUrl, match="did not resolve within"):
+            check_url("https://hooks.partner.test/", allow_private=False, resolve=stalled)
+    finally:
+        released.set()
+    assert time.monotonic() - began < 1.5

@@ -185,7 +185,8 @@ class Dispatcher:
         another attempt ends; settle it; the endpoint's next batch, or []."""
         timeout = self.settings.webhook_timeout_seconds
         # The lease was taken a moment ago, at the latest: stop in time by that reckoning.
-        lease_ends = clock.now() + timedelta(seconds=lease_seconds(timeout) - timeout - 1.0)
+        longest = timeout + outbound.RESOLVE_SECONDS + 1.0  # an attempt, its lookup, a margin
+        lease_ends = clock.now() + timedelta(seconds=lease_seconds(timeout) - longest)
         attempts: list[dict] = []
         for row in rows:
             if clock.now() >= lease_ends:

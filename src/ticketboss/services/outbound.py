@@ -9,12 +9,15 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
 from datetime import UTC
 from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING
 from urllib.parse import SplitResult, quote, urlsplit
 
+from ticketboss import deadline
 from ticketboss.domain.errors import DomainError
 
 if TYPE_CHECKING:
@@ -101,20 +104,30 @@ def _split(url: str, *, allow_private: bool) -> tuple[SplitResult, str, int]:
     return parts, host, port or (443 if parts.scheme == "https" else 80)
 
 
+RESOLVE_SECONDS = 3.0
+_RESOLVER = ThreadPoolExecutor(max_workers=4, thread_name_prefix="webhook-resolve")
+
+
+def _getaddrinfo(host: str, port: int) -> list[str]:
+    return [
+        str(sockaddr[0]) for *_, sockaddr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    ]
+
+
 def _resolve(host: str, port: int, resolve: Resolver | None) -> list[str]:
     """The addresses `host` stands for: itself when it is one, else what DNS says."""
     try:
         return [str(ipaddress.ip_address(host))]
     except ValueError:
         pass
+    lookup = resolve or _getaddrinfo
+    # A resolver that stalls must not hold a registration (a request) or a delivery: the
+    # lookup runs beside, and is given up on after RESOLVE_SECONDS (or the request's time).
+    wait = min(RESOLVE_SECONDS, deadline.remaining(RESOLVE_SECONDS) or 0.0)
     try:
-        if resolve is not None:
-            found = [str(address) for address in resolve(host, port)]
-        else:
-            found = [
-                str(sockaddr[0])
-                for *_, sockaddr in socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-            ]
+        found = [str(a) for a in _RESOLVER.submit(lookup, host, port).result(timeout=wait)]
+    except FutureTimeout:
+        raise UnsafeUrl(f"the host '{host}' did not resolve within {wait:g} s") from None
     except (OSError, UnicodeError):
         found = []
     if not found:
