@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: help install system-packages lock run migrate seed partner allocations prune-keys prune-notifications sweep-holds cluster test lint bench clean
+.PHONY: help install system-packages lock run migrate seed partner allocations prune-keys prune-notifications sweep-holds cluster test failover lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -61,6 +61,9 @@ cluster: install  ## pgbouncer, N gunicorn hosts and HAProxy on loopback until C
 
 test: install  ## the whole suite against a fresh PostgreSQL database (TEST_DATABASE_URL)
 	$(BIN)/pytest $(ARGS)
+
+failover: install  ## the failover drill: four faults on a Patroni cluster under keyed load, each checked and reported
+	$(BIN)/pytest -m failover -s $(ARGS) tests/failover
 
 lint: install  ## ruff (the rules and formatting of pyproject.toml) and mypy over src/
 	$(BIN)/ruff check src tests scripts migrations

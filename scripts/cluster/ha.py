@@ -108,6 +108,7 @@ class Etcd:
                     f"--initial-advertise-peer-urls={peer}",
                     f"--initial-cluster=ha={peer}",
                     "--initial-cluster-state=new",
+                    "--enable-v2=true",  # Patroni 3.0.2's safe client: see PatroniNode.settings
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -136,6 +137,7 @@ class PatroniNode:
         self.config = self.dir / "patroni.yml"
         self.log_path = self.dir / "patroni.log"
         self.process: subprocess.Popen | None = None
+        self.frozen: list[int] = []
         self.dir.mkdir(parents=True)
         self.dir.chmod(0o700)
         _chown_to_postgres(self.dir)
@@ -152,7 +154,13 @@ class PatroniNode:
                 "listen": f"127.0.0.1:{self.rest_port}",
                 "connect_address": f"127.0.0.1:{self.rest_port}",
             },
-            "etcd3": {"hosts": [etcd.endpoint]},  # etcd's v2 API is off in 3.4
+            # etcd's v2 API, not v3: Debian bookworm's Patroni 3.0.2 renews the leader key
+            # over v3 with an unconditional put once its lease has expired, so a leader that
+            # was paused past the TTL (SIGSTOP, a VM frozen) takes the key back from the new
+            # one on waking, and the writes acknowledged meanwhile are rewound away
+            # (tests/failover caught it; fixed in Patroni 3.0.3, patroni/patroni#2693). Its
+            # v2 client renews with a compare-and-swap on the holder's name.
+            "etcd": {"hosts": [etcd.endpoint]},
             "bootstrap": {
                 "dcs": {
                     "ttl": TTL,
@@ -202,18 +210,14 @@ class PatroniNode:
         }
 
     def start(self) -> None:
+        """Patroni, which starts its PostgreSQL: a new node bootstraps or joins; one that was
+        killed or stopped comes back as a replica (rewound if it had diverged)."""
         as_postgres = _as_postgres()
         home = as_postgres.pop("env_home", os.environ.get("HOME", "/"))
-        # Debian's patroni is the system Python's: none of our virtualenv's paths.
-        env = {
-            key: value
-            for key, value in os.environ.items()
-            if key not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")
-        }
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
                 [PATRONI, str(self.config)],
-                env={**env, "HOME": home},
+                env={**_system_env(), "HOME": home},
                 cwd=self.dir,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -245,9 +249,31 @@ class PatroniNode:
         if self.process is not None:
             self.process.wait(10)
 
+    def processes(self) -> list[int]:
+        """Patroni, its postmaster and the postmaster's children (backends, walsenders)."""
+        postmaster = self.postmaster_pid()
+        pids = [self.process.pid] if self.process is not None else []
+        if postmaster is not None:
+            found = subprocess.run(["pgrep", "-P", str(postmaster)], capture_output=True)
+            pids += [postmaster, *map(int, found.stdout.split())]
+        return pids
+
+    def freeze(self) -> None:
+        """SIGSTOP to Patroni and all of its PostgreSQL, as a host that hangs (a paused VM,
+        a stalled kernel) looks: its sockets stay open, nothing answers."""
+        self.frozen = self.processes()
+        for pid in self.frozen:
+            _signal(pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        for pid in reversed(self.frozen):
+            _signal(pid, signal.SIGCONT)
+        self.frozen = []
+
     def stop(self) -> None:
         """SIGTERM to Patroni, which stops its PostgreSQL; then whatever PostgreSQL is left
         (after a kill -9 its backends outlive the postmaster for a moment)."""
+        self.thaw()
         stop(self.process, signal.SIGTERM, 30)
         pid = self.postmaster_pid()
         if pid is not None and _alive(pid):
@@ -270,6 +296,20 @@ class PatroniNode:
             time.sleep(0.1)
         for pid in _processes_under(self.data):
             os.kill(pid, signal.SIGKILL)
+
+
+def _system_env() -> dict:
+    """Debian's patroni and patronictl are the system Python's: none of our virtualenv's
+    paths."""
+    venv = ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")
+    return {key: value for key, value in os.environ.items() if key not in venv}
+
+
+def _signal(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except ProcessLookupError:
+        pass
 
 
 def _alive(pid: int) -> bool:
@@ -386,6 +426,35 @@ class HACluster:
             if node.is_primary():
                 return node
         return None
+
+    def role(self, node: PatroniNode) -> str | None:
+        """leader, sync_standby or replica while its PostgreSQL runs; None otherwise."""
+        for member in self.members():
+            if member.get("name") == node.name and member.get("state") in RUNNING:
+                return member.get("role")
+        return None
+
+    def sync_standby(self) -> PatroniNode | None:
+        return next((n for n in self.nodes if self.role(n) == "sync_standby"), None)
+
+    def switchover(self, candidate: PatroniNode) -> None:
+        """A planned switchover to `candidate` (patronictl, as an operator runs it)."""
+        leader = self.primary()
+        if leader is None:
+            raise RuntimeError("no primary to switch over from")
+        done = subprocess.run(
+            [
+                *(PATRONICTL, "-c", str(leader.config), "switchover", "--force"),
+                *("--leader", leader.name, "--candidate", candidate.name),
+            ],
+            env=_system_env(),
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"patronictl switchover: {done.stdout}{done.stderr}")
 
     def wait_for_replication(self, seconds: float) -> None:
         """Until there is a leader, a synchronous standby and a third node running."""

@@ -167,6 +167,30 @@ def test_the_key_of_an_unconfirmed_reservation_answers_its_truth_once_the_standb
     assert _rows(url) == before + 1  # one reservation for the key, whatever the first did
 
 
+def test_a_stored_answer_is_given_again_only_once_the_standby_has_it(primary, served):
+    """A key's stored 201 may be committed here and not on the standby (its request's wait
+    was cancelled, or the primary crashed mid-wait and came back); the service cannot tell
+    which, so a replay first waits until the standby has everything up to it. Here the
+    reservation is stored, then no standby confirms anything: the retry is not a 201."""
+    admin, url = primary
+    before = _rows(url)
+    key = {"Idempotency-Key": "sync-replay"}
+    body = {"partnerId": "p", "seats": 1}
+    first = request(served.port, "POST", PATH, body, headers=key)
+    assert first[0] == 201, first
+    _standby(admin, "absent")
+    try:
+        status, answer, headers = request(served.port, "POST", PATH, body, headers=key, full=True)
+        # Without the wait this is the stored 201, replayed.
+        assert status == 503 and headers["Retry-After"], answer
+    finally:
+        _standby(admin, None)
+    status, answer, headers = request(served.port, "POST", PATH, body, headers=key, full=True)
+    assert status == 201 and headers["Idempotent-Replayed"] == "true", answer
+    assert json.loads(answer) == json.loads(first[1])
+    assert _rows(url) == before + 1
+
+
 def _read_only(admin, on: bool) -> None:
     """Every new transaction read-only, as on a standby (or not)."""
     with admin.connect() as conn:

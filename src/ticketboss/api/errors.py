@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from http import HTTPStatus
 
 from flask import Flask, current_app, json
@@ -40,6 +39,7 @@ from ticketboss.domain import (
     WebhookEndpointNotFound,
     WebhooksNotConfigured,
 )
+from ticketboss.outages import outage
 from ticketboss.services.outbound import UnsafeUrl
 
 log = logging.getLogger(__name__)
@@ -205,8 +205,8 @@ READ_ONLY = "25006"
 def _internal_error(exc: InternalError):
     if getattr(exc.orig, "pgcode", None) != READ_ONLY:
         return _unexpected(exc)
-    # A line, not a traceback: nothing here is broken, the route leads to no primary yet.
-    log.warning("database takes no writes (a standby?): %s", str(exc.orig).strip())
+    # Nothing here is broken: the route leads to no primary yet.
+    outage.failed(f"it takes no writes (a standby?): {str(exc.orig).strip()}")
     return problem(
         503, "The database takes no writes right now (a failover?); retry later.", "unavailable"
     )
@@ -226,24 +226,9 @@ def _rate_limited(exc: HTTPException):
     return problem(429, f"Rate limit exceeded ({exc.description}); retry later.", "rate-limited")
 
 
-# During an outage every request fails the same way: a worker logs the traceback once, then
-# a short line per failed request, until the database has been quiet for this long.
-_TRACEBACK_EVERY_SECONDS = 60.0
-_last_traceback = -_TRACEBACK_EVERY_SECONDS
-
-
 def _unavailable(exc: Exception):
-    global _last_traceback
-    now = time.monotonic()
-    first = now - _last_traceback >= _TRACEBACK_EVERY_SECONDS
-    _last_traceback = now if first else _last_traceback
     reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()
-    log.warning(
-        "database unavailable: %s: %s",
-        exc.__class__.__name__,
-        reason[0] if reason else "",
-        exc_info=exc if first else None,
-    )
+    outage.failed(f"{exc.__class__.__name__}: {reason[0] if reason else ''}", exc)
     return problem(
         503, "The service is overloaded or its database is unreachable; retry later.", "unavailable"
     )

@@ -28,7 +28,7 @@ from ticketboss.domain import (
     OutcomeUnknown,
     Principal,
 )
-from ticketboss.services.unit_of_work import connection, retry_when_dropped, transaction
+from ticketboss.services.unit_of_work import retry_when_dropped, transaction
 from ticketboss.store import queries
 
 log = logging.getLogger(__name__)
@@ -153,8 +153,13 @@ def claim(engine: Engine, settings: Settings, key: IdempotencyKey) -> Claim | Re
             return Claim(key, owner)
         except IntegrityError:
             pass  # the key exists: what state is it in?
-        with connection(engine) as conn:
+        with transaction(engine, subject) as conn:
             row = queries.load_claim(conn, key.scope, key.key)
+            if row is not None and row.outcome is not None:
+                # The answer may be committed here and not on the synchronous standby (its
+                # request's wait was cancelled, or the primary crashed mid-wait and came
+                # back): before it is given again, the standby must have it.
+                queries.await_replication(conn, key.scope, key.key)
         if row is None:
             continue
         running = row.outcome is None and row.locked_until > now

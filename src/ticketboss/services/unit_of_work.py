@@ -16,6 +16,7 @@ from tenacity import Retrying, retry, retry_if_exception, stop_after_attempt
 
 from ticketboss import deadline
 from ticketboss.domain import OutcomeUnknown
+from ticketboss.outages import outage
 from ticketboss.store.db import DatabaseTimeout
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,7 @@ def transaction(engine: Engine, subject: str) -> Iterator[Connection]:
             # could lose it. Not a success to answer: the Idempotency-Key's retry finds out.
             log.warning("COMMIT of %s not confirmed by the synchronous standby", subject)
             raise OutcomeUnknown(subject)
+        outage.over()
 
 
 # PostgreSQL's WARNING when a COMMIT's wait for synchronous replication was cancelled: "The

@@ -6,6 +6,7 @@ looks up their compiled form instead of building and hashing a new statement per
 """
 
 from ticketboss.store.queries.claims import (
+    await_replication,
     delete_claim,
     insert_claim,
     load_claim,
@@ -71,6 +72,7 @@ from ticketboss.store.queries.webhooks import (
 
 __all__ = [
     "active_key_with_prefix_exists",
+    "await_replication",
     "compare_and_swap",
     "count_endpoints",
     "create_event",

@@ -40,6 +40,18 @@ def load_claim(conn: Connection, scope: str, key: str):
     ).first()
 
 
+def await_replication(conn: Connection, scope: str, key: str) -> None:
+    """Lock the key's row: a write to the WAL, so that with a synchronous standby this
+    transaction's COMMIT returns (without a warning) only once the standby has the WAL up to
+    it, every earlier commit included. (A transaction that only reads, even one given an id,
+    writes no WAL and waits for nothing.)"""
+    conn.execute(
+        select(idempotency_keys.c.key)
+        .where(idempotency_keys.c.scope == scope, idempotency_keys.c.key == key)
+        .with_for_update()
+    )
+
+
 def take_over_claim(conn: Connection, scope, key, old_owner, new_owner, locked_until) -> bool:
     """Claim a key whose previous request lapsed without an answer."""
     result = conn.execute(
