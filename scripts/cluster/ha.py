@@ -297,6 +297,24 @@ class PatroniNode:
             os.kill(pid, signal.SIGKILL)
 
 
+VAR = Path(__file__).resolve().parents[2] / "var"
+
+
+def _fresh_workdir() -> Path:
+    """var/ha, emptied: every run bootstraps a new cluster there. A temporary directory
+    instead when the postgres user, which runs the nodes, cannot reach the checkout (one
+    under /root, say)."""
+    reachable = all(
+        parent.stat().st_mode & 0o001 for parent in (VAR.parent, *VAR.parent.parents)
+    )
+    if os.geteuid() == 0 and not reachable:
+        return Path(tempfile.mkdtemp(prefix="ticketboss-ha-"))
+    workdir = VAR / "ha"
+    shutil.rmtree(workdir, ignore_errors=True)
+    workdir.mkdir(parents=True)
+    return workdir
+
+
 def _system_env() -> dict:
     """Debian's patroni and patronictl are the system Python's: none of our virtualenv's
     paths."""
@@ -382,7 +400,7 @@ class HACluster:
     ):
         if problem := installed():
             raise RuntimeError(f"--ha needs Patroni and etcd ({problem}): make system-packages")
-        self.dir = workdir or Path(tempfile.mkdtemp(prefix="ticketboss-ha-"))
+        self.dir = workdir or _fresh_workdir()
         self.dir.chmod(0o755)  # the nodes run as postgres and must reach their directories
         self.etcd = Etcd(self.dir / "etcd")
         self.nodes = [PatroniNode(f"pg{i + 1}", self.dir, self.etcd) for i in range(self.NODES)]
