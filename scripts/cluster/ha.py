@@ -304,9 +304,7 @@ def _fresh_workdir() -> Path:
     """var/ha, emptied: every run bootstraps a new cluster there. A temporary directory
     instead when the postgres user, which runs the nodes, cannot reach the checkout (one
     under /root, say)."""
-    reachable = all(
-        parent.stat().st_mode & 0o001 for parent in (VAR.parent, *VAR.parent.parents)
-    )
+    reachable = all(parent.stat().st_mode & 0o001 for parent in (VAR.parent, *VAR.parent.parents))
     if os.geteuid() == 0 and not reachable:
         return Path(tempfile.mkdtemp(prefix="ticketboss-ha-"))
     workdir = VAR / "ha"
