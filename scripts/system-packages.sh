@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Debian packages the tests and `make cluster` run for real (make install calls this):
 # pgbouncer (a transaction-mode pooler), HAProxy (the cluster's balancer), and Patroni with
-# etcd (the three-node PostgreSQL of `make cluster ARGS=--ha`). Installs only what is
-# missing, as root.
+# etcd (the three-node PostgreSQL of `make cluster ARGS=--ha`), promtool (Prometheus: the
+# alert rules' tests), buildah and mmdebstrap (`make image`). Installs only what is missing,
+# as root.
 set -euo pipefail
 
 missing=()
@@ -10,6 +11,9 @@ command -v pgbouncer >/dev/null 2>&1 || [ -x /usr/sbin/pgbouncer ] || missing+=(
 command -v haproxy >/dev/null 2>&1 || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
 command -v patroni >/dev/null 2>&1 || [ -x /usr/bin/patroni ] || missing+=(patroni)
 command -v etcd >/dev/null 2>&1 || [ -x /usr/bin/etcd ] || missing+=(etcd-server)
+command -v promtool >/dev/null 2>&1 || [ -x /usr/bin/promtool ] || missing+=(prometheus)
+command -v buildah >/dev/null 2>&1 || [ -x /usr/bin/buildah ] || missing+=(buildah)
+command -v mmdebstrap >/dev/null 2>&1 || [ -x /usr/bin/mmdebstrap ] || missing+=(mmdebstrap)
 [ ${#missing[@]} -eq 0 ] && exit 0
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -12,7 +12,7 @@ import click
 from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
-from ticketboss.config import Settings
+from ticketboss.config import SettingError, Settings
 from ticketboss.domain import Allocation, UnknownPartner
 from ticketboss.domain.errors import DomainError
 from ticketboss.store import queries
@@ -31,7 +31,19 @@ class Refused(click.ClickException):
     exit_code = 2
 
 
-@click.group()
+class Commands(click.Group):
+    """The command group: a setting that cannot be used (from whichever command read it) is
+    said in one line, `ticketboss: VARIABLE=value: rule`, exit status 2, with no traceback."""
+
+    def invoke(self, ctx: click.Context) -> object:
+        try:
+            return super().invoke(ctx)
+        except SettingError as exc:
+            click.echo(f"ticketboss: {exc}", err=True)
+            ctx.exit(2)
+
+
+@click.group(cls=Commands)
 def main() -> None:
     """TicketBoss operations. DATABASE_URL picks the database (SQLite under var/ if unset)."""
 

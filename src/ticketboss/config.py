@@ -2,13 +2,42 @@
 
 from __future__ import annotations
 
+import math
 import os
+import re
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_SQLITE_URL = f"sqlite:///{PROJECT_ROOT / 'var' / 'ticketboss.sqlite3'}"
 AUTH_MODES = ("keys", "open")
+WORKER_CLASSES = ("gevent", "gthread")
+# What store.db can connect to: SQLite, and PostgreSQL through psycopg2 (its default driver).
+DATABASE_BACKENDS = ("sqlite", "postgresql")
+_DRIVERS = {"sqlite": ("", "pysqlite"), "postgresql": ("", "psycopg2")}
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+class SettingError(ValueError):
+    """A setting that cannot be used: its variable, the value it has and the rule it breaks.
+    Its str is the whole story in one line (`HOLD_TTL_SECONDS=900: must be between 1 and
+    HOLD_MAX_SECONDS (20)`), for the commands and gunicorn to print alone."""
+
+    def __init__(self, variable: str, value: object, rule: str):
+        super().__init__(variable, value, rule)
+        self.variable, self.value, self.rule = variable, value, rule
+
+    def __str__(self) -> str:
+        return f"{self.variable}={_shown(self.value)}: {self.rule}"
+
+
+class _Secret:
+    """The value of a setting that is a secret, in a SettingError: never the text itself."""
+
+    def __str__(self) -> str:
+        return "<secret>"
 
 
 @dataclass(frozen=True)
@@ -116,27 +145,29 @@ class Settings:
     webhook_endpoints_per_partner: int = 10
 
     def __post_init__(self) -> None:
-        if self.request_deadline_seconds <= 0:
-            raise ValueError("REQUEST_DEADLINE_SECONDS must be above 0")
-        if self.cas_swaps_per_transaction < 1:
-            raise ValueError("CAS_SWAPS_PER_TRANSACTION must be at least 1")
+        _above(self, "request_deadline_seconds", 0)
+        _at_least(self, "cas_swaps_per_transaction", 1)
         if not 1 <= self.hold_ttl_seconds <= self.hold_max_seconds:
-            raise ValueError("HOLD_TTL_SECONDS must be between 1 and HOLD_MAX_SECONDS")
-        if min(self.partner_max_held_seats, self.partner_max_pool_seats) < 0:
-            raise ValueError("PARTNER_MAX_HELD_SEATS and PARTNER_MAX_POOL_SEATS are 0 or more")
-        if self.webhook_max_attempts < 1 or self.webhook_retry_base_seconds <= 0:
-            raise ValueError(
-                "WEBHOOK_MAX_ATTEMPTS must be 1 or more, WEBHOOK_RETRY_BASE_SECONDS above 0"
+            raise SettingError(
+                "HOLD_TTL_SECONDS",
+                self.hold_ttl_seconds,
+                f"must be between 1 and HOLD_MAX_SECONDS ({self.hold_max_seconds})",
             )
-        if self.auth_mode not in AUTH_MODES:
-            raise ValueError(
-                f"AUTH_MODE must be one of {', '.join(AUTH_MODES)}, not {self.auth_mode!r}"
-            )
+        _at_least(self, "partner_max_held_seats", 0, " (0: no limit)")
+        _at_least(self, "partner_max_pool_seats", 0, " (0: no cap)")
+        _at_least(self, "webhook_max_attempts", 1)
+        _above(self, "webhook_retry_base_seconds", 0)
+        _one_of(self, "auth_mode", AUTH_MODES)
+        _database_url("DATABASE_URL", self.database_url, DATABASE_BACKENDS)
+        if self.webhook_listen_url:  # LISTEN is PostgreSQL's
+            _database_url("WEBHOOK_LISTEN_URL", self.webhook_listen_url, ("postgresql",))
+        _fernet_keys(self.webhook_secret_keys)
 
     @classmethod
-    def from_env(cls, environ=os.environ) -> Settings:
-        """Settings from environment variables; unset or empty ones keep their default."""
-        return cls(**_from_env(cls, environ))
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> Settings:
+        """Settings from environment variables (unset or empty ones keep their default);
+        SettingError for one that cannot be used, or two that contradict each other."""
+        return _from_env(cls, environ)
 
 
 @dataclass(frozen=True)
@@ -158,13 +189,14 @@ class ServerSettings:
     prometheus_multiproc_dir: str = ""  # default: var/prometheus-<port>
 
     def __post_init__(self) -> None:
+        _between(self, "port", 1, 65_535)
+        _one_of(self, "worker_class", WORKER_CLASSES)
         # gunicorn gives a request's headers no deadline at all with keepalive 0.
-        if self.keepalive_seconds < 1:
-            raise ValueError("KEEPALIVE_SECONDS must be at least 1 (it bounds header reads)")
+        _at_least(self, "keepalive_seconds", 1, " (it bounds how long headers may take)")
 
     @classmethod
-    def from_env(cls, environ=os.environ) -> ServerSettings:
-        return cls(**_from_env(cls, environ))
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> ServerSettings:
+        return _from_env(cls, environ)
 
     @property
     def workers(self) -> int:
@@ -183,27 +215,117 @@ class BenchSettings:
     bench_database_url: str = "postgresql+psycopg2://root@127.0.0.1:5432/ticketboss_bench"
 
     @classmethod
-    def from_env(cls, environ=os.environ) -> BenchSettings:
-        return cls(**_from_env(cls, environ))
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> BenchSettings:
+        return _from_env(cls, environ)
 
 
-def _from_env(cls, environ) -> dict:
-    """The fields of a settings class found in the environment (upper-cased names); unset or
-    empty ones are left out, so they keep their defaults."""
-    values = {}
-    for f in fields(cls):
-        raw = environ.get(f.name.upper())
-        if raw:
-            values[f.name] = _parse(type(f.default), raw)
-    return values
+def _from_env(cls: Any, environ: Mapping[str, str]) -> Any:
+    """A settings class built from the environment (upper-cased names); unset or empty
+    variables keep their defaults. SettingError names a number as it was typed."""
+    given = {f.name: environ[f.name.upper()] for f in fields(cls) if environ.get(f.name.upper())}
+    kinds = {f.name: type(f.default) for f in fields(cls)}
+    values = {name: _parse(name.upper(), kinds[name], raw) for name, raw in given.items()}
+    try:
+        return cls(**values)
+    except SettingError as exc:
+        name = exc.variable.lower()
+        if name in given and kinds[name] in (int, float):  # 3, not 3.0
+            raise SettingError(exc.variable, given[name], exc.rule) from None
+        raise
 
 
-def _parse(kind: type, raw: str) -> object:
+def _parse(variable: str, kind: type, raw: str) -> object:
     """An environment variable's text as a setting's type; booleans are 1/0, true/false,
     yes/no, on/off (bool("0") would be True)."""
     if kind is bool:
         value = raw.strip().lower()
-        if value not in ("1", "0", "true", "false", "yes", "no", "on", "off"):
-            raise ValueError(f"not a boolean: {raw!r}")
-        return value in ("1", "true", "yes", "on")
-    return kind(raw)
+        if value not in _TRUE + _FALSE:
+            raise SettingError(variable, raw, "must be 1 or 0 (or true/false, yes/no, on/off)")
+        return value in _TRUE
+    if kind is int:
+        try:
+            return int(raw)
+        except ValueError:
+            raise SettingError(variable, raw, "must be a whole number") from None
+    if kind is float:
+        try:
+            number = float(raw)
+        except ValueError:
+            raise SettingError(variable, raw, "must be a number") from None
+        if not math.isfinite(number):
+            raise SettingError(variable, raw, "must be a finite number")
+        return number
+    return raw
+
+
+def _shown(value: object) -> str:
+    """A value as an operator can read it back: quoted when it is empty or has spaces or
+    control characters, which would otherwise be invisible."""
+    if isinstance(value, str) and (not value or not value.isprintable() or value != value.strip()):
+        return repr(value)
+    return str(value)
+
+
+def _at_least(settings: object, name: str, least: float, note: str = "") -> None:
+    value = getattr(settings, name)
+    if value < least:
+        raise SettingError(name.upper(), value, f"must be {least} or more{note}")
+
+
+def _above(settings: object, name: str, bound: float) -> None:
+    value = getattr(settings, name)
+    if not value > bound:
+        raise SettingError(name.upper(), value, f"must be above {bound}")
+
+
+def _between(settings: object, name: str, low: int, high: int) -> None:
+    value = getattr(settings, name)
+    if not low <= value <= high:
+        raise SettingError(name.upper(), value, f"must be between {low} and {high}")
+
+
+def _one_of(settings: object, name: str, choices: Collection[str]) -> None:
+    value = getattr(settings, name)
+    if value not in choices:
+        raise SettingError(name.upper(), value, f"must be one of {', '.join(choices)}")
+
+
+def _database_url(variable: str, url: str, backends: Collection[str]) -> None:
+    """A URL that store.db (or the dispatcher's LISTEN) can connect to; shown without its
+    password."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    examples = {
+        "sqlite": "sqlite:///<file>",
+        "postgresql": "postgresql+psycopg2://<user>:<password>@<host>:5432/<name>",
+    }
+    rule = f"must be a URL like {' or '.join(examples[b] for b in backends)}"
+    try:
+        parsed = make_url(url)
+    except ArgumentError:  # not a URL at all: mask what looks like a password
+        raise SettingError(variable, re.sub(r":[^:/@]*@", ":***@", url), rule) from None
+    backend, _, driver = parsed.drivername.partition("+")
+    if backend not in backends or driver not in _DRIVERS[backend]:
+        raise SettingError(variable, parsed.render_as_string(hide_password=True), rule)
+
+
+def _fernet_keys(keys: str) -> None:
+    """WEBHOOK_SECRET_KEYS as services.secrets reads them: comma-separated Fernet keys."""
+    pieces = [piece.strip() for piece in keys.split(",")]
+    pieces = [piece for piece in pieces if piece]  # a trailing comma is not a key
+    if not pieces:
+        return
+    from cryptography.fernet import Fernet
+
+    for number, piece in enumerate(pieces, start=1):
+        try:
+            Fernet(piece)
+        except ValueError:  # binascii.Error is one too
+            # `from None`: the chained error and its traceback must not carry the key.
+            raise SettingError(
+                "WEBHOOK_SECRET_KEYS",
+                _Secret(),
+                f"key {number} of {len(pieces)} is not a Fernet key "
+                "(32 url-safe base64-encoded bytes, as Fernet.generate_key() makes)",
+            ) from None

@@ -5,10 +5,23 @@ import os
 import resource
 import shutil
 import signal
+import sys
 
-from ticketboss.config import ServerSettings
+from ticketboss.config import ServerSettings, SettingError, Settings
 
-server = ServerSettings.from_env()
+
+def _checked_settings() -> ServerSettings:
+    """The server's settings, having checked the workers' too: a setting that cannot be used
+    stops the master here, in one line and exit status 1, before it binds or boots a worker
+    (whose every attempt would otherwise log a traceback)."""
+    try:
+        Settings.from_env()
+        return ServerSettings.from_env()
+    except SettingError as exc:
+        sys.exit(f"ticketboss: {exc}")
+
+
+server = _checked_settings()
 port = server.port
 bind = f"{server.host}:{server.port}"
 # One process per core keeps every core busy. gevent (the default) serves each request in a
@@ -50,8 +63,10 @@ os.environ["PROMETHEUS_MULTIPROC_DIR"] = server.metrics_dir
 
 
 def on_starting(server):
-    """Start every run with fresh counters, and allow as many open sockets as the system
-    lets us (each of worker_connections is one)."""
+    """Check the settings again (`gunicorn -e NAME=value` sets its variables only after this
+    file is read), start every run with fresh counters, and allow as many open sockets as the
+    system lets us (each of worker_connections is one)."""
+    _checked_settings()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
