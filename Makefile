@@ -15,7 +15,13 @@ $(BIN)/ticketboss: pyproject.toml setup.cfg scripts/constraints.txt
 	$(BIN)/pip install --quiet -c scripts/constraints.txt -e '.[test]'
 	touch $@
 
-install: $(BIN)/ticketboss system-packages  ## create .venv and install the project with its test tools, pinned by scripts/constraints.txt
+# Redocly's CLI, which lints the OpenAPI document in make test: pinned by its lock file.
+OPENAPI_LINT := scripts/openapi/node_modules/.bin/redocly
+$(OPENAPI_LINT): scripts/openapi/package.json scripts/openapi/package-lock.json
+	npm ci --prefix scripts/openapi --no-audit --no-fund --loglevel=error
+	touch $@
+
+install: $(BIN)/ticketboss $(OPENAPI_LINT) system-packages  ## create .venv and install the project with its test tools, pinned by scripts/constraints.txt (and scripts/openapi's lock)
 
 system-packages:  ## the Debian packages the tests and make cluster run for real (pgbouncer, haproxy, patroni, etcd-server), installed where missing
 	@scripts/system-packages.sh
@@ -75,4 +81,4 @@ bench: install  ## load-test the service on a fresh PostgreSQL database (ARGS="-
 	PYTHONPATH=scripts $(BIN)/python -m bench $(ARGS)
 
 clean:  ## remove the virtualenv, the SQLite file and caches
-	rm -rf $(VENV) var .pytest_cache .hypothesis src/*.egg-info
+	rm -rf $(VENV) var .pytest_cache .hypothesis src/*.egg-info scripts/openapi/node_modules

@@ -68,6 +68,17 @@ class KeyAnswers(BasePlugin):
                     operation.setdefault("responses", {}).setdefault(status, response)
 
 
+SPEC_OPTIONS = {
+    # Every operation needs a key unless it says `security: []` (the health routes).
+    "security": [{"apiKey": []}],
+    # Relative: the host that serves this document (every path starts with /api), whatever
+    # its name, port or proxy in front; client generators take it as their default base URL.
+    "servers": [{"url": "/", "description": "The host serving this document."}],
+    # pyproject.toml declares no license: the code is not open source (all rights reserved).
+    "info": {"license": {"name": "Proprietary", "identifier": "LicenseRef-Proprietary"}},
+}
+
+
 class ProblemApi(Api):
     """flask-smorest, with every HTTP error rendered and documented as problem+json."""
 
@@ -84,6 +95,10 @@ class ProblemApi(Api):
 
     def handle_http_exception(self, error):
         return http_problem(error)
+
+    def _register_pagination_header(self):
+        """Nothing: pages here carry `nextCursor` in their body, never flask-smorest's
+        X-Pagination header, whose schema would sit in the document unused."""
 
     def _register_responses(self):
         """flask-smorest's error responses (the `default` of every operation and those of
@@ -115,8 +130,7 @@ def register_blueprints(app: Flask) -> None:
         webhooks,
     )
 
-    # Every operation needs a key unless it says `security: []` (the health routes).
-    app.config["API_SPEC_OPTIONS"] = {"security": [{"apiKey": []}]}
+    app.config["API_SPEC_OPTIONS"] = SPEC_OPTIONS
     api = ProblemApi(app, spec_kwargs={"extra_plugins": [KeyAnswers(), RequestIdHeader()]})
     api.spec.components.security_scheme("apiKey", SECURITY_SCHEME)
     api.register_blueprint(health.blp)

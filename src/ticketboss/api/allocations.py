@@ -44,6 +44,7 @@ def _visible(event: Event) -> list:
 
 @blp.route("/<event_id>/allocations", parameters=[EVENT_ID_PARAMETER])
 class Allocations(MethodView):
+    @blp.doc(operationId="listAllocations")
     @blp.arguments(EVENT_ID, location="path")
     @blp.doc(**IF_NONE_MATCH)
     @blp.response(200, AllocationPage, headers=ETAG)
@@ -64,6 +65,7 @@ class Allocations(MethodView):
     "/<event_id>/allocations/<partner_id>", parameters=[EVENT_ID_PARAMETER, PARTNER_ID_PARAMETER]
 )
 class AllocationItem(MethodView):
+    @blp.doc(operationId="getAllocation")
     @blp.arguments(ITEM, location="path")
     @blp.response(200, Allocation, headers=ETAG)
     @problems(blp, 400, 404, 503)
@@ -76,6 +78,7 @@ class AllocationItem(MethodView):
                 return allocation, 200, conditional.etag_header(event)
         raise AllocationNotFound(event_id, partner_id)
 
+    @blp.doc(operationId="setAllocation")
     @blp.arguments(ITEM, location="path")
     @blp.arguments(PUT_BODY)
     @blp.doc(**IF_MATCH)
@@ -110,6 +113,7 @@ class AllocationItem(MethodView):
             return done.allocation, 201, {**headers, "Location": location}
         return done.allocation, 200, headers
 
+    @blp.doc(operationId="deleteAllocation")
     @blp.arguments(ITEM, location="path")
     @blp.doc(**IF_MATCH)
     @blp.response(204, headers=ETAG)

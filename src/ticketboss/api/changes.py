@@ -38,6 +38,7 @@ class ChangesPage(Schema):
 
 @blp.route("", strict_slashes=False)
 class Changes(MethodView):
+    @blp.doc(operationId="listChanges")
     @blp.arguments(ChangesQuery(), location="query")
     @blp.response(200, ChangesPage)
     @problems(blp, 400, 503)

@@ -54,6 +54,7 @@ def _reservation_location(event_id: str):
 
 @blp.route("", strict_slashes=False)
 class Events(MethodView):
+    @blp.doc(operationId="listEvents")
     @blp.arguments(PageQuery(), location="query")
     @blp.response(200, EventPage)
     @problems(blp, 400, 503)
@@ -64,6 +65,7 @@ class Events(MethodView):
         seen = [summaries.seen_by_key(e) for e in fetched]
         return cursors.page(seen, query["limit"], lambda e: (e.event_id,))
 
+    @blp.doc(operationId="createEvent")
     @blp.arguments(EventCreate())
     @blp.response(201, EventSummary, headers={**ETAG, **LOCATION})
     @problems(blp, 400, 403, 409, 503)
@@ -80,6 +82,7 @@ class Events(MethodView):
 
 @blp.route("/<event_id>", parameters=[EVENT_ID_PARAMETER])
 class EventItem(MethodView):
+    @blp.doc(operationId="getEvent")
     @blp.arguments(EVENT_ID, location="path")
     @blp.doc(**IF_NONE_MATCH)
     @blp.response(200, EventSummary, headers=ETAG)
@@ -89,6 +92,7 @@ class EventItem(MethodView):
         """The event's summary."""
         return conditional.summary_response(deps.reservations().summary(path["event_id"]))
 
+    @blp.doc(operationId="updateEvent")
     @blp.arguments(EVENT_ID, location="path")
     @blp.arguments(EventPatch())
     @blp.doc(**IF_MATCH)
@@ -110,6 +114,7 @@ class EventItem(MethodView):
 
 @blp.route("/<event_id>/reservations", parameters=[EVENT_ID_PARAMETER])
 class EventReservations(MethodView):
+    @blp.doc(operationId="listReservations")
     @blp.arguments(EVENT_ID, location="path")
     @blp.arguments(ReservationQuery(), location="query")
     @blp.response(200, ReservationPage)
@@ -131,6 +136,7 @@ class EventReservations(MethodView):
             fetched, query["limit"], lambda r: (r.created_at.isoformat(), str(r.reservation_id))
         )
 
+    @blp.doc(operationId="reserve")
     @blp.arguments(EVENT_ID, location="path")
     @blp.arguments(ReserveRequest())
     @blp.arguments(RESERVE_HEADERS, location="headers")
@@ -144,6 +150,7 @@ class EventReservations(MethodView):
 
 @blp.route("/<event_id>/holds", parameters=[EVENT_ID_PARAMETER])
 class EventHolds(MethodView):
+    @blp.doc(operationId="createHold")
     @blp.arguments(EVENT_ID, location="path")
     @blp.arguments(HOLD_REQUEST)
     @blp.arguments(WRITE, location="headers")
@@ -161,6 +168,7 @@ class EventHolds(MethodView):
     parameters=[EVENT_ID_PARAMETER, RESERVATION_ID_PARAMETER],
 )
 class EventReservation(MethodView):
+    @blp.doc(operationId="getReservation")
     @blp.arguments(ITEM, location="path")
     @blp.response(200, ReservationDetail)
     @problems(blp, 400, 404, 503)
@@ -169,6 +177,7 @@ class EventReservation(MethodView):
         expired (a hold past its time reads expired at once)."""
         return writes.get_reservation(path["event_id"], path["reservation_id"])
 
+    @blp.doc(operationId="cancelReservation")
     @blp.arguments(ITEM, location="path")
     @blp.arguments(WRITE, location="headers")
     @blp.response(204, headers=REPLAYED)
@@ -184,6 +193,7 @@ class EventReservation(MethodView):
     parameters=[EVENT_ID_PARAMETER, RESERVATION_ID_PARAMETER],
 )
 class HoldConfirm(MethodView):
+    @blp.doc(operationId="confirmHold")
     @blp.arguments(ITEM, location="path")
     @blp.arguments(WRITE, location="headers")
     @blp.response(200, HoldAnswer, headers=REPLAYED)
@@ -199,6 +209,7 @@ class HoldConfirm(MethodView):
     parameters=[EVENT_ID_PARAMETER, RESERVATION_ID_PARAMETER],
 )
 class HoldExtend(MethodView):
+    @blp.doc(operationId="extendHold")
     @blp.arguments(ITEM, location="path")
     @blp.arguments(EXTEND_REQUEST)
     @blp.arguments(WRITE, location="headers")

@@ -25,7 +25,7 @@ _RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}, "description": "S
 
 
 @blp.get("/health")
-@blp.doc(security=[])
+@blp.doc(operationId="getHealth", security=[])
 @blp.response(200, Health)
 @blp.alt_response(
     503, schema=Problem, headers=_RETRY_AFTER, description="The database does not answer."
@@ -38,7 +38,7 @@ def health():
 
 
 @blp.get("/ready")
-@blp.doc(security=[])
+@blp.doc(operationId="getReadiness", security=[])
 @blp.response(200, Health, description="The database is migrated to this code's head revision.")
 @blp.alt_response(
     503,

@@ -41,6 +41,7 @@ def _location(reservation_id) -> str:
 
 @blp.route("", strict_slashes=False)
 class Reservations(MethodView):
+    @blp.doc(operationId="getDefaultEvent")
     @blp.doc(**IF_NONE_MATCH)
     @blp.response(200, NodeSummary, headers=ETAG)
     @blp.alt_response(304, description="Not modified: If-None-Match has the ETag.", headers=ETAG)
@@ -49,6 +50,7 @@ class Reservations(MethodView):
         """Summary of the default event: seats left, confirmed reservations, version."""
         return conditional.summary_response(deps.reservations().summary(_default_event_id()))
 
+    @blp.doc(operationId="reserveOnDefaultEvent")
     @blp.arguments(RESERVE_REQUEST)
     @blp.arguments(RESERVE_HEADERS, location="headers")
     @blp.response(201, ReservationCreated, headers={**LOCATION, **REPLAYED})
@@ -60,6 +62,7 @@ class Reservations(MethodView):
 
 @blp.route("/<reservation_id>", parameters=[RESERVATION_ID_PARAMETER])
 class ReservationItem(MethodView):
+    @blp.doc(operationId="getDefaultEventReservation")
     @blp.arguments(RESERVATION_ID, location="path")
     @blp.response(200, ReservationDetail)
     @problems(blp, 400, 404, 503)
@@ -67,6 +70,7 @@ class ReservationItem(MethodView):
         """A reservation of the default event, confirmed or cancelled."""
         return writes.get_reservation(_default_event_id(), path["reservation_id"])
 
+    @blp.doc(operationId="cancelDefaultEventReservation")
     @blp.arguments(RESERVATION_ID, location="path")
     @blp.arguments(WRITE_HEADERS, location="headers")
     @blp.response(204, headers=REPLAYED)

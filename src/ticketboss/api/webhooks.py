@@ -68,6 +68,7 @@ def _delivery_id(text: str) -> int:
 
 @blp.route("", strict_slashes=False)
 class WebhookEndpoints(MethodView):
+    @blp.doc(operationId="listWebhookEndpoints")
     @blp.response(200, WebhookEndpointList)
     @problems(503)
     def get(self):
@@ -76,6 +77,7 @@ class WebhookEndpoints(MethodView):
         every_partner = principal.owner() is None
         return {"items": deps.webhooks().list(principal.partner_id, every_partner)}
 
+    @blp.doc(operationId="createWebhookEndpoint")
     @blp.arguments(CREATE)
     @blp.response(201, WebhookEndpointWithSecret, headers=LOCATION)
     @problems(400, 409, 503)
@@ -97,6 +99,7 @@ class WebhookEndpoints(MethodView):
 
 @blp.route("/<endpoint_id>", parameters=[ENDPOINT_ID_PARAMETER])
 class WebhookEndpointItem(MethodView):
+    @blp.doc(operationId="getWebhookEndpoint")
     @blp.arguments(ENDPOINT, location="path")
     @blp.response(200, WebhookEndpoint)
     @problems(400, 404, 503)
@@ -104,6 +107,7 @@ class WebhookEndpointItem(MethodView):
         """One endpoint (without its secret)."""
         return deps.webhooks().get(path["endpoint_id"], _owner())
 
+    @blp.doc(operationId="deleteWebhookEndpoint")
     @blp.arguments(ENDPOINT, location="path")
     @blp.response(204)
     @problems(400, 404, 503)
@@ -115,6 +119,7 @@ class WebhookEndpointItem(MethodView):
 
 @blp.route("/<endpoint_id>/rotate-secret", parameters=[ENDPOINT_ID_PARAMETER])
 class WebhookSecretRotation(MethodView):
+    @blp.doc(operationId="rotateWebhookSecret")
     @blp.arguments(ENDPOINT, location="path")
     @blp.response(200, WebhookEndpointWithSecret)
     @problems(400, 404, 503)
@@ -127,6 +132,7 @@ class WebhookSecretRotation(MethodView):
 
 @blp.route("/<endpoint_id>/deliveries", parameters=[ENDPOINT_ID_PARAMETER])
 class WebhookDeliveries(MethodView):
+    @blp.doc(operationId="listWebhookDeliveries")
     @blp.arguments(ENDPOINT, location="path")
     @blp.arguments(PAGE, location="query")
     @blp.response(200, WebhookDeliveryPage)
@@ -148,6 +154,7 @@ class WebhookDeliveries(MethodView):
     parameters=[ENDPOINT_ID_PARAMETER, DELIVERY_ID_PARAMETER],
 )
 class WebhookDeliveryRetry(MethodView):
+    @blp.doc(operationId="retryWebhookDelivery")
     @blp.arguments(DELIVERY, location="path")
     @blp.response(202, WebhookDelivery)
     @problems(400, 404, 503)
