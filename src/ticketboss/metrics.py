@@ -73,6 +73,20 @@ REFUSALS = Counter(
     "(not-enough-seats:pool|allocation|allocation+pool), hold-limit or pool-limit.",
     ["reason"],
 )
+DATABASE_UNAVAILABLE = Counter(
+    "ticketboss_database_unavailable",
+    "Requests answered 503 because the database did not take them: unreachable, restarting, "
+    "too slow, its connection pool exhausted, or read-only (a standby); /api/health and "
+    "/api/ready included. Counted where a worker logs its outage (ticketboss.outages).",
+)
+# One sample per committed transaction of an event's changes; GROUP_COMMIT_MAX_BATCH (200 by
+# default) bounds it.
+GROUP_COMMIT_BATCH = Histogram(
+    "ticketboss_group_commit_batch_size",
+    "Requests of one event committed together in one transaction by its group commit "
+    "(changes and the refusals answered with them).",
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200),
+)
 RATELIMIT_STORAGE_UP = Gauge(
     "ticketboss_ratelimit_storage_up",
     "1 while the shared rate-limit storage (Redis) answers; 0 while a worker counts alone.",

@@ -8,6 +8,8 @@ from __future__ import annotations
 import logging
 import time
 
+from ticketboss import metrics
+
 log = logging.getLogger("ticketboss.api.errors")
 
 REPORT_EVERY_SECONDS = 10.0
@@ -23,7 +25,9 @@ class Outage:
 
     def failed(self, reason: str, exc: BaseException | None = None) -> None:
         """A request answered 503 because the database did not take it; `exc`'s traceback
-        is logged with the first failure (at most once a minute)."""
+        is logged with the first failure (at most once a minute). Each one is counted
+        (ticketboss_database_unavailable_total), however few lines it gets."""
+        metrics.DATABASE_UNAVAILABLE.inc()
         now = time.monotonic()
         if self.since is None:
             self.since, self.failures, self.reported = now, 1, now

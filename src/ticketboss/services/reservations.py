@@ -395,6 +395,7 @@ class ReservationService:
                 told = outbox.notes(read, changes, decided, outcomes)
                 queries.insert_notifications(conn, outbox.rows(told, read.now))
             self._keep_answers(conn, batch, outcomes)
+        metrics.GROUP_COMMIT_BATCH.observe(len(batch))
         if decided.changes:
             self.wake_dispatcher()
             self._count(event_id, decided)
