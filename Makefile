@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 ARGS   ?=
 
-.PHONY: help install system-packages lock run migrate seed partner allocations prune-keys prune-notifications sweep-holds cluster test failover lint bench clean
+.PHONY: help install system-packages lock run migrate seed partner allocations prune-keys prune-notifications sweep-holds cluster test failover image image-test lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -70,6 +70,12 @@ test: install  ## the whole suite against a fresh PostgreSQL database (TEST_DATA
 
 failover: install  ## the failover drill: four faults on a Patroni cluster under keyed load, each checked and reported
 	$(BIN)/pytest -m failover -s $(ARGS) tests/failover
+
+image: system-packages  ## build the container image ticketboss:latest with buildah (BASE=python:3.11-slim, else a base built from Debian's packages; docs/image.md)
+	scripts/image/build.sh
+
+image-test: install image  ## run the image as deployed: one-off commands, serve, reserve, cancel, SIGTERM drain, read-only root
+	$(BIN)/pytest -m image -s tests/image $(ARGS)
 
 lint: install  ## ruff (the rules and formatting of pyproject.toml) and mypy over src/
 	$(BIN)/ruff check src tests scripts migrations

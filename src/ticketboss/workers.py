@@ -56,6 +56,8 @@ _BODY_FRAMING = (
 
 # Hex digits of the largest chunk size accepted: 16 MiB, past any body MAX_BODY_BYTES allows.
 _CHUNK_SIZE_DIGITS = 6
+# While a worker stops, how long a kept-alive connection may take to send its next request.
+_STOPPING_SECONDS = 0.1
 _HEX = re.compile(rb"[0-9A-Fa-f]+")
 
 
@@ -192,7 +194,11 @@ class GeventWorker(ProblemAnswers, _GeventWorker):
             sock.settimeout(None)  # the next request's headers are timeout_ctx's to time
 
     def timeout_ctx(self):
-        """How long the next request's line and headers may take to arrive."""
+        """How long the next request's line and headers may take to arrive: while stopping,
+        only what is already on its way (a connection kept alive after a request that was
+        running at SIGTERM ends at once, not `keepalive` seconds later)."""
+        if not self.alive:
+            return gevent.Timeout(_STOPPING_SECONDS, False)
         crowded = self.connections > self.worker_connections // 2
         return gevent.Timeout(self.shed_seconds if crowded else self.cfg.keepalive, False)
 
