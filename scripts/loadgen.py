@@ -170,9 +170,10 @@ def pick(mix, roll: float) -> str:
 
 
 def next_request(scenario, rng, reserves, own_ids, host, key, read=b""):
-    """The client's next (operation, request bytes, seats asked)."""
-    if scenario == "read":
-        return "read", read, 0
+    """The client's next (operation, request bytes, seats asked); `read` is what the read
+    and refused scenarios send every time."""
+    if scenario in ("read", "refused"):
+        return scenario, read, 0
     operation = pick(MIXES[scenario], rng.random()) if scenario in MIXES else "reserve"
     if operation == "summary":
         return "summary", request_bytes("GET", PATH, host, key=key), 0
@@ -209,6 +210,8 @@ async def client(i: int, args, tally: Tally, deadline: float) -> None:
         for event, path in (paths or {None: PATH}).items()
     }
     read = request_bytes("GET", args.path, host, key=key)
+    if args.scenario == "refused":  # the reservation's POST, refused by validation (400)
+        read = request_bytes("POST", PATH, host, body % 0, key)
     own_ids: list[str] = []
     # read-heavy: the version this client's next summary must show at least (each of its
     # 201s committed after it had read `seen`, and each commit raised the version).
@@ -479,7 +482,16 @@ def main() -> int:
     parser.add_argument("--port", type=int, default=8765)
     parser.add_argument(
         "--scenario",
-        choices=("hot", "sellout", "mixed", "read-heavy", "read", "checkout", "allocations"),
+        choices=(
+            "hot",
+            "sellout",
+            "mixed",
+            "read-heavy",
+            "read",
+            "refused",
+            "checkout",
+            "allocations",
+        ),
         default="hot",
     )
     parser.add_argument("--clients", type=int, default=100)

@@ -13,9 +13,11 @@ Each scenario reseeds the default event, runs scripts/loadgen.py in its own proc
 CPU is its own), reads the CAS counters of /metrics before and after, and checks the books in
 the database (after `checkout`, once every hold's ttl has passed, against the event's summary
 too; after `allocations`, per bucket, against the operator's listing of the allocations).
-`hot` runs at 10 clients and at --clients; right after it, pgbench runs the same transaction
-straight against PostgreSQL at several client counts: its best is the ceiling the service is
-compared with. `reads` GETs the summary, then an unknown path (no database), then
+`hot` runs at 10 clients and at --clients, then `ceiling`: the same POST at --clients with
+`{"seats": 0}`, parsed, authenticated and refused by validation (400) before the database,
+the stack's own ceiling, against which hot's confirmed/s is the headline; right after it,
+pgbench runs the same transaction straight against PostgreSQL at several client counts: its
+best is the database's ceiling. `reads` GETs the summary, then an unknown path (no database), then
 the OpenAPI document, each for the same time. The report goes to stdout and to results/. Exit
 status 1 if an invariant failed; targets are only printed.
 

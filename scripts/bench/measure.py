@@ -230,7 +230,7 @@ def run_scenario(bench: dict, scenario: str, clients: int, duration: float) -> d
     if allocating:  # before the counters: the operator's PUTs are no part of the run
         setup = allocations.prepare(bench, plan, keys_file, rate)
     before = cas_counters(port, bench["metrics_token"])
-    loadgen_scenario = "hot" if scenario == "sweep" else scenario
+    loadgen_scenario = {"sweep": "hot", "ceiling": "refused"}.get(scenario, scenario)
     extra = checkout_options(args) if checkout else None
     if allocating:
         extra = allocations.options()
@@ -258,6 +258,9 @@ def run_scenario(bench: dict, scenario: str, clients: int, duration: float) -> d
         path, status = READS[read]
         answered = load["statuses"] == {str(status): load["requests"]}
         invariants[f"every GET {path} answered {status}"] = answered
+    if scenario == "ceiling":
+        refused = load["statuses"] == {"400": load["requests"]}
+        invariants['every {"seats": 0} answered 400'] = refused
     by_bucket = allocations.books(bench, setup, load) if setup is not None else None
     if by_bucket is not None:
         invariants.update(allocation_checks(by_bucket))
@@ -374,6 +377,8 @@ def plan(args: argparse.Namespace) -> list[tuple[str, int, float]]:
         elif scenario == "hot" and not args.round_json:
             clients = sorted({HOT_FEW_CLIENTS, args.clients})
             runs += [("hot", c, args.duration) for c in clients]
+            # The same POST refused by validation before the database: the stack's ceiling.
+            runs.append(("ceiling", args.clients, args.duration))
         else:
             runs.append(
                 (scenario, args.clients, SELLOUT_CAP_S if scenario == "sellout" else args.duration)

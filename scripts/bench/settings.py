@@ -64,10 +64,13 @@ OPERATOR = "bench-operator"  # the operator whose key sets the allocations
 # The targets the report holds a run to (reported, not enforced). The speed targets are issue
 # #12's (they replaced the first bench's 2000/s, 1.1x, 100 ms and 20 ms); the correctness
 # targets have been there since the first make bench. "hot" is the hot run with the most clients.
+# hot: confirmed/s as a % of the same POST refused by validation before the database, at
+# the same clients: how close a reservation comes to the stack's own ceiling (#23)
+TARGET_HOT_CEILING_PCT = 85
 TARGET_HOT_CONFIRMED_PER_S = 3000  # hot: confirmed reservations a second (#12)
 TARGET_HOT_PGBENCH_MULTIPLE = 1.6  # hot: confirmed/s over pgbench's best tps of the run (#12)
-TARGET_HOT_P99_MS = 50  # hot: p99 latency (#12)
-TARGET_HOT_FEW_P99_MS = 10  # hot at HOT_FEW_CLIENTS, a quiet on-sale: p99 latency (#12)
+TARGET_HOT_P99_MS = 40  # hot: p99 latency (#23; #12 asked 50)
+TARGET_HOT_FEW_P99_MS = 8  # hot at HOT_FEW_CLIENTS, a quiet on-sale: p99 latency (#23; #12: 10)
 TARGET_SUMMARY_READS_PCT = 90  # summary reads/s, as a % of a route with no database (#12)
 TARGET_MAX_SPURIOUS_409 = 0  # 409s with the seats still there, in any run (the first bench)
 TARGET_MAX_503_PCT = 0.1  # 503s as a % of a run's requests, in any run (the first bench)
