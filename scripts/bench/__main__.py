@@ -8,6 +8,7 @@
     make bench ARGS="--scenario allocations --duration 8"         # partners' own shares + pool
     make bench ARGS="--ab HEAD --scenario hot --rounds 3"         # HEAD's code against ours
     make bench ARGS="--cluster 1,2,4 --duration 8"                # N hosts behind HAProxy
+    make bench ARGS="--scenario scale --scale-rows 5000000"       # reads as the tables grow
 
 Each scenario reseeds the default event, runs scripts/loadgen.py in its own process (so its
 CPU is its own), reads the CAS counters of /metrics before and after, and checks the books in
@@ -49,6 +50,7 @@ from pathlib import Path
 from sqlalchemy.engine import make_url
 
 from bench.ab import run_ab
+from bench.growth import run_growth
 from bench.measure import run_all
 from bench.report import plot_sweep, render, targets, write_results
 from bench.scale import run_cluster_bench
@@ -80,7 +82,16 @@ def host_counts(text: str) -> list[int]:
 def parse_args(argv=None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scenario", choices=(*SCENARIOS, "all"), default="all")
+    parser.add_argument(
+        "--scenario",
+        choices=(*SCENARIOS, "all", "scale"),
+        default="all",
+        help="all: every one of the first; scale (never part of all): reads on an empty "
+        "database against one with --scale-rows reservations",
+    )
+    parser.add_argument("--scale-rows", type=int, default=1_000_000, help="scale: reservations")
+    parser.add_argument("--scale-partners", type=int, default=1_000, help="scale: their partners")
+    parser.add_argument("--scale-events", type=int, default=100_000, help="scale: other events")
     parser.add_argument(
         "--clients",
         type=int,
@@ -156,6 +167,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--rounds must be at least 1")
     if args.webhook != "none" and args.auth != "keys":
         parser.error("--webhook registers its endpoint with a key: --auth keys")
+    if args.scenario == "scale" and (args.ab or args.auth != "keys" or args.webhook != "none"):
+        parser.error("--scenario scale runs alone, with partner keys: no --ab, no --webhook")
     if args.cluster and (args.ab or args.scenario != "all"):
         parser.error("--cluster runs its own workloads: no --ab, no --scenario")
     return args
@@ -216,6 +229,8 @@ def main(argv=None) -> int:
             wait_healthy(service, port, log_path)
             code = served_from(service.pid)
             print(f"ticketboss served from {Path(code).parent}", flush=True)
+            if args.scenario == "scale":
+                return run_growth(bench)
             hooked = hook(args, bench, port)
             started = time.monotonic()
             runs, ceiling = run_all(bench)
