@@ -7,7 +7,7 @@ Timings (Patroni's bootstrap DCS settings; Patroni >= 3.1 requires loop_wait + 2
 retry_timeout <= ttl, kept here too): a leader that crashes hard (kill -9, host lost) holds
 its key until `ttl` runs out; a standby takes it within a loop; the remaining replica must
 then follow the new leader before strict synchronous mode accepts writes again. Measured
-by `make failover` (tests/failover): writes resume 12.5–16.5 s after a crash, about 5 s
+by `make failover` (tests/failover): writes resume 12.3–16.5 s after a crash, 5–8 s
 after a switchover; docs/failover.md has the figures and the reasons for each setting.
 """
 
