@@ -14,8 +14,9 @@ import subprocess
 import sys
 import time
 import urllib.request
-from http import HTTPStatus
 from pathlib import Path
+
+from ticketboss.problems import problem_body
 
 PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
@@ -243,15 +244,7 @@ def _proxy_errors() -> str:
     lines = []
     for status, reason in _PROXY_ERRORS.items():
         detail = f"{reason}; retry later, with the same Idempotency-Key."
-        body = json.dumps(
-            {
-                "type": "/problems/unavailable",
-                "title": HTTPStatus(status).phrase,
-                "status": status,
-                "detail": detail,
-                "error": detail,
-            }
-        )
+        body = json.dumps(problem_body(status, detail, "unavailable"))
         lines.append(
             f"    http-error status {status} content-type application/problem+json"
             f" hdr Retry-After 1 string '{body}'"

@@ -35,6 +35,7 @@ from gunicorn.workers.ggevent import GeventWorker as _GeventWorker
 from gunicorn.workers.gthread import ThreadWorker as _ThreadWorker
 
 from ticketboss.config import ServerSettings
+from ticketboss.problems import problem_body
 
 # Status of each error gunicorn raises while reading a request; anything else it parses is 400.
 _STATUS = {
@@ -106,15 +107,7 @@ class ProblemAnswers:
         if status == 500:
             detail = "An unexpected error occurred."
         request_id = uuid.uuid4().hex
-        body = json.dumps(
-            {
-                "type": "about:blank",
-                "title": HTTPStatus(status).phrase,
-                "status": status,
-                "detail": detail,
-                "error": detail,
-            }
-        ).encode()
+        body = json.dumps(problem_body(status, detail)).encode()
         head = (
             f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
             "Connection: close\r\n"

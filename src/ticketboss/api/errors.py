@@ -40,11 +40,11 @@ from ticketboss.domain import (
     WebhooksNotConfigured,
 )
 from ticketboss.outages import outage
+from ticketboss.problems import PROBLEM_JSON, problem_body
 from ticketboss.services.outbound import UnsafeUrl
 
 log = logging.getLogger(__name__)
 
-PROBLEM_JSON = "application/problem+json"
 
 # Domain errors → (status, problem type slug). VersionConflict only reaches the API once the
 # tenacity retries are spent: the event is too contended right now, so the client should retry.
@@ -91,15 +91,8 @@ _BAD_KEY = {"WWW-Authenticate": 'Bearer realm="ticketboss", error="invalid_token
 
 
 def problem(status: int, detail: str, slug: str | None = None, headers=None, **extra):
-    """A problem+json response; `error` repeats `detail` for clients of the old API."""
-    body = {
-        "type": f"/problems/{slug}" if slug else "about:blank",
-        "title": HTTPStatus(status).phrase,
-        "status": status,
-        "detail": detail,
-        "error": detail,
-        **extra,
-    }
+    """A problem+json response."""
+    body = problem_body(status, detail, slug, **extra)
     headers = dict(headers or {})
     if status == 503 or slug in _RETRY_LATER:
         headers["Retry-After"] = str(current_app.config["RETRY_AFTER_SECONDS"])
