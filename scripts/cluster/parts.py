@@ -16,8 +16,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-from ticketboss.problems import problem_body
-
 PGBOUNCER = shutil.which("pgbouncer") or "/usr/sbin/pgbouncer"
 HAPROXY = shutil.which("haproxy") or "/usr/sbin/haproxy"
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -241,6 +239,9 @@ _PROXY_ERRORS = {
 
 
 def _proxy_errors() -> str:
+    # Imported here: the bench imports this module with older revisions' ticketboss too.
+    from ticketboss.problems import problem_body
+
     lines = []
     for status, reason in _PROXY_ERRORS.items():
         detail = f"{reason}; retry later, with the same Idempotency-Key."
