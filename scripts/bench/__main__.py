@@ -137,10 +137,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--webhook",
         choices=MODES,
-        default="none",
         help="register one webhook endpoint on a receiver of the bench's: partner-0's "
-        "(partner), one that sleeps 30 s per delivery (sleeping), or an operator's that gets "
-        "every notification (all: the dispatcher's own rate)",
+        "(partner, the default with keys: every feature on), one that sleeps 30 s per "
+        "delivery (sleeping), an operator's that gets every notification (all: the "
+        "dispatcher's own rate), or none",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy on every worker during each run: each layer's share of the samples "
+        "(it takes CPU of its own: read the shares, not the rates)",
     )
     parser.add_argument("--rounds", type=int, default=3, help="--ab: timed runs of each arm")
     parser.add_argument(
@@ -159,6 +165,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     # A round of an A/B run: no pgbench, hot at --clients only, the report to this file.
     parser.add_argument("--round-json", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.webhook is None:  # the targets are measured with every feature on (#23)
+        keyed = args.auth == "keys" and args.scenario != "scale" and not args.cluster
+        args.webhook = "partner" if keyed else "none"
     if args.hold_ttl < 1:
         parser.error("--hold-ttl must be at least 1 second")
     if args.ab and args.scenario == "all":

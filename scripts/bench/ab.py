@@ -49,7 +49,9 @@ def run_round(
     if webhook is not None:
         options["webhook"] = webhook
     command = [sys.executable, "-m", "bench"]
-    command += [f"--{k.replace('_', '-')}={v}" for k, v in options.items()]
+    flags = {k: v for k, v in options.items() if not isinstance(v, bool)}
+    command += [f"--{k.replace('_', '-')}={v}" for k, v in flags.items()]
+    command += [f"--{k.replace('_', '-')}" for k, v in options.items() if v is True]
     command.append(f"--round-json={report_path}")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root / "src"), str(ROOT / "scripts")])}
     # In a session of its own, so that Ctrl-C reaches only us and the round's SIGTERM lets it
@@ -85,12 +87,14 @@ def run_ab(args: argparse.Namespace) -> int:
                 print(
                     f"== A/B round {number} of {args.rounds}: arm {arm}, {roots[arm]}", flush=True
                 )
-                webhook = args.b_webhook if arm == "B" else None
+                webhook = None  # as --webhook says (its default: partner-0's endpoint)
+                if args.b_webhook:  # B with that endpoint, A with none
+                    webhook = args.b_webhook if arm == "B" else "none"
                 report = run_round(
                     args, roots[arm], Path(workdir) / f"{arm}-{number}.json", webhook=webhook
                 )
                 name = args.ab if arm == "A" else "working tree"
-                if webhook:
+                if args.b_webhook:
                     name += f" with --webhook {webhook}"
                 arms[arm] = {
                     "label": f"{name} ({report['machine']['revision']})",

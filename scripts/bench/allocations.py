@@ -117,6 +117,23 @@ def prepare(bench: dict, plan: dict[str, dict], keys_file: Path | None, rate: fl
     }
 
 
+def carry(bench: dict) -> dict | None:
+    """The allocation a target run's event carries (#23: every feature on): partner-0 draws
+    from a share of its own that never runs out while the other partners take the open pool,
+    so each batch reads and plans allocations as a deployed event's do. None without keys
+    (no operator to PUT it)."""
+    if bench["keys_file"] is None:
+        return None
+    if "operator_key" not in bench:
+        bench["operator_key"] = operator_key(bench["engine"], OPERATOR)
+    body = {"seats": ALLOCATION_BIG, "overflow": True}
+    path = allocations_path(partner_id(0))
+    status, answer = call(bench["port"], "PUT", path, bench["operator_key"], body)
+    if status not in (200, 201):
+        raise RuntimeError(f"PUT {path} {body}: {status} {answer}")
+    return {"partner": partner_id(0), **body}
+
+
 def listing(port: int, operator: str | None) -> dict:
     """GET the event's allocations as the operator sees them (all of them, and the pool)."""
     status, body = call(port, "GET", allocations_path(), operator)

@@ -19,7 +19,7 @@ from urllib.request import Request, urlopen
 from sqlalchemy import select, text
 from sqlalchemy.engine import make_url
 
-from bench import allocations
+from bench import allocations, profile
 from bench.report import (
     allocation_checks,
     allocation_lines,
@@ -33,6 +33,7 @@ from bench.report import (
 from bench.service import machine_cpu_seconds, service_cpu
 from bench.settings import (
     ALLOCATION_WARMUP_S,
+    CARRY_ALLOCATION,
     COUNTERS,
     DRAIN_S,
     EVENT_ID,
@@ -42,6 +43,7 @@ from bench.settings import (
     PGBENCH_CLIENTS,
     READ_HEAVY_SEATS,
     READS,
+    RESULTS,
     ROOT,
     SAMPLE,
     SCENARIOS,
@@ -229,6 +231,9 @@ def run_scenario(bench: dict, scenario: str, clients: int, duration: float) -> d
     ids_file = bench["workdir"] / f"ids-{scenario.replace('/', '-')}-{clients}.txt"
     if allocating:  # before the counters: the operator's PUTs are no part of the run
         setup = allocations.prepare(bench, plan, keys_file, rate)
+    carried = None
+    if scenario.partition("/")[0] in CARRY_ALLOCATION:  # "reads/summary": a reads run
+        carried = allocations.carry(bench)
     before = cas_counters(port, bench["metrics_token"])
     loadgen_scenario = {"sweep": "hot", "ceiling": "refused"}.get(scenario, scenario)
     extra = checkout_options(args) if checkout else None
@@ -239,9 +244,15 @@ def run_scenario(bench: dict, scenario: str, clients: int, duration: float) -> d
         loadgen_scenario, extra = "read", ["--path", READS[read][0]]
     master = bench["service"].pid
     cpu_before = service_cpu(master), machine_cpu_seconds()
+    sampling = None
+    if args.profile:  # py-spy on each worker for the run's time
+        workers = [pid for pid in cpu_before[0] if pid != master]
+        out = RESULTS / "profiles" / f"{scenario.replace('/', '-')}-{clients}"
+        sampling = profile.start(workers, duration, out)
     load = run_loadgen(port, loadgen_scenario, clients, duration, seats, ids_file, keys_file, extra)
     cpu_after = service_cpu(master), machine_cpu_seconds()
     after = cas_counters(port, bench["metrics_token"])
+    sampled = profile.finish(sampling) if sampling is not None else None
     summary = None
     if checkout:
         # Every hold was taken before the load generator exited: once the ttl has passed
@@ -315,6 +326,10 @@ def run_scenario(bench: dict, scenario: str, clients: int, duration: float) -> d
     }
     if books_at_end is not None:
         run["books"] = books_at_end
+    if carried is not None:
+        run["carried_allocation"] = carried
+    if sampled is not None:
+        run["profile"] = sampled
     if by_bucket is not None:
         run["allocations"] = by_bucket
     return run
@@ -410,6 +425,8 @@ def run_all(bench: dict) -> tuple[list[dict], list[dict] | None]:
                 print(f"   {line.partition(': ')[2]}", flush=True)
         if "reads" in load:
             print(f"   {reads_line(run)}", flush=True)
+        for line in profile.lines(run["profile"]) if "profile" in run else ():
+            print(f"   {line}", flush=True)
         runs.append(run)
         if scenario == "hot" and clients == args.clients and not args.round_json:
             # One row takes commits fastest from a few clients: the best count is the ceiling.

@@ -9,6 +9,7 @@ from statistics import fmean
 
 from bench.settings import (
     AB_COLUMNS,
+    CARRY_ALLOCATION,
     CLUSTER_COLUMNS,
     CLUSTER_WORKLOADS,
     COLUMNS,
@@ -505,6 +506,22 @@ def checkout_lines(run: dict) -> list[str]:
     ]
 
 
+def features_line(report: dict) -> str:
+    """What the runs carried beyond partner keys: the event's allocation, a webhook endpoint."""
+    carried = next(
+        (r["carried_allocation"] for r in report["runs"] if "carried_allocation" in r), None
+    )
+    webhook = (report.get("webhook") or {}).get("mode", "none")
+    allocation = (
+        f"{carried['partner']} has an allocation of {carried['seats']:,} seats "
+        f"(overflow {'on' if carried['overflow'] else 'off'}) on the event of "
+        + ", ".join(CARRY_ALLOCATION)
+        if carried
+        else "no allocation on the event"
+    )
+    return f"Features: {allocation}; webhook endpoint: {webhook}."
+
+
 def render(report: dict) -> str:
     """The human report: machine, table, details, targets (markdown that reads as text)."""
     m, cfg = report["machine"], report["config"]
@@ -521,6 +538,7 @@ def render(report: dict) -> str:
             f"{f' ({PARTNERS} partner keys)' if cfg['auth'] == 'keys' else ''}; "
             f"{cfg['duration_s']:g} s per timed run; database {cfg['database']}."
         ),
+        features_line(report),
         "",
         *markdown_table([table_row(r) for r in report["runs"]]),
         "",

@@ -47,6 +47,9 @@ SCENARIOS = ("hot", "sellout", "mixed", "read-heavy", "reads", "sweep", "checkou
 ALLOCATION_PARTNERS = 20
 ALLOCATION_WARMUP_S = 1.0
 ALLOCATION_BIG = 1_000_000  # the most an allocation may be (#19's spec)
+# The runs whose event carries one allocation (partner-0's ALLOCATION_BIG, with overflow):
+# the targets are measured with every feature on (#23).
+CARRY_ALLOCATION = ("hot", "ceiling", "sweep", "mixed", "read-heavy", "reads")
 ALLOCATIONS = (  # (partner index, share of E or None, overflow)
     (0, None, False),  # big, no overflow: never refused
     (1, None, False),

@@ -176,7 +176,7 @@ class ServerSettings:
 
     host: str = "127.0.0.1"
     port: int = 8000
-    web_concurrency: int = 0  # worker processes; 0: one per core
+    web_concurrency: int = 0  # worker processes; 0: one per core (one on SQLite)
     worker_class: str = "gevent"  # or gthread
     gunicorn_threads: int = 64  # with gthread only
     worker_connections: int = 4096
@@ -198,9 +198,14 @@ class ServerSettings:
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> ServerSettings:
         return _from_env(cls, environ)
 
-    @property
-    def workers(self) -> int:
-        return self.web_concurrency or os.cpu_count() or 2
+    def workers(self, database_url: str) -> int:
+        """WEB_CONCURRENCY, else one per core; on SQLite one. SQLite lets one writer in at a
+        time and makes the others poll for its lock (busy_timeout), which gave a second
+        worker's reservations a tail of 1 s; one process queues every write in its group
+        commit instead, at the same rate (docs/performance.md#the-embedded-default)."""
+        if self.web_concurrency:
+            return self.web_concurrency
+        return 1 if database_url.startswith("sqlite") else os.cpu_count() or 2
 
     @property
     def metrics_dir(self) -> str:

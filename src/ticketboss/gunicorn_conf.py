@@ -10,26 +10,26 @@ import sys
 from ticketboss.config import ServerSettings, SettingError, Settings
 
 
-def _checked_settings() -> ServerSettings:
-    """The server's settings, having checked the workers' too: a setting that cannot be used
-    stops the master here, in one line and exit status 1, before it binds or boots a worker
-    (whose every attempt would otherwise log a traceback)."""
+def _checked_settings() -> tuple[ServerSettings, Settings]:
+    """The server's settings and the workers', checked: a setting that cannot be used stops
+    the master here, in one line and exit status 1, before it binds or boots a worker (whose
+    every attempt would otherwise log a traceback)."""
     try:
-        Settings.from_env()
-        return ServerSettings.from_env()
+        return ServerSettings.from_env(), Settings.from_env()
     except SettingError as exc:
         sys.exit(f"ticketboss: {exc}")
 
 
-server = _checked_settings()
+server, _app_settings = _checked_settings()
 port = server.port
 bind = f"{server.host}:{server.port}"
 # One process per core keeps every core busy. gevent (the default) serves each request in a
 # greenlet: hundreds of concurrent requests cost no OS threads and no GIL contention, and
 # reservations of a hot event that arrive together join one group-committed transaction (see
 # docs/concurrency.md). WORKER_CLASS=gthread with GUNICORN_THREADS threads is the thread-based
-# alternative.
-workers = server.workers
+# alternative. On SQLite one worker, unless WEB_CONCURRENCY says otherwise: its one write
+# lock admits one writer at a time anyway.
+workers = server.workers(_app_settings.database_url)
 # The workers of ticketboss.workers: problem+json for what gunicorn refuses itself, header
 # deadlines, idle connections shed under a flood, lossless shutdown (see that module).
 worker_class = {
@@ -92,8 +92,8 @@ def post_fork(server, worker):
 def post_worker_init(worker):
     """Ctrl-C (SIGINT, and the SIGQUIT the master then sends) stops a worker as SIGTERM does:
     in-flight requests finish, and no greenlet dies mid-request with a traceback. Then the
-    worker starts sweeping lapsed holds (HOLD_SWEEP_SECONDS) and delivering webhooks
-    (WEBHOOK_DISPATCH), and freezes what it loaded."""
+    worker starts sweeping lapsed holds (HOLD_SWEEP_SECONDS), keeping the keys it took fresh,
+    and delivering webhooks (WEBHOOK_DISPATCH), and freezes what it loaded."""
     signal.signal(signal.SIGINT, worker.handle_exit)
     signal.signal(signal.SIGQUIT, worker.handle_exit)
     from ticketboss import services_of
@@ -101,6 +101,10 @@ def post_worker_init(worker):
 
     services = services_of(worker.wsgi)
     start_sweeping(services.reservations, services.settings.hold_sweep_seconds)
+    if services.settings.auth_mode == "keys":
+        from ticketboss.services.partners import start_refreshing
+
+        start_refreshing(services.keys)
     if services.settings.webhook_dispatch:
         from ticketboss.services.dispatcher import Dispatcher, start_dispatching
 

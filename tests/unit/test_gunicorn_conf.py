@@ -35,3 +35,22 @@ def test_the_hardened_gevent_worker_is_the_default_and_gthread_stays_available()
     assert conf(WORKER_CLASS="gthread")["worker_class"] == "ticketboss.workers.ThreadWorker"
     settings = conf(WORKER_CONNECTIONS="100", KEEPALIVE_SECONDS="3")
     assert (settings["worker_connections"], settings["keepalive"]) == (100, 3)
+
+
+def workers(**env) -> int:
+    script = "import runpy; print(runpy.run_module('ticketboss.gunicorn_conf')['workers'])"
+    environ = {k: v for k, v in os.environ.items() if k not in ("WEB_CONCURRENCY", "DATABASE_URL")}
+    done = subprocess.run(
+        [sys.executable, "-c", script], env={**environ, **env}, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    return int(done.stdout)
+
+
+def test_one_worker_on_sqlite_one_per_core_on_postgresql_unless_web_concurrency_says():
+    postgresql = "postgresql+psycopg2://root@127.0.0.1:5432/anything"
+    assert workers() == 1  # the SQLite default: its one write lock takes one writer anyway
+    assert workers(DATABASE_URL="sqlite:////tmp/x.sqlite3") == 1
+    assert workers(DATABASE_URL=postgresql) == (os.cpu_count() or 2)
+    assert workers(DATABASE_URL=postgresql, WEB_CONCURRENCY="3") == 3
+    assert workers(WEB_CONCURRENCY="2") == 2

@@ -107,7 +107,9 @@ def register_rate_limit(app: Flask, settings: Settings) -> None:
     rate = settings.partner_rate_limit
     burst = max(settings.partner_rate_burst, rate)
     window = max(1, round(burst / rate))
-    workers = settings.ratelimit_fallback_workers or ServerSettings.from_env().workers
+    workers = settings.ratelimit_fallback_workers or ServerSettings.from_env().workers(
+        settings.database_url
+    )
     timeout = settings.ratelimit_storage_timeout_seconds
     shared = settings.ratelimit_storage_uri.startswith("redis")
     limiter = Limiter(

@@ -34,6 +34,11 @@ class Services:
             engine,
             reservations,
             EventService(engine, reservations),
-            KeyCache(engine, settings.auth_cache_seconds, settings.auth_failures_per_minute),
+            KeyCache(
+                engine,
+                settings.auth_cache_seconds,
+                settings.auth_failures_per_minute,
+                grace=settings.request_deadline_seconds,
+            ),
             WebhookService(engine, settings, reservations.clock),
         )

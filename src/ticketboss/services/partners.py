@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import math
+import random
 import re
 import secrets
 import string
@@ -21,7 +23,7 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from limits import RateLimitItemPerSecond
 from limits.storage import MemoryStorage
@@ -51,6 +53,8 @@ _BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 _SHOWN_PREFIX = 11  # the prefix and 7 or 8 characters: enough to tell keys apart in a list
 _CACHE_LIMIT = 10_000  # distinct keys a worker remembers; past that the cache starts over
 _LOOKUP_LOCKS = 64  # lookups of keys that share a lock run one at a time
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -170,11 +174,18 @@ class KeyCache:
     """Resolves keys to principals, remembering each answer for `ttl` seconds per worker;
     also which partners exist, and whether any key of the old format is still active."""
 
-    def __init__(self, engine: Engine, ttl: float, failures_per_minute: int = 0):
+    def __init__(
+        self, engine: Engine, ttl: float, failures_per_minute: int = 0, grace: float = 0.0
+    ):
         self.engine = engine
         self.ttl = ttl
+        # How long past its ttl an answer still serves while its key's lookup runs (that
+        # lookup's own time, at most a request's deadline): a revoked key works at most
+        # ttl + grace.
+        self.grace = grace
         self.failures = FailureLimit(failures_per_minute)
         self._known: dict[str, tuple[Principal, float]] = {}
+        self._used: dict[str, float] = {}  # when this worker last took each key (monotonic)
         self._partners: dict[str, float] = {}
         # Whether an unrevoked old-format key exists, and until when that answer holds.
         self._old_keys = (False, 0.0)
@@ -217,11 +228,48 @@ class KeyCache:
         if not (checksum_matches(key) or (OLD_KEY_SHAPE.fullmatch(key) and self._old_keys_live())):
             return None  # no key we issued could look like this: no lookup
         digest = hash_key(key)
-        principal = self._fresh(digest)
+        now = time.monotonic()
+        known = self._known.get(digest)
+        if known is not None:
+            self._used[digest] = now
+            if known[1] > now:
+                return known[0]
+        lock = self._locks[int(digest[:8], 16) % _LOOKUP_LOCKS]
+        if known is not None and known[1] + self.grace > now:
+            # Just past its ttl: one request looks it up again, and while it waits on the
+            # database (a busy worker answers its round trips late) the others go on with
+            # the answer it had, instead of queueing behind it.
+            if not lock.acquire(blocking=False):
+                return known[0]
+            try:
+                return self._fresh(digest) or self._refresh(digest)
+            finally:
+                lock.release()
+        with _held(lock, "a key's lookup"):
+            principal = self._fresh(digest) or self._refresh(digest)
         if principal is not None:
-            return principal
-        with _held(self._locks[int(digest[:8], 16) % _LOOKUP_LOCKS], "a key's lookup"):
-            return self._fresh(digest) or self._refresh(digest)
+            self._used[digest] = now
+        return principal
+
+    def refresh_used(self, within: float) -> int:
+        """Look up again every key taken in the last `within` seconds whose answer is past
+        half its ttl, so that its requests find it fresh rather than wait on a lookup, after
+        a quiet spell too (the first burst of an on-sale). Run by each worker's refresher
+        (start_refreshing); a key revoked meanwhile is forgotten here. How many it looked up."""
+        now = time.monotonic()
+        looked_up = 0
+        for digest, (_, until) in list(self._known.items()):
+            if self._used.get(digest, 0.0) < now - within or until - now > self.ttl / 2:
+                continue
+            lock = self._locks[int(digest[:8], 16) % _LOOKUP_LOCKS]
+            if not lock.acquire(blocking=False):
+                continue  # a request is looking it up
+            try:
+                self._refresh(digest)
+                looked_up += 1
+            finally:
+                lock.release()
+        return looked_up
 
     @retry_when_dropped
     def _old_keys_live(self) -> bool:
@@ -245,27 +293,50 @@ class KeyCache:
         return None
 
     def _refresh(self, digest: str) -> Principal | None:
-        principal = self._look_up(digest)
+        principal = self._look_up(digest, self._last_used(digest))
         if principal is None:
             # Unknown keys are not remembered: a new key works at once, and random guesses
             # cannot fill the cache. Revoked ones are forgotten here.
             self._known.pop(digest, None)
+            self._used.pop(digest, None)
             return None
         if len(self._known) >= _CACHE_LIMIT:
             self._known.clear()
+            self._used.clear()
         self._known[digest] = (principal, time.monotonic() + self.ttl)
         return principal
 
+    def _last_used(self, digest: str) -> datetime:
+        """When this worker last took the key (now, for a key it has not taken yet)."""
+        ago = time.monotonic() - self._used.get(digest, time.monotonic())
+        return datetime.now(UTC) - timedelta(seconds=max(ago, 0.0))
+
     @retry_when_dropped
-    def _look_up(self, digest: str) -> Principal | None:
-        """One indexed read by hash, and last-used stamped (once per ttl per worker)."""
+    def _look_up(self, digest: str, used_at: datetime) -> Principal | None:
+        """One indexed read by hash, and its last use stamped (once per lookup per worker)."""
         with transaction(self.engine, "a key's last use") as conn:
             row = queries.load_active_key(conn, digest)
             # The index found it by hash; compare in constant time all the same.
             if row is None or not hmac.compare_digest(row.key_hash, digest):
                 return None
-            queries.touch_key(conn, row.id, datetime.now(UTC))
+            queries.touch_key(conn, row.id, used_at)
         return Principal(row.partner_id, Role(row.role))
+
+
+def start_refreshing(keys: KeyCache, within: float = 900.0) -> None:
+    """Keep the keys this worker took in the last `within` seconds fresh, in a daemon thread
+    (a greenlet under gevent): about every half ttl, KeyCache.refresh_used. A failed pass is
+    tried at the next (requests then look their keys up themselves, as without it)."""
+
+    def refresh_forever() -> None:
+        while True:
+            time.sleep(keys.ttl / 2 * random.uniform(0.8, 1.0))
+            try:
+                keys.refresh_used(within)
+            except Exception as exc:  # the database is away: requests will look up
+                log.warning("key refresh failed: %s: %s", type(exc).__name__, exc)
+
+    threading.Thread(target=refresh_forever, name="key-refresher", daemon=True).start()
 
 
 @contextmanager

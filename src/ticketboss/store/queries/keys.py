@@ -8,6 +8,7 @@ from sqlalchemy import (
     Connection,
     bindparam,
     insert,
+    or_,
     select,
     update,
 )
@@ -17,9 +18,13 @@ from ticketboss.store.tables import api_keys, partners
 _ACTIVE_KEY = select(
     api_keys.c.id, api_keys.c.partner_id, api_keys.c.role, api_keys.c.key_hash
 ).where(api_keys.c.key_hash == bindparam("key_hash"), api_keys.c.revoked_at.is_(None))
+# Never backwards: another worker may have stamped a later use.
 _TOUCH_KEY = (
     update(api_keys)
-    .where(api_keys.c.id == bindparam("key_id"))
+    .where(
+        api_keys.c.id == bindparam("key_id"),
+        or_(api_keys.c.last_used_at.is_(None), api_keys.c.last_used_at < bindparam("used_at")),
+    )
     .values(last_used_at=bindparam("used_at"))
 )
 
