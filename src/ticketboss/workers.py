@@ -177,7 +177,7 @@ class GeventWorker(ProblemAnswers, _GeventWorker):
         wire = _HeadersWithBody(sock)
         try:
             try:
-                return super().handle_request(listener_name, req, wire, addr)
+                answered = super().handle_request(listener_name, req, wire, addr)
             finally:  # answered, or closing after the answer (StopIteration): send it all
                 wire.flush()
         except TimeoutError:
@@ -185,6 +185,11 @@ class GeventWorker(ProblemAnswers, _GeventWorker):
             raise StopIteration() from None
         finally:
             sock.settimeout(None)  # the next request's headers are timeout_ctx's to time
+        # The connection's next request may be waiting already (a fast client, a balancer's
+        # busy connection): read at once it would need no switch, and this connection would
+        # keep the worker while the others wait. They have their turn first.
+        gevent.sleep(0)
+        return answered
 
     def timeout_ctx(self):
         """How long the next request's line and headers may take to arrive: while stopping,
