@@ -383,7 +383,26 @@ def _when(moment) -> str:
 
 
 def seed_event(engine: Engine, event_id: str, name: str, seats: int, reset: bool) -> str:
-    """Create or reset one event in one transaction; returns what was done, for the operator."""
+    """Create or reset one event in one transaction; returns what was done, for the operator.
+    A reset that deadlocks with the running service (its webhook dispatcher settling the
+    deliveries the reset deletes) was rolled back whole, and is tried again."""
+    from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random
+
+    retrying = Retrying(
+        retry=retry_if_exception(_deadlocked),
+        stop=stop_after_attempt(5),
+        wait=wait_random(0.05, 0.5),
+        reraise=True,
+    )
+    return retrying(_seed_event, engine, event_id, name, seats, reset)
+
+
+def _deadlocked(exc: BaseException) -> bool:
+    """PostgreSQL chose this transaction to break a deadlock (SQLSTATE 40P01)."""
+    return getattr(getattr(exc, "orig", None), "pgcode", None) == "40P01"
+
+
+def _seed_event(engine: Engine, event_id: str, name: str, seats: int, reset: bool) -> str:
     from ticketboss.services.unit_of_work import transaction
 
     with transaction(engine, f"event '{event_id}'") as conn:

@@ -329,12 +329,15 @@ def start_refreshing(keys: KeyCache, within: float = 900.0) -> None:
     tried at the next (requests then look their keys up themselves, as without it)."""
 
     def refresh_forever() -> None:
+        quiet_until = 0.0  # one warning a minute while the database is away, not one a pass
         while True:
             time.sleep(keys.ttl / 2 * random.uniform(0.8, 1.0))
             try:
                 keys.refresh_used(within)
             except Exception as exc:  # the database is away: requests will look up
-                log.warning("key refresh failed: %s: %s", type(exc).__name__, exc)
+                if time.monotonic() >= quiet_until:
+                    quiet_until = time.monotonic() + 60.0
+                    log.warning("key refresh failed: %s: %s", type(exc).__name__, exc)
 
     threading.Thread(target=refresh_forever, name="key-refresher", daemon=True).start()
 
