@@ -53,6 +53,7 @@ _BASE62 = string.digits + string.ascii_uppercase + string.ascii_lowercase
 _SHOWN_PREFIX = 11  # the prefix and 7 or 8 characters: enough to tell keys apart in a list
 _CACHE_LIMIT = 10_000  # distinct keys a worker remembers; past that the cache starts over
 _LOOKUP_LOCKS = 64  # lookups of keys that share a lock run one at a time
+_LOOKUP_SECONDS = 3.0  # the refresher's time for one lookup when no grace is set
 
 log = logging.getLogger(__name__)
 
@@ -265,7 +266,10 @@ class KeyCache:
             if not lock.acquire(blocking=False):
                 continue  # a request is looking it up
             try:
-                self._refresh(digest)
+                # On a request's time: a database that does not answer holds the key's lock
+                # no longer than the requests waiting for it would wait.
+                with deadline.within(self.grace or _LOOKUP_SECONDS):
+                    self._refresh(digest)
                 looked_up += 1
             finally:
                 lock.release()
