@@ -5,6 +5,7 @@ migration (tests/e2e/test_auth.py covers the default, AUTH_MODE=keys)."""
 import uuid
 
 import pytest
+from flask import url_for
 
 from support.api import assert_problem, reserve
 from support.database import PATIENT
@@ -54,6 +55,22 @@ def test_reserving_returns_201_with_a_location_and_takes_the_seats(client, path)
         1,
         1,
     )
+
+
+def test_the_location_is_url_for_its_reservation_under_a_script_name_too(app, client):
+    # Mounted under a prefix (SCRIPT_NAME), as a proxy may mount it: the Location of a 201 is
+    # the one url_for builds, and GETting it finds the reservation.
+    mounted = "http://localhost/tickets/"
+    response = client.post(
+        "/api/reservations", json={"partnerId": "abc-corp", "seats": 1}, base_url=mounted
+    )
+    assert response.status_code == 201
+    reservation_id = response.get_json()["reservationId"]
+    with app.test_request_context("/api/reservations", base_url=mounted):
+        built = url_for("reservations.ReservationItem", reservation_id=reservation_id)
+    assert response.headers["Location"] == built == f"/tickets/api/reservations/{reservation_id}"
+    found = client.get(built.removeprefix("/tickets"), base_url=mounted)
+    assert found.status_code == 200 and found.get_json()["reservationId"] == reservation_id
 
 
 def test_a_reservation_can_be_read_back_confirmed_then_cancelled(client):
