@@ -200,9 +200,10 @@ class ServerSettings:
 
     def workers(self, database_url: str) -> int:
         """WEB_CONCURRENCY, else one per core; on SQLite one. SQLite lets one writer in at a
-        time and makes the others poll for its lock (busy_timeout), which gave a second
-        worker's reservations a tail of 1 s; one process queues every write in its group
-        commit instead, at the same rate (docs/performance.md#the-embedded-default)."""
+        time and makes the others poll for its lock (busy_timeout), which gave two workers'
+        reservations a tail near 1 s; one process queues every write in its group commit
+        instead, holding the tail for a fifth to a third less rate
+        (docs/performance.md#the-embedded-default)."""
         if self.web_concurrency:
             return self.web_concurrency
         return 1 if database_url.startswith("sqlite") else os.cpu_count() or 2
