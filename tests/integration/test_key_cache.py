@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import threading
 import time
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import text
@@ -16,6 +17,22 @@ from ticketboss.services.unit_of_work import transaction
 from ticketboss.store import queries
 
 TTL = 0.2
+
+
+@contextmanager
+def _lookup_stuck_on_its_row(engine, cache: KeyCache, key: str, key_id: str):
+    """The key's row locked by another transaction and a lookup of the key (in a thread)
+    waiting on it, to stamp its last use; yields (that thread, its answers). The row is let
+    go when the block ends."""
+    with engine.connect() as blocker:
+        blocker.execute(text("SELECT 1 FROM api_keys WHERE id = :id FOR UPDATE"), {"id": key_id})
+        looking = _in_thread(lambda: cache.authenticate(key))
+        until = time.monotonic() + 10
+        while not _waiting_on_lock(engine, "api_keys"):
+            assert time.monotonic() < until, "the lookup never reached the locked row"
+            time.sleep(0.02)
+        yield looking
+        blocker.rollback()
 
 
 def _waiting_on_lock(engine, table: str) -> bool:
@@ -45,22 +62,12 @@ def test_a_key_whose_lookup_waits_on_the_database_still_serves_its_other_request
     assert first is not None and first.partner_id == info.partner_id
     time.sleep(TTL * 2)  # the answer is past its ttl: the next request looks the key up
 
-    with pg_engine.connect() as blocker:  # its row locked: the lookup's last-used stamp waits
-        blocker.execute(
-            text("SELECT 1 FROM api_keys WHERE id = :id FOR UPDATE"), {"id": info.key_id}
-        )
-        looking, looked = _in_thread(lambda: cache.authenticate(key))
-        until = time.monotonic() + 10
-        while not _waiting_on_lock(pg_engine, "api_keys"):
-            assert time.monotonic() < until, "the lookup never reached the locked row"
-            time.sleep(0.02)
-
+    with _lookup_stuck_on_its_row(pg_engine, cache, key, info.key_id) as (looking, looked):
         other, answered = _in_thread(lambda: cache.authenticate(key))
         other.join(timeout=10)
         assert not other.is_alive(), "a request of the key queued behind its lookup"
         assert answered == [first]  # the answer it had
         assert looking.is_alive()  # the lookup still waits on the row
-        blocker.rollback()
     looking.join(timeout=10)
     assert looked == [first]
 
@@ -75,19 +82,10 @@ def test_without_grace_a_key_past_its_ttl_waits_for_its_lookup(pg_engine):
     cache = KeyCache(pg_engine, TTL)  # grace 0: never an answer past its ttl
     assert cache.authenticate(key) is not None
     time.sleep(TTL * 2)
-    with pg_engine.connect() as blocker:
-        blocker.execute(
-            text("SELECT 1 FROM api_keys WHERE id = :id FOR UPDATE"), {"id": info.key_id}
-        )
-        looking, _ = _in_thread(lambda: cache.authenticate(key))
-        until = time.monotonic() + 10
-        while not _waiting_on_lock(pg_engine, "api_keys"):
-            assert time.monotonic() < until, "the lookup never reached the locked row"
-            time.sleep(0.02)
+    with _lookup_stuck_on_its_row(pg_engine, cache, key, info.key_id) as (looking, _):
         other, answered = _in_thread(lambda: cache.authenticate(key))
         other.join(timeout=0.5)
         assert other.is_alive() and answered == []  # it waits for the lookup's answer
-        blocker.rollback()
     looking.join(timeout=10)
     other.join(timeout=10)
     assert answered and answered[0] is not None
