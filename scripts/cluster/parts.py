@@ -240,14 +240,14 @@ _PROXY_ERRORS = {
 
 def _proxy_errors() -> str:
     # Imported here: the bench imports this module with older revisions' ticketboss too.
-    from ticketboss.problems import problem_body
+    from ticketboss.problems import PROBLEM_JSON, problem_body
 
     lines = []
     for status, reason in _PROXY_ERRORS.items():
         detail = f"{reason}; retry later, with the same Idempotency-Key."
         body = json.dumps(problem_body(status, detail, "unavailable"))
         lines.append(
-            f"    http-error status {status} content-type application/problem+json"
+            f"    http-error status {status} content-type {PROBLEM_JSON}"
             f" hdr Retry-After 1 string '{body}'"
         )
     return "\n".join(lines)

@@ -35,7 +35,7 @@ from gunicorn.workers.ggevent import GeventWorker as _GeventWorker
 from gunicorn.workers.gthread import ThreadWorker as _ThreadWorker
 
 from ticketboss.config import ServerSettings
-from ticketboss.problems import problem_body
+from ticketboss.problems import PROBLEM_JSON, problem_body
 
 # Status of each error gunicorn raises while reading a request; anything else it parses is 400.
 _STATUS = {
@@ -111,7 +111,7 @@ class ProblemAnswers:
         head = (
             f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
             "Connection: close\r\n"
-            "Content-Type: application/problem+json\r\n"
+            f"Content-Type: {PROBLEM_JSON}\r\n"
             f"Content-Length: {len(body)}\r\n"
             f"X-Request-ID: {request_id}\r\n\r\n"
         )
